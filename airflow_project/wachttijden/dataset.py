@@ -1,0 +1,181 @@
+"""Reading, validating and cleaning the NZa waiting-time export.
+
+Two formats:
+- raw: the public NZa export, `;`-separated, ISO-8859-1 (UTF-8 with a BOM is
+  accepted too), CRLF or LF, any number of extra columns;
+- prepared: UTF-8, `;`-separated, exactly the COLUMNS header, no index column.
+  Both the `intermediate` (features selected) and `preprocessed` (missing values
+  fixed) stages are written in this format.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass
+
+import pandas as pd
+
+from .schema import (
+    COLUMNS,
+    DEFAULT_TYPE_ZORGINSTELLING,
+    FEATURES,
+    PREPARED_ENCODING,
+    PREPARED_SEPARATOR,
+    RAW_ENCODING,
+    RAW_SEPARATOR,
+    TARGET,
+)
+
+log = logging.getLogger(__name__)
+
+_UTF8_BOM = b"\xef\xbb\xbf"
+
+
+class DataValidationError(ValueError):
+    """The input does not satisfy the data contract; the message names file and problem."""
+
+
+@dataclass(frozen=True)
+class CleaningReport:
+    rows_in: int
+    rows_out: int
+    dropped_missing_target: int
+    dropped_missing_feature: int
+    filled_type_zorginstelling: int
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+def _decode(data: bytes, source: str) -> str:
+    if data.startswith(_UTF8_BOM):
+        try:
+            return data[len(_UTF8_BOM):].decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataValidationError(
+                f"{source}: starts with a UTF-8 byte order mark but is not valid UTF-8 "
+                f"(byte offset {exc.start + len(_UTF8_BOM)})"
+            ) from exc
+    # ISO-8859-1 maps every byte, so decoding cannot fail; wrong encodings show
+    # up as unexpected category values rather than errors.
+    return data.decode(RAW_ENCODING)
+
+
+def _header(text: str, separator: str) -> list[str]:
+    first_line = text.split("\n", 1)[0].rstrip("\r")
+    return [name.strip().strip('"') for name in first_line.split(separator)]
+
+
+def _require_columns(header: list[str], source: str, separator: str) -> None:
+    if header == [""]:
+        raise DataValidationError(f"{source}: file is empty (no header line)")
+    missing = [column for column in COLUMNS if column not in header]
+    if missing:
+        hint = ""
+        if len(header) == 1 and ("," in header[0] or "\t" in header[0]):
+            hint = f" (is it {separator!r}-separated? the header is a single column)"
+        raise DataValidationError(
+            f"{source}: missing required column(s) {', '.join(missing)}{hint}; "
+            f"found columns: {', '.join(header) or '(none)'}"
+        )
+
+
+def _read_columns(text: str, source: str, separator: str) -> pd.DataFrame:
+    header = _header(text, separator)
+    _require_columns(header, source, separator)
+    try:
+        frame = pd.read_csv(
+            io.StringIO(text),
+            sep=separator,
+            usecols=lambda name: name.strip().strip('"') in COLUMNS,
+            dtype=str,
+            keep_default_na=False,
+            skipinitialspace=True,
+        )
+    except pd.errors.ParserError as exc:
+        raise DataValidationError(f"{source}: cannot parse as {separator!r}-separated: {exc}") from exc
+    frame.columns = [str(c).strip().strip('"') for c in frame.columns]
+    return frame.loc[:, list(COLUMNS)]
+
+
+def read_raw(data: bytes, source: str) -> pd.DataFrame:
+    """The COLUMNS of a raw NZa export as strings (empty cells are '')."""
+    return _read_columns(_decode(data, source), source, RAW_SEPARATOR)
+
+
+def select_features(raw: pd.DataFrame) -> pd.DataFrame:
+    """Keep the target and the four features, in contract order, values as found."""
+    return raw.loc[:, list(COLUMNS)].reset_index(drop=True)
+
+
+def fix_missing_values(frame: pd.DataFrame, source: str) -> tuple[pd.DataFrame, CleaningReport]:
+    """Drop rows without a usable target, fill the institution type, type the target.
+
+    - WACHTTIJD empty, not a number ("onbekend"), or negative: row dropped.
+    - TYPE_ZORGINSTELLING empty: "Kliniek" (the NZa leaves it empty for clinics).
+    - any other feature empty: row dropped (a prediction needs all four).
+    An empty result is an error: training on nothing must not look like success.
+    """
+    rows_in = len(frame)
+    text_target = frame[TARGET].astype(str).str.strip().str.replace(",", ".", regex=False)
+    target = pd.to_numeric(text_target, errors="coerce")
+    has_target = target.notna() & (target >= 0)
+
+    features = frame.loc[:, list(FEATURES)].apply(lambda col: col.astype(str).str.strip())
+    empty_type = features["TYPE_ZORGINSTELLING"] == ""
+    features.loc[empty_type, "TYPE_ZORGINSTELLING"] = DEFAULT_TYPE_ZORGINSTELLING
+    has_features = (features != "").all(axis=1)
+
+    keep = has_target & has_features
+    cleaned = pd.concat([target[keep].rename(TARGET), features[keep]], axis=1)
+    cleaned = cleaned.loc[:, list(COLUMNS)].reset_index(drop=True)
+    report = CleaningReport(
+        rows_in=rows_in,
+        rows_out=len(cleaned),
+        dropped_missing_target=int((~has_target).sum()),
+        dropped_missing_feature=int((has_target & ~has_features).sum()),
+        filled_type_zorginstelling=int((empty_type & keep).sum()),
+    )
+    log.info(
+        "%s: kept %d of %d rows; dropped %d without a numeric %s, %d with an empty feature; "
+        "filled %d empty TYPE_ZORGINSTELLING with %r",
+        source, report.rows_out, rows_in, report.dropped_missing_target, TARGET,
+        report.dropped_missing_feature, report.filled_type_zorginstelling,
+        DEFAULT_TYPE_ZORGINSTELLING,
+    )
+    if cleaned.empty:
+        raise DataValidationError(
+            f"{source}: no usable rows after cleaning ({rows_in} rows read, "
+            f"{report.dropped_missing_target} without a numeric {TARGET}, "
+            f"{report.dropped_missing_feature} with an empty feature)"
+        )
+    return cleaned, report
+
+
+def to_prepared_bytes(frame: pd.DataFrame) -> bytes:
+    """The prepared format: UTF-8, `;`, header exactly COLUMNS, LF, no index."""
+    return frame.loc[:, list(COLUMNS)].to_csv(
+        sep=PREPARED_SEPARATOR, index=False, lineterminator="\n"
+    ).encode(PREPARED_ENCODING)
+
+
+def read_prepared(data: bytes, source: str) -> pd.DataFrame:
+    """A prepared file with a float target; validates header and target."""
+    try:
+        text = data.decode(PREPARED_ENCODING)
+    except UnicodeDecodeError as exc:
+        raise DataValidationError(f"{source}: prepared data must be UTF-8 ({exc})") from exc
+    frame = _read_columns(text, source, PREPARED_SEPARATOR)
+    target = pd.to_numeric(frame[TARGET], errors="coerce")
+    bad = target.isna()
+    if bad.any():
+        first = int(bad.idxmax())
+        raise DataValidationError(
+            f"{source}: column {TARGET} has {int(bad.sum())} non-numeric value(s), first at data "
+            f"row {first + 1}: {frame[TARGET].iloc[first]!r} (was the file prepared?)"
+        )
+    if frame.empty:
+        raise DataValidationError(f"{source}: no data rows")
+    frame[TARGET] = target.astype("float64")
+    return frame

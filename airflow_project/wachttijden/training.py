@@ -47,6 +47,9 @@ def _linear(random_state: int) -> Any:
     return Ridge(alpha=1.0)
 
 
+# Estimators that cannot take the encoder's sparse output.
+_NEEDS_DENSE = {"gradient_boosting"}
+
 ESTIMATORS: dict[str, Callable[[int], Any]] = {
     "decision_tree": _decision_tree,
     "random_forest": _random_forest,
@@ -90,7 +93,11 @@ def build_pipeline(estimator: str = DEFAULT_ESTIMATOR, random_seed: int = 42) ->
     if estimator not in ESTIMATORS:
         raise ValueError(f"unknown estimator {estimator!r}; choose one of {sorted(ESTIMATORS)}")
     encoder = ColumnTransformer(
-        [("onehot", OneHotEncoder(handle_unknown="ignore"), list(FEATURES))],
+        [(
+            "onehot",
+            OneHotEncoder(handle_unknown="ignore", sparse_output=estimator not in _NEEDS_DENSE),
+            list(FEATURES),
+        )],
         remainder="drop",
     )
     return Pipeline([("features", encoder), ("regressor", ESTIMATORS[estimator](random_seed))])

@@ -1,0 +1,123 @@
+"""The data lake on Azure Blob Storage: containers, paths and blob I/O.
+
+Tasks get a `DataLake` from the Airflow connection `wasb_datalake` (WasbHook);
+the CLI and tests build one from a connection string. Underneath it is always
+azure-storage-blob, so the same code talks to Azure and to Azurite.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from azure.storage.blob import BlobServiceClient
+
+log = logging.getLogger(__name__)
+
+CONNECTION_ID = "wasb_datalake"
+
+RAW_CONTAINER = "raw"
+INTERMEDIATE_CONTAINER = "intermediate"
+PREPROCESSED_CONTAINER = "preprocessed"
+MODEL_ARTIFACTS_CONTAINER = "modelartifacts"
+CONTAINERS: tuple[str, ...] = (
+    RAW_CONTAINER,
+    INTERMEDIATE_CONTAINER,
+    PREPROCESSED_CONTAINER,
+    MODEL_ARTIFACTS_CONTAINER,
+)
+
+DATASET = "wachttijden"
+
+
+def dataset_path(day: dt.date | dt.datetime) -> str:
+    """`wachttijden/<YYYY>/<MM>/<DD>/wachttijden.csv` for a run's logical date."""
+    return f"{DATASET}/{day:%Y}/{day:%m}/{day:%d}/{DATASET}.csv"
+
+
+@dataclass(frozen=True)
+class BlobRef:
+    container: str
+    path: str
+
+    def __str__(self) -> str:
+        return f"{self.container}/{self.path}"
+
+    @classmethod
+    def parse(cls, text: str) -> "BlobRef":
+        """`container/path/in/container` -> BlobRef; the container must be a known one."""
+        container, _, path = text.strip().strip("/").partition("/")
+        if container not in CONTAINERS or not path:
+            raise ValueError(
+                f"blob reference {text!r} must look like '<container>/<path>' with container "
+                f"one of {', '.join(CONTAINERS)}"
+            )
+        return cls(container, path)
+
+
+class BlobNotFoundError(FileNotFoundError):
+    pass
+
+
+class DataLake:
+    def __init__(self, client: "BlobServiceClient") -> None:
+        self.client = client
+
+    @classmethod
+    def from_connection_string(cls, connection_string: str) -> "DataLake":
+        from azure.storage.blob import BlobServiceClient
+
+        return cls(BlobServiceClient.from_connection_string(connection_string))
+
+    @classmethod
+    def from_airflow(cls, conn_id: str = CONNECTION_ID) -> "DataLake":
+        from airflow.providers.microsoft.azure.hooks.wasb import WasbHook
+
+        return cls(WasbHook(wasb_conn_id=conn_id).get_conn())
+
+    def ensure_containers(self, names: tuple[str, ...] = CONTAINERS) -> None:
+        from azure.core.exceptions import ResourceExistsError
+
+        for name in names:
+            try:
+                self.client.create_container(name)
+                log.info("created container %s", name)
+            except ResourceExistsError:
+                pass
+
+    def read(self, ref: BlobRef) -> bytes:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            return self.client.get_blob_client(ref.container, ref.path).download_blob().readall()
+        except ResourceNotFoundError as exc:
+            raise BlobNotFoundError(f"blob {ref} does not exist in the data lake") from exc
+
+    def write(self, ref: BlobRef, data: bytes) -> None:
+        """Replace the blob with data, all or nothing.
+
+        A block blob only becomes visible when its block list is committed at
+        the end of the upload, so readers see the old content or the new one and
+        a failed upload leaves nothing behind: the commit is the atomic rename.
+        """
+        blob = self.client.get_blob_client(ref.container, ref.path)
+        blob.upload_blob(data, overwrite=True, max_concurrency=2)
+        log.info("wrote %s (%d bytes)", ref, len(data))
+
+    def exists(self, ref: BlobRef) -> bool:
+        return bool(self.client.get_blob_client(ref.container, ref.path).exists())
+
+    def delete(self, ref: BlobRef) -> None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            self.client.get_blob_client(ref.container, ref.path).delete_blob()
+        except ResourceNotFoundError:
+            pass
+
+    def list(self, container: str, prefix: str = "") -> list[str]:
+        return sorted(b.name for b in self.client.get_container_client(container).list_blobs(
+            name_starts_with=prefix or None))

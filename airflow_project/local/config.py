@@ -1,0 +1,143 @@
+"""Configuration of the local platform: ports, folders and the Airflow environment.
+
+Everything is configured through environment variables (Airflow reads
+`AIRFLOW__SECTION__KEY` and `AIRFLOW_CONN_*`), never through the UI, so that a
+fresh `.local/` folder is enough to rebuild the platform.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from airflow_project.datalake import CONNECTION_ID
+from airflow_project.local.services import REPO_ROOT, azurite_connection_string
+
+DAGS_FOLDER = Path(__file__).resolve().parents[1] / "dags"
+AIRFLOW_ADMIN_USER = "admin"
+
+
+def _env_port(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        port = int(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a port number, got {value!r}") from None
+    if not 0 < port < 65536:
+        raise ValueError(f"{name} must be between 1 and 65535, got {port}")
+    return port
+
+
+@dataclass(frozen=True)
+class Ports:
+    """Ports on 127.0.0.1; each can be moved with an MLOPS_*_PORT variable."""
+
+    azurite: int = 10000
+    mlflow: int = 5000
+    airflow: int = 8080
+    serving: int = 8100  # first port handed to local model servers and routers
+
+    @classmethod
+    def from_env(cls) -> "Ports":
+        return cls(
+            azurite=_env_port("MLOPS_AZURITE_PORT", cls.azurite),
+            mlflow=_env_port("MLOPS_MLFLOW_PORT", cls.mlflow),
+            airflow=_env_port("MLOPS_AIRFLOW_PORT", cls.airflow),
+            serving=_env_port("MLOPS_SERVING_PORT", cls.serving),
+        )
+
+
+@dataclass(frozen=True)
+class LocalConfig:
+    root: Path = field(default_factory=lambda: Path(os.environ.get("MLOPS_HOME", REPO_ROOT / ".local")))
+    ports: Ports = field(default_factory=Ports.from_env)
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def run(self) -> Path:
+        """pid files of the processes this platform started."""
+        return self.root / "run"
+
+    @property
+    def azurite_data(self) -> Path:
+        return self.root / "azurite"
+
+    @property
+    def mlflow_data(self) -> Path:
+        return self.root / "mlflow"
+
+    @property
+    def airflow_home(self) -> Path:
+        return self.root / "airflow"
+
+    @property
+    def azurite_connection_string(self) -> str:
+        return azurite_connection_string(self.ports.azurite)
+
+    @property
+    def mlflow_uri(self) -> str:
+        return f"http://127.0.0.1:{self.ports.mlflow}"
+
+    @property
+    def airflow_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.airflow}"
+
+    def _secret(self, name: str) -> str:
+        """A random secret generated once per .local/ folder (never committed)."""
+        path = self.airflow_home / f".{name}"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(secrets.token_urlsafe(32))
+            tmp.chmod(0o600)
+            tmp.replace(path)
+        return path.read_text().strip()
+
+    def airflow_env(self) -> dict[str, str]:
+        """Environment for every Airflow process and for `dag.test()` in tests."""
+        home = self.airflow_home
+        home.mkdir(parents=True, exist_ok=True)
+        connection = {"conn_type": "wasb", "extra": {"connection_string": self.azurite_connection_string}}
+        return {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": "4",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.airflow_url}/execution/",
+            "AIRFLOW__API__PORT": str(self.ports.airflow),
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__BASE_URL": self.airflow_url,
+            "AIRFLOW__API_AUTH__JWT_SECRET": self._secret("jwt_secret"),
+            "AIRFLOW__API__SECRET_KEY": self._secret("api_secret_key"),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{AIRFLOW_ADMIN_USER}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
+            # A new DAG run starts without a manual unpause in the UI.
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "5",
+            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.logs / "airflow"),
+            f"AIRFLOW_CONN_{CONNECTION_ID.upper()}": json.dumps(connection),
+            "MLFLOW_TRACKING_URI": self.mlflow_uri,
+            # Serving from DAGs goes to the local serving controller.
+            "MLOPS_DEPLOY_TARGET": "local",
+            "MLOPS_HOME": str(self.root),
+            "NO_PROXY": "127.0.0.1,localhost",
+        }
+
+    def airflow_password(self) -> str | None:
+        """The admin password Airflow's simple auth manager generated, once it has."""
+        path = self.airflow_home / "passwords.json"
+        try:
+            return json.loads(path.read_text()).get(AIRFLOW_ADMIN_USER)
+        except (OSError, ValueError):
+            return None

@@ -1,0 +1,158 @@
+"""MLflow: log a training run, register the model, apply the promotion rule.
+
+Shared by the `train_model` DAG and `mlops train`, so both register models the
+same way. Aliases: every new version becomes `challenger`; `champion` moves to
+it only when it beats the current champion's MAE on the same hold-out rows.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from airflow_project.wachttijden import training
+from airflow_project.wachttijden.schema import MODEL_NAME
+
+log = logging.getLogger(__name__)
+
+EXPERIMENT = MODEL_NAME
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+ARTIFACT_NAME = "model"
+
+# skops refuses to load types it does not trust. These are the only non-default
+# types our estimators contain; anything else is an error at save time, so an
+# unsafe model can never be registered (and pickle is never used).
+SKOPS_TRUSTED_TYPES: tuple[str, ...] = (
+    "sklearn.tree._tree.Tree",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+)
+
+
+@dataclass(frozen=True)
+class RegistrationResult:
+    run_id: str
+    model_uri: str
+    version: str
+    promoted: bool
+    metrics: dict[str, float]
+    decision: str
+
+    def as_cli_json(self) -> str:
+        """The one-line JSON contract of `mlops train`."""
+        payload = asdict(self)
+        payload.pop("decision")
+        return json.dumps(payload, sort_keys=False)
+
+
+def _check_trusted(pipeline: Any) -> None:
+    import skops.io as sio
+
+    untrusted = set(sio.get_untrusted_types(data=sio.dumps(pipeline))) - set(SKOPS_TRUSTED_TYPES)
+    if untrusted:
+        raise TypeError(
+            f"model contains types not in SKOPS_TRUSTED_TYPES: {sorted(untrusted)}; "
+            "review them and add them to airflow_project.registry.SKOPS_TRUSTED_TYPES"
+        )
+
+
+def champion_version(client: Any, name: str = MODEL_NAME) -> Any | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException as exc:
+        if exc.error_code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"}:
+            return None
+        raise
+
+
+def _champion_mae(version: Any, x_test: pd.DataFrame, y_test: pd.Series) -> float:
+    import mlflow.sklearn
+
+    from airflow_project.wachttijden.training import evaluate
+
+    model = mlflow.sklearn.load_model(f"models:/{MODEL_NAME}/{version.version}")
+    return evaluate(y_test, model.predict(x_test), float(y_test.mean()))["mae"]
+
+
+def decide_promotion(new_mae: float, champion_mae: float | None, champion: str | None) -> tuple[bool, str]:
+    """Pure promotion rule: strictly better MAE, or no champion yet."""
+    if champion_mae is None:
+        return True, "promoted: no champion yet"
+    if new_mae < champion_mae:
+        return True, f"promoted: mae {new_mae:.4f} < champion v{champion} mae {champion_mae:.4f}"
+    return False, f"kept champion v{champion}: mae {new_mae:.4f} >= {champion_mae:.4f}"
+
+
+def train_and_register(
+    data: pd.DataFrame,
+    config: training.TrainingConfig,
+    *,
+    tracking_uri: str | None = None,
+    source: str = "",
+    run_name: str | None = None,
+    tags: dict[str, str] | None = None,
+) -> RegistrationResult:
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.models import infer_signature
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment(EXPERIMENT)
+    client = MlflowClient()
+
+    result = training.train(data, config)
+    _check_trusted(result.pipeline)
+
+    with mlflow.start_run(run_name=run_name) as run:
+        mlflow.set_tags({"source": source, "model_name": MODEL_NAME, **(tags or {})})
+        mlflow.log_params({**result.params, "input": source, "rows": len(data)})
+        mlflow.log_metrics(result.metrics)
+        with tempfile.TemporaryDirectory() as tmp:
+            plot = Path(tmp) / "predicted_vs_actual.png"
+            plot.write_bytes(training.prediction_plot(result.y_test, result.predictions))
+            mlflow.log_artifact(str(plot), artifact_path="plots")
+
+        example = result.x_test.head(3)
+        info = mlflow.sklearn.log_model(
+            result.pipeline,
+            name=ARTIFACT_NAME,
+            serialization_format="skops",
+            skops_trusted_types=list(SKOPS_TRUSTED_TYPES),
+            signature=infer_signature(example, result.pipeline.predict(example)),
+            input_example=example,
+            registered_model_name=MODEL_NAME,
+        )
+        version = str(info.registered_model_version)
+        client.set_registered_model_alias(MODEL_NAME, CHALLENGER, version)
+
+        current = champion_version(client)
+        champion_mae = None
+        if current is not None and str(current.version) != version:
+            champion_mae = _champion_mae(current, result.x_test, result.y_test)
+            mlflow.log_metric("champion_mae", champion_mae)
+        promoted, decision = decide_promotion(
+            result.metrics["mae"], champion_mae, None if current is None else str(current.version)
+        )
+        if promoted:
+            client.set_registered_model_alias(MODEL_NAME, CHAMPION, version)
+        mlflow.set_tags({"promotion_decision": decision, "promoted": str(promoted).lower()})
+        client.set_model_version_tag(MODEL_NAME, version, "promotion_decision", decision)
+        log.info("registered %s version %s; %s", MODEL_NAME, version, decision)
+
+    return RegistrationResult(
+        run_id=run.info.run_id,
+        model_uri=f"models:/{MODEL_NAME}/{version}",
+        version=version,
+        promoted=promoted,
+        metrics=result.metrics,
+        decision=decision,
+    )

@@ -1,0 +1,126 @@
+"""``python -m airflow_project.release <command>``.
+
+  image-tag              print the tag `make image` uses
+  version                print the project version
+  tools [--checkov]      make sure helm (and checkov) are available; print helm's path
+  export-requirements    write image/requirements-*.txt from uv.lock (--check: fail when stale)
+  plan                   print the staged install commands (what DRY_RUN=1 shows)
+  deploy                 run the staged install against the current kube context
+  secrets                --check | --create-dev | --elasticsearch-from-eck | --list
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+
+from . import chart, devsecrets, plan, project, requirements, tools
+
+
+def _detect_env(requested: str) -> str:
+    if requested != "auto":
+        return requested
+    try:
+        ctx = subprocess.run(
+            ["kubectl", "config", "current-context"], capture_output=True, text=True, timeout=20
+        ).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        ctx = ""
+    return "kind" if ctx.startswith("kind-") else "production"
+
+
+def _kind_cluster() -> str:
+    try:
+        ctx = subprocess.run(
+            ["kubectl", "config", "current-context"], capture_output=True, text=True, timeout=20
+        ).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        ctx = ""
+    return ctx.removeprefix("kind-") if ctx.startswith("kind-") else "kind"
+
+
+def _config(args: argparse.Namespace, helm: str) -> plan.DeployConfig:
+    env = _detect_env(args.env)
+    return plan.DeployConfig(
+        env=env,
+        release=args.release,
+        namespace=args.namespace,
+        tag=args.tag or project.image_tag(),
+        registry=args.registry,
+        chart=os.path.relpath(chart.chart_dir(), project.repo_root()),
+        helm=helm,
+        kind_cluster=args.kind_cluster or _kind_cluster(),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m airflow_project.release", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("image-tag")
+    sub.add_parser("version")
+    t = sub.add_parser("tools")
+    t.add_argument("--checkov", action="store_true", help="also install checkov into .tools/checkov")
+    e = sub.add_parser("export-requirements")
+    e.add_argument("--check", action="store_true")
+    for name in ("plan", "deploy"):
+        p = sub.add_parser(name)
+        p.add_argument("--env", choices=["auto", "kind", "production"], default="auto")
+        p.add_argument("--release", default="mlops")
+        p.add_argument("--namespace", default="mlops")
+        p.add_argument("--tag", default="", help="image tag (default: the one `make image` builds)")
+        p.add_argument("--registry", default="", help='registry prefix ending in "/"')
+        p.add_argument("--kind-cluster", default="")
+    s = sub.add_parser("secrets")
+    s.add_argument("--env", choices=["kind", "production"], default="production")
+    s.add_argument("--namespace", default="mlops")
+    g = s.add_mutually_exclusive_group(required=True)
+    g.add_argument("--check", action="store_true")
+    g.add_argument("--create-dev", action="store_true")
+    g.add_argument("--elasticsearch-from-eck", action="store_true")
+    g.add_argument("--list", action="store_true")
+    args = parser.parse_args(argv)
+
+    if args.cmd == "image-tag":
+        print(project.image_tag())
+    elif args.cmd == "version":
+        print(project.project_version())
+    elif args.cmd == "tools":
+        print(tools.ensure_helm())
+        if args.checkov:
+            print(tools.ensure_checkov())
+    elif args.cmd == "export-requirements":
+        if args.check:
+            stale = requirements.stale()
+            if stale:
+                print("stale (run `make requirements`): " + ", ".join(stale), file=sys.stderr)
+                return 1
+            print("image requirements match uv.lock")
+        else:
+            for path in requirements.write():
+                print(f"wrote {path}")
+    elif args.cmd == "plan":
+        helm = tools.find_helm() or "helm"
+        if args.registry and not args.registry.endswith("/"):
+            args.registry += "/"
+        sys.stdout.write(plan.render(plan.build(_config(args, helm))))
+    elif args.cmd == "deploy":
+        if args.registry and not args.registry.endswith("/"):
+            args.registry += "/"
+        cfg = _config(args, tools.ensure_helm())
+        print(f"deploying release {cfg.release} ({cfg.env}) to namespace {cfg.namespace}, image tag {cfg.tag}")
+        plan.execute(plan.build(cfg), project.repo_root())
+    elif args.cmd == "secrets":
+        if args.list:
+            print(devsecrets.describe(args.env))
+        elif args.check:
+            devsecrets.check_or_die(args.env, args.namespace)
+            print("all required Secrets are present")
+        elif args.create_dev:
+            created = devsecrets.create_dev(args.namespace)
+            print("created: " + (", ".join(created) or "nothing (all present)"))
+        else:
+            devsecrets.elasticsearch_from_eck(args.namespace)
+    return 0

@@ -1,0 +1,180 @@
+"""The Secrets the release needs: check them (production), generate them (kind).
+
+No value here is ever written to a file or put on a command line: generated Secrets
+go to ``kubectl apply -f -`` on stdin. Existing Secrets are never overwritten, so a
+re-deploy does not rotate database passwords under a running Postgres.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets as _random
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+AZURITE_ACCOUNT = "mlopsdev"
+
+
+@dataclass(frozen=True)
+class RequiredSecret:
+    name: str
+    keys: tuple[str, ...]
+    purpose: str
+    kind_only: bool = False
+
+
+# Names match helm/values.yaml (mlops.secrets, mlops.kind.*.existingSecret and the
+# subchart values that reference them; tests/chart checks the two agree).
+REQUIRED: tuple[RequiredSecret, ...] = (
+    RequiredSecret("airflow-metadata", ("connection",), "Airflow metadata DB URL postgresql://user:pass@host:5432/airflow"),
+    RequiredSecret("airflow-fernet-key", ("fernet-key",), "Airflow Fernet key (encrypts connections in the DB)"),
+    RequiredSecret("airflow-api-secret-key", ("api-secret-key",), "Airflow API server secret key"),
+    RequiredSecret("airflow-jwt-secret", ("jwt-secret",), "Airflow JWT signing secret"),
+    RequiredSecret("airflow-elasticsearch", ("connection",), "Elasticsearch URL with credentials for task logs https://user:pass@host:9200"),
+    RequiredSecret("airflow-conn-wasb-datalake", ("AIRFLOW_CONN_WASB_DATALAKE",), "Airflow connection wasb_datalake (JSON, conn_type wasb)"),
+    RequiredSecret("azure-storage", ("AZURE_STORAGE_CONNECTION_STRING",), "Azure Storage connection string for MLflow's artifact store"),
+    RequiredSecret("mlflow-database", ("username", "password"), "MLflow backend store (Postgres) credentials"),
+    RequiredSecret("postgres-credentials", ("username", "password"), "in-cluster Postgres superuser (kind)", kind_only=True),
+    RequiredSecret("azurite-accounts", ("AZURITE_ACCOUNTS",), "in-cluster Azurite account:key (kind)", kind_only=True),
+)
+
+
+def required(env: str) -> list[RequiredSecret]:
+    return [s for s in REQUIRED if env == "kind" or not s.kind_only]
+
+
+def _kubectl(*args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(["kubectl", *args], input=stdin, capture_output=True, text=True, check=check)
+
+
+def existing_keys(name: str, namespace: str) -> set[str] | None:
+    proc = _kubectl("get", "secret", name, "-n", namespace, "-o", "json", check=False)
+    if proc.returncode != 0:
+        return None
+    return set((json.loads(proc.stdout).get("data") or {}).keys())
+
+
+def missing(env: str, namespace: str) -> list[str]:
+    """Human-readable problems: missing Secrets or keys (empty: all there)."""
+    problems = []
+    for sec in required(env):
+        keys = existing_keys(sec.name, namespace)
+        if keys is None:
+            problems.append(f"Secret {namespace}/{sec.name} with keys {', '.join(sec.keys)}: {sec.purpose}")
+        elif not set(sec.keys) <= keys:
+            lacking = sorted(set(sec.keys) - keys)
+            problems.append(f"Secret {namespace}/{sec.name} lacks keys {', '.join(lacking)}: {sec.purpose}")
+    return problems
+
+
+def fernet_key() -> str:
+    return base64.urlsafe_b64encode(_random.token_bytes(32)).decode()
+
+
+def dev_values(namespace: str) -> dict[str, dict[str, str]]:
+    """Fresh random development credentials for kind (everything but Elasticsearch)."""
+    pg_user = "mlops"
+    pg_pass = _random.token_urlsafe(24)
+    az_key = base64.b64encode(_random.token_bytes(64)).decode()
+    blob = f"http://azurite.{namespace}.svc.cluster.local:10000/{AZURITE_ACCOUNT}"
+    conn_str = (
+        f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={az_key};"
+        f"BlobEndpoint={blob};"
+    )
+    pg_host = f"postgres.{namespace}.svc.cluster.local"
+    return {
+        "postgres-credentials": {"username": pg_user, "password": pg_pass},
+        "airflow-metadata": {"connection": f"postgresql://{pg_user}:{pg_pass}@{pg_host}:5432/airflow"},
+        "mlflow-database": {"username": pg_user, "password": pg_pass},
+        "airflow-fernet-key": {"fernet-key": fernet_key()},
+        "airflow-api-secret-key": {"api-secret-key": _random.token_urlsafe(32)},
+        "airflow-jwt-secret": {"jwt-secret": _random.token_urlsafe(32)},
+        "azurite-accounts": {"AZURITE_ACCOUNTS": f"{AZURITE_ACCOUNT}:{az_key}"},
+        "azure-storage": {"AZURE_STORAGE_CONNECTION_STRING": conn_str},
+        "airflow-conn-wasb-datalake": {
+            "AIRFLOW_CONN_WASB_DATALAKE": json.dumps(
+                {"conn_type": "wasb", "extra": {"connection_string": conn_str}}
+            )
+        },
+    }
+
+
+def secret_manifest(name: str, namespace: str, data: dict[str, str]) -> str:
+    return json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "labels": {"app.kubernetes.io/part-of": "airflow-project", "mlops/generated": "dev"},
+            },
+            "type": "Opaque",
+            "stringData": data,
+        }
+    )
+
+
+def ensure_namespace(namespace: str) -> None:
+    if _kubectl("get", "namespace", namespace, check=False).returncode != 0:
+        _kubectl("create", "namespace", namespace)
+
+
+def create_dev(namespace: str) -> list[str]:
+    """Create the kind development Secrets that do not exist yet; returns their names."""
+    ensure_namespace(namespace)
+    values = dev_values(namespace)
+    # Secrets sharing one credential are created together or not at all.
+    groups = [
+        ("postgres-credentials", "airflow-metadata", "mlflow-database"),
+        ("azurite-accounts", "azure-storage", "airflow-conn-wasb-datalake"),
+        ("airflow-fernet-key",), ("airflow-api-secret-key",), ("airflow-jwt-secret",),
+    ]
+    created = []
+    for group in groups:
+        if all(existing_keys(n, namespace) is not None for n in group):
+            continue
+        for name in group:
+            _kubectl("apply", "-f", "-", stdin=secret_manifest(name, namespace, values[name]))
+            created.append(name)
+    return created
+
+
+def elasticsearch_from_eck(namespace: str, es_name: str = "elasticsearch", timeout: int = 300) -> None:
+    """kind: build airflow-elasticsearch from the elastic user ECK generated (HTTP, no TLS)."""
+    if existing_keys("airflow-elasticsearch", namespace) is not None:
+        return
+    deadline = time.monotonic() + timeout
+    while True:
+        proc = _kubectl(
+            "get", "secret", f"{es_name}-es-elastic-user", "-n", namespace,
+            "-o", "jsonpath={.data.elastic}", check=False,
+        )
+        if proc.returncode == 0 and proc.stdout:
+            password = base64.b64decode(proc.stdout).decode()
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"ECK secret {es_name}-es-elastic-user did not appear in {namespace}")
+        time.sleep(5)
+    url = f"http://elastic:{password}@{es_name}-es-http.{namespace}.svc.cluster.local:9200"
+    _kubectl("apply", "-f", "-", stdin=secret_manifest("airflow-elasticsearch", namespace, {"connection": url}))
+
+
+def describe(env: str) -> str:
+    lines = []
+    for sec in required(env):
+        lines.append(f"  {sec.name:28s} keys: {', '.join(sec.keys):40s} {sec.purpose}")
+    return "\n".join(lines)
+
+
+def check_or_die(env: str, namespace: str) -> None:
+    problems = missing(env, namespace)
+    if problems:
+        print(f"Refusing to deploy ({env}): required Secrets are missing in namespace {namespace}:", file=sys.stderr)
+        for p in problems:
+            print(f"  - {p}", file=sys.stderr)
+        print("Create them first (see helm/README-deploy.md).", file=sys.stderr)
+        raise SystemExit(2)

@@ -1,0 +1,60 @@
+"""Serving constants shared by the predictor, the manifest builders and the local router.
+
+Light on purpose: no kserve/mlflow imports (DAG files import the manifest builders at
+parse time).
+"""
+
+from __future__ import annotations
+
+from airflow_project.wachttijden.schema import FEATURES, MODEL_NAME
+
+SERVED_MODEL_NAME = MODEL_NAME
+"""Default name under which the predictor serves the model (`/v1/models/<name>:predict`)."""
+
+FEATURE_COLUMNS: tuple[str, ...] = FEATURES
+OUTPUT_NAME = "predictions"
+"""Name of the single FP64 output tensor of the V2 (Open Inference Protocol) response."""
+
+# Kubernetes / KServe
+CONTAINER_NAME = "kserve-container"
+"""KServe requires this name for the predictor's custom container."""
+CONTAINER_PORT = 8080
+DEFAULT_PREDICTOR_IMAGE = "airflow-project/predictor"
+DEFAULT_PREDICTOR_TAG = "latest"
+DEFAULT_NAMESPACE = "wachttijden-serving"
+DEFAULT_TRACKING_URI = "http://mlflow.mlflow.svc.cluster.local:80"
+KSERVE_API_VERSION = "serving.kserve.io/v1beta1"
+KSERVE_GRAPH_API_VERSION = "serving.kserve.io/v1alpha1"
+ISTIO_API_VERSION = "networking.istio.io/v1"
+GRAPH_ROOT_NODE = "root"
+"""KServe's router always starts at the node named `root`."""
+PREDICTOR_SERVICE_SUFFIX = "-predictor"
+"""In Standard (raw) deployment mode the predictor's Service is `<isvc>-predictor`."""
+
+# Process-level defaults (local and container)
+DEFAULT_HTTP_PORT = 8080
+MAX_BODY_BYTES = 4 * 1024 * 1024
+"""Requests larger than this are answered 413 before they are parsed."""
+MAX_INSTANCES = 10_000
+"""Rows per request; more is a 400 (split the batch)."""
+PREDICTION_LOGGER = "airflow_project.serving.predictions"
+"""Logger of the one-JSON-line-per-prediction log (stdout), used for shadow comparison."""
+
+# Router
+ROUTER_READINESS_PATH = "/readyz"
+ROUTER_DEFAULT_PROPAGATE_HEADERS: tuple[str, ...] = (
+    r"(?i)^x-request-id$",
+    r"(?i)^authorization$",
+    r"(?i)^traceparent$",
+    r"(?i)^x-b3-.*$",
+)
+ROUTER_DEFAULT_SERVICE_TIMEOUT_S = 60.0
+
+
+def predict_path(model_name: str, protocol: str = "v1") -> str:
+    """The path KServe's graph controller appends to an InferenceService URL."""
+    if protocol == "v1":
+        return f"/v1/models/{model_name}:predict"
+    if protocol == "v2":
+        return f"/v2/models/{model_name}/infer"
+    raise ValueError(f"protocol must be 'v1' or 'v2', got {protocol!r}")

@@ -1,0 +1,267 @@
+"""Manifest builders for both deploy targets (Kubernetes and the local controller).
+
+Pure functions returning plain dicts (no kserve/mlflow/kubernetes imports: DAG files
+import this module at parse time):
+
+- `inference_service(name, model_uri, config)`: a KServe `InferenceService`
+  (`serving.kserve.io/v1beta1`) with a custom predictor container running
+  `python -m airflow_project.serving` (image + tag, `MLFLOW_TRACKING_URI`, model URI,
+  resources, readiness/liveness probes, non-root securityContext).
+- `inference_graph(name, primary, shadow, config)`: a KServe `InferenceGraph`
+  (`serving.kserve.io/v1alpha1`) whose root is a Sequence
+  `[shadow: Soft, $request; primary: Hard, $request]`, so the primary's answer is
+  returned. KServe semantics: the steps run one after the other (latency adds up) and a
+  shadow that cannot be reached (refused/timeout) fails the request with a 500; a shadow
+  answering non-2xx is tolerated (Soft). Use it when a shared Istio mesh is not available.
+- `virtual_service_mirror(primary, shadow, config, percentage)`: an Istio
+  `VirtualService` that routes to the primary predictor and mirrors (fire and forget)
+  `percentage` % of requests to the shadow: no added latency, a dead shadow has no effect
+  on answers. Use it when the cluster runs Istio (the kubernetes target does).
+
+The served model name is passed as `--model_name`: KServe's graph controller reads it
+from there to build the step URL `/v1/models/<model_name>:predict`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from airflow_project.serving.constants import (
+    CONTAINER_NAME,
+    CONTAINER_PORT,
+    DEFAULT_NAMESPACE,
+    DEFAULT_PREDICTOR_IMAGE,
+    DEFAULT_PREDICTOR_TAG,
+    DEFAULT_TRACKING_URI,
+    GRAPH_ROOT_NODE,
+    ISTIO_API_VERSION,
+    KSERVE_API_VERSION,
+    KSERVE_GRAPH_API_VERSION,
+    PREDICTOR_SERVICE_SUFFIX,
+    SERVED_MODEL_NAME,
+)
+
+APP_LABEL = "app.kubernetes.io/part-of"
+APP_NAME = "wachttijden"
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpu_request: str = "100m"
+    memory_request: str = "512Mi"
+    cpu_limit: str = "1"
+    memory_limit: str = "1Gi"
+
+    def to_dict(self) -> dict[str, dict[str, str]]:
+        return {
+            "requests": {"cpu": self.cpu_request, "memory": self.memory_request},
+            "limits": {"cpu": self.cpu_limit, "memory": self.memory_limit},
+        }
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    """Everything the manifests need besides the names and the model URI."""
+
+    namespace: str = DEFAULT_NAMESPACE
+    image: str = DEFAULT_PREDICTOR_IMAGE
+    image_tag: str = DEFAULT_PREDICTOR_TAG
+    image_pull_policy: str = "IfNotPresent"
+    tracking_uri: str = DEFAULT_TRACKING_URI
+    served_model_name: str = SERVED_MODEL_NAME
+    resources: Resources = field(default_factory=Resources)
+    router_resources: Resources = field(
+        default_factory=lambda: Resources("50m", "64Mi", "500m", "256Mi")
+    )
+    min_replicas: int = 1
+    max_replicas: int = 1
+    run_as_user: int = 1000
+    service_account_name: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    """Extra InferenceService annotations, e.g. `serving.kserve.io/deploymentMode`."""
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.image or ":" in self.image.rsplit("/", 1)[-1]:
+            raise ValueError(f"image must be a repository without a tag, got {self.image!r}")
+        if not self.image_tag:
+            raise ValueError("image_tag must not be empty")
+        if self.min_replicas < 0 or self.max_replicas < max(self.min_replicas, 1):
+            raise ValueError("need 0 <= min_replicas <= max_replicas and max_replicas >= 1")
+
+    @property
+    def image_ref(self) -> str:
+        return f"{self.image}:{self.image_tag}"
+
+
+def _metadata(name: str, config: ServingConfig, component: str, annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    _check_name(name)
+    meta: dict[str, Any] = {
+        "name": name,
+        "namespace": config.namespace,
+        "labels": {APP_LABEL: APP_NAME, "app.kubernetes.io/component": component, **config.labels},
+    }
+    if annotations:
+        meta["annotations"] = dict(annotations)
+    return meta
+
+
+def _check_name(name: str) -> None:
+    import re
+
+    if not re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", name or ""):
+        raise ValueError(f"{name!r} is not a valid DNS-1035 label (KServe resource names)")
+
+
+def predictor_host(isvc_name: str, namespace: str) -> str:
+    """The predictor's in-cluster Service host (Standard/raw deployment mode)."""
+    return f"{isvc_name}{PREDICTOR_SERVICE_SUFFIX}.{namespace}.svc.cluster.local"
+
+
+def inference_service(name: str, model_uri: str, config: ServingConfig | None = None) -> dict[str, Any]:
+    """An InferenceService with our predictor as custom container."""
+    config = config or ServingConfig()
+    if not model_uri.startswith("models:/"):
+        raise ValueError(f"model_uri must be a registry URI models:/..., got {model_uri!r}")
+    model = config.served_model_name
+    env = [
+        {"name": "MLFLOW_TRACKING_URI", "value": config.tracking_uri},
+        {"name": "MODEL_URI", "value": model_uri},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+        *({"name": k, "value": v} for k, v in sorted(config.extra_env.items())),
+    ]
+    container = {
+        "name": CONTAINER_NAME,
+        "image": config.image_ref,
+        "imagePullPolicy": config.image_pull_policy,
+        "command": ["python", "-m", "airflow_project.serving"],
+        "args": [
+            "--model_name", model,
+            "--model-uri", model_uri,
+            "--http_port", str(CONTAINER_PORT),
+        ],
+        "env": env,
+        "ports": [{"containerPort": CONTAINER_PORT, "protocol": "TCP"}],
+        "resources": config.resources.to_dict(),
+        "readinessProbe": {
+            "httpGet": {"path": f"/v2/models/{model}/ready", "port": CONTAINER_PORT},
+            "initialDelaySeconds": 5,
+            "periodSeconds": 5,
+            "timeoutSeconds": 2,
+            "failureThreshold": 3,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/v2/health/live", "port": CONTAINER_PORT},
+            "initialDelaySeconds": 30,
+            "periodSeconds": 10,
+            "timeoutSeconds": 2,
+            "failureThreshold": 3,
+        },
+        "startupProbe": {
+            "httpGet": {"path": f"/v2/models/{model}/ready", "port": CONTAINER_PORT},
+            "periodSeconds": 5,
+            "failureThreshold": 60,
+        },
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": config.run_as_user,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    predictor: dict[str, Any] = {
+        "minReplicas": config.min_replicas,
+        "maxReplicas": config.max_replicas,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": config.run_as_user,
+            "runAsGroup": config.run_as_user,
+            "fsGroup": config.run_as_user,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+    }
+    if config.service_account_name:
+        predictor["serviceAccountName"] = config.service_account_name
+    return {
+        "apiVersion": KSERVE_API_VERSION,
+        "kind": "InferenceService",
+        "metadata": _metadata(name, config, "predictor", config.annotations),
+        "spec": {"predictor": predictor},
+    }
+
+
+def inference_graph(
+    name: str,
+    primary: str,
+    shadow: str,
+    config: ServingConfig | None = None,
+    *,
+    service_timeout_seconds: int | None = 30,
+) -> dict[str, Any]:
+    """InferenceGraph: Sequence [shadow (Soft, $request), primary (Hard, $request)].
+
+    The last step's body and status are returned, so clients get the primary's answer.
+    """
+    config = config or ServingConfig()
+    _check_name(primary)
+    _check_name(shadow)
+    if primary == shadow:
+        raise ValueError("primary and shadow must be different InferenceServices")
+    spec: dict[str, Any] = {
+        "nodes": {
+            GRAPH_ROOT_NODE: {
+                "routerType": "Sequence",
+                "steps": [
+                    {"name": "shadow", "serviceName": shadow, "data": "$request", "dependency": "Soft"},
+                    {"name": "primary", "serviceName": primary, "data": "$request", "dependency": "Hard"},
+                ],
+            }
+        },
+        "resources": config.router_resources.to_dict(),
+    }
+    if service_timeout_seconds:
+        spec["routerTimeouts"] = {"serviceClient": int(service_timeout_seconds)}
+    return {
+        "apiVersion": KSERVE_GRAPH_API_VERSION,
+        "kind": "InferenceGraph",
+        "metadata": _metadata(name, config, "graph"),
+        "spec": spec,
+    }
+
+
+def virtual_service_mirror(
+    primary: str,
+    shadow: str,
+    config: ServingConfig | None = None,
+    *,
+    percentage: float = 100.0,
+    name: str | None = None,
+    port: int = 80,
+) -> dict[str, Any]:
+    """Istio VirtualService on the primary predictor's host that mirrors to the shadow."""
+    config = config or ServingConfig()
+    _check_name(primary)
+    _check_name(shadow)
+    if not 0.0 <= percentage <= 100.0:
+        raise ValueError(f"percentage must be within [0, 100], got {percentage}")
+    primary_host = predictor_host(primary, config.namespace)
+    shadow_host = predictor_host(shadow, config.namespace)
+    return {
+        "apiVersion": ISTIO_API_VERSION,
+        "kind": "VirtualService",
+        "metadata": _metadata(name or f"{primary}-mirror", config, "mirror"),
+        "spec": {
+            "hosts": [primary_host],
+            "http": [
+                {
+                    "route": [{"destination": {"host": primary_host, "port": {"number": port}}}],
+                    "mirror": {"host": shadow_host, "port": {"number": port}},
+                    "mirrorPercentage": {"value": float(percentage)},
+                }
+            ],
+        },
+    }

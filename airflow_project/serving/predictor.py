@@ -1,0 +1,467 @@
+"""The KServe predictor for the wachttijden model.
+
+`WachttijdenModel` is one `kserve.Model` subclass that answers both protocols:
+
+- V1 `POST /v1/models/<name>:predict` with `{"instances": [{<4 feature strings>}, ...]}`
+  -> `{"predictions": [<weeks>, ...]}`
+- V2 `POST /v2/models/<name>/infer` (Open Inference Protocol): one BYTES input per
+  feature column (shape `[n]` or `[n, 1]`), optionally `parameters.content_type = "pd"`
+  -> one FP64 output named `predictions` with shape `[n]`.
+
+The model is loaded from the MLflow registry through the tracking server
+(`models:/wachttijden/<version>` or `models:/wachttijden@<alias>`); artifacts come
+through the server's proxy, so no storage credentials are needed here. Only the skops
+serialization format is accepted, never pickle.
+
+Hot path: the pipeline is `ColumnTransformer(OneHotEncoder) -> regressor` on four
+categorical columns, so its output depends only on, per feature, *which* fitted category
+a value is (or that it is unknown: the encoder ignores unknown values, all unknowns of a
+feature encode alike). `TablePredictor` evaluates the pipeline once, in one batch, on
+every combination (categories + one unknown sentinel per feature, a few thousand rows)
+and then answers each row with dictionary look-ups and one table index: identical to the
+pipeline's own `predict` and microseconds per request. If the pipeline does not have
+that shape, it falls back to a bounded memo of the pipeline's batch predictions.
+
+Every bad request is rejected with `kserve.errors.InvalidInput` (HTTP 400) and a
+message naming the field and the problem.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import re
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from kserve import Model
+from kserve.errors import InvalidInput
+from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+
+from airflow_project.serving.constants import (
+    FEATURE_COLUMNS,
+    MAX_INSTANCES,
+    OUTPUT_NAME,
+    PREDICTION_LOGGER,
+)
+
+log = logging.getLogger(__name__)
+
+ALLOWED_TRUSTED_TYPE_PREFIXES = ("sklearn.", "numpy.", "scipy.")
+"""skops trusted types are read from the model's MLmodel file; a crafted model could
+trust anything, so the predictor accepts only these namespaces."""
+
+_MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[^/]+))/?$")
+
+
+# --------------------------------------------------------------------------- loading
+@dataclass(frozen=True)
+class LoadedModel:
+    pipeline: Any
+    name: str
+    version: str
+    uri: str
+    """The resolved, immutable URI `models:/<name>/<version>`."""
+
+
+def resolve_model_uri(model_uri: str, client: Any) -> tuple[str, str]:
+    """`models:/name/<version>` or `models:/name@alias` -> (registered name, version)."""
+    match = _MODEL_URI.match(model_uri)
+    if not match:
+        raise ValueError(
+            f"model URI must be models:/<name>/<version> or models:/<name>@<alias>, "
+            f"got {model_uri!r}"
+        )
+    name = match["name"]
+    if match["version"]:
+        version = client.get_model_version(name, match["version"]).version
+    else:
+        version = client.get_model_version_by_alias(name, match["alias"]).version
+    return name, str(version)
+
+
+def load_model(model_uri: str, tracking_uri: str | None = None) -> LoadedModel:
+    """Load a registered sklearn pipeline through the MLflow tracking server (skops only)."""
+    import mlflow
+    import mlflow.sklearn
+    from mlflow.artifacts import download_artifacts
+    from mlflow.models import Model as MlflowModel
+    from mlflow.tracking import MlflowClient
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    client = MlflowClient()
+    name, version = resolve_model_uri(model_uri, client)
+    # Download the resolved version, not the alias: the alias may move meanwhile.
+    resolved = f"models:/{name}/{version}"
+    local = download_artifacts(artifact_uri=resolved, dst_path=tempfile.mkdtemp(prefix="wt-model-"))
+    flavor = MlflowModel.load(local).flavors.get("sklearn")
+    if flavor is None:
+        raise ValueError(f"{resolved} has no sklearn flavor")
+    fmt = flavor.get("serialization_format")
+    if fmt != "skops":
+        raise ValueError(f"{resolved} is serialized as {fmt!r}; only 'skops' is accepted")
+    trusted = flavor.get("skops_trusted_types") or []
+    bad = [t for t in trusted if not str(t).startswith(ALLOWED_TRUSTED_TYPE_PREFIXES)]
+    if bad:
+        raise ValueError(f"{resolved} trusts types outside {ALLOWED_TRUSTED_TYPE_PREFIXES}: {bad}")
+    # MLflow gates every format (skops included) behind this flag; we have just checked
+    # that the artifact is skops with an allow-listed set of trusted types.
+    previous = os.environ.get("MLFLOW_ALLOW_PICKLE_DESERIALIZATION")
+    os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "true"
+    try:
+        pipeline = mlflow.sklearn.load_model(local)
+    finally:
+        if previous is None:
+            os.environ.pop("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", None)
+        else:
+            os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = previous
+    return LoadedModel(pipeline=pipeline, name=name, version=version, uri=resolved)
+
+
+# --------------------------------------------------------------------------- hot path
+_UNKNOWN = "\x00<unknown category>"
+
+
+def _fitted_categories(pipeline: Any, features: Sequence[str]) -> list[list[str]] | None:
+    """Per feature (in `features` order) the encoder's fitted categories, or None when the
+    pipeline is not `ColumnTransformer([OneHotEncoder(handle_unknown=ignore)]) -> model`."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.preprocessing import OneHotEncoder
+
+    steps = getattr(pipeline, "steps", None)
+    if not steps or len(steps) != 2:
+        return None
+    transformer = steps[0][1]
+    if not isinstance(transformer, ColumnTransformer):
+        return None
+    active = [(n, t, c) for n, t, c in transformer.transformers_ if t != "drop"]
+    if len(active) != 1:
+        return None
+    _, encoder, columns = active[0]
+    if not isinstance(encoder, OneHotEncoder) or encoder.handle_unknown not in (
+        "ignore",
+        "infrequent_if_exist",
+    ):
+        return None
+    if list(columns) != list(features) and sorted(columns) != sorted(features):
+        return None
+    by_column = {}
+    for column, cats in zip(columns, encoder.categories_):
+        values = list(cats)
+        if not all(isinstance(v, str) for v in values) or _UNKNOWN in values:
+            return None
+        by_column[column] = values
+    return [by_column[f] for f in features]
+
+
+class TablePredictor:
+    """Exact, precomputed predictions for every (category-or-unknown) combination."""
+
+    MAX_TABLE = 250_000
+    MAX_MEMO = 100_000
+
+    def __init__(self, pipeline: Any, features: Sequence[str] = FEATURE_COLUMNS) -> None:
+        import pandas as pd
+
+        self.pipeline = pipeline
+        self.features = tuple(features)
+        self._pd = pd
+        cats = _fitted_categories(pipeline, self.features)
+        sizes = [len(c) + 1 for c in cats] if cats else []
+        self.mode = "table" if cats and int(np.prod(sizes)) <= self.MAX_TABLE else "memo"
+        self._memo: dict[tuple[str, ...], float] = {}
+        if self.mode == "table":
+            assert cats is not None
+            self._index = [{v: i for i, v in enumerate(c)} for c in cats]
+            self._unknown = [len(c) for c in cats]
+            strides = np.cumprod([1, *sizes[::-1][:-1]])[::-1]
+            self._strides = [int(s) for s in strides]
+            grid = list(itertools.product(*[[*c, _UNKNOWN] for c in cats]))
+            frame = pd.DataFrame(grid, columns=list(self.features), dtype=object)
+            self._table = np.asarray(pipeline.predict(frame), dtype=np.float64)
+            self._table_list: list[float] = self._table.tolist()
+
+    def predict(self, rows: Sequence[tuple[str, ...]]) -> list[float]:
+        if self.mode == "table":
+            out = []
+            index, unknown, strides, table = self._index, self._unknown, self._strides, self._table_list
+            for row in rows:
+                k = 0
+                for i, value in enumerate(row):
+                    k += index[i].get(value, unknown[i]) * strides[i]
+                out.append(table[k])
+            return out
+        memo = self._memo
+        known = {r: memo[r] for r in rows if r in memo}
+        missing = [r for r in dict.fromkeys(rows) if r not in known]
+        if missing:
+            frame = self._pd.DataFrame(missing, columns=list(self.features), dtype=object)
+            values = np.asarray(self.pipeline.predict(frame), dtype=np.float64).tolist()
+            known.update(zip(missing, values))
+            if len(memo) + len(missing) > self.MAX_MEMO:
+                memo.clear()
+            memo.update(zip(missing, values))
+        return [known[r] for r in rows]
+
+
+# --------------------------------------------------------------------------- validation
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def _check_count(n: int, where: str) -> None:
+    if n == 0:
+        raise InvalidInput(f"{where}: must contain at least one instance")
+    if n > MAX_INSTANCES:
+        raise InvalidInput(f"{where}: {n} instances, at most {MAX_INSTANCES} per request")
+
+
+def parse_v1(body: Any, features: Sequence[str] = FEATURE_COLUMNS) -> list[tuple[str, ...]]:
+    """Validate a V1 body and return its rows as tuples in `features` order."""
+    if isinstance(body, (bytes, bytearray, str)):
+        try:
+            body = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidInput(f"body: malformed JSON ({exc})") from None
+    if not isinstance(body, dict):
+        raise InvalidInput(f"body: expected a JSON object with 'instances', got {_type_name(body)}")
+    extra = sorted(set(body) - {"instances"})
+    if extra:
+        raise InvalidInput(f"body: unexpected field(s) {extra}; only 'instances' is accepted")
+    if "instances" not in body:
+        raise InvalidInput("instances: missing field")
+    instances = body["instances"]
+    if not isinstance(instances, list):
+        raise InvalidInput(f"instances: expected an array, got {_type_name(instances)}")
+    _check_count(len(instances), "instances")
+    wanted = set(features)
+    rows = []
+    for i, instance in enumerate(instances):
+        if not isinstance(instance, dict):
+            raise InvalidInput(
+                f"instances[{i}]: expected an object with fields {list(features)}, "
+                f"got {_type_name(instance)}"
+            )
+        if instance.keys() != wanted:
+            missing = [f for f in features if f not in instance]
+            if missing:
+                raise InvalidInput(f"instances[{i}]: missing field(s) {missing}")
+            extra = sorted(str(k) for k in instance if k not in wanted)
+            raise InvalidInput(f"instances[{i}]: unexpected field(s) {extra}")
+        row = tuple(instance[f] for f in features)
+        for f, value in zip(features, row):
+            if not isinstance(value, str):
+                raise InvalidInput(
+                    f"instances[{i}].{f}: expected a string, got {_type_name(value)}"
+                )
+        rows.append(row)
+    return rows
+
+
+def _flatten_column(data: Any, name: str) -> list[Any]:
+    if not isinstance(data, list):
+        raise InvalidInput(f"inputs[{name}].data: expected an array, got {_type_name(data)}")
+    if data and all(isinstance(v, list) for v in data):  # row-major [[v], [v], ...]
+        flat = []
+        for row in data:
+            if len(row) != 1:
+                raise InvalidInput(
+                    f"inputs[{name}].data: nested rows must hold exactly one value, got {len(row)}"
+                )
+            flat.append(row[0])
+        return flat
+    return data
+
+
+def parse_v2(request: InferRequest, features: Sequence[str] = FEATURE_COLUMNS) -> list[tuple[str, ...]]:
+    """Validate a V2 InferRequest (one BYTES input per feature) and return its rows."""
+    params = request.parameters or {}
+    if not isinstance(params, Mapping):
+        raise InvalidInput("parameters: expected an object")
+    content_type = params.get("content_type")
+    if content_type not in (None, "pd"):
+        raise InvalidInput(f"parameters.content_type: expected 'pd' or absent, got {content_type!r}")
+    inputs = request.inputs or []
+    if not inputs:
+        raise InvalidInput("inputs: must contain one BYTES input per feature " f"{list(features)}")
+    names = [inp.name for inp in inputs]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise InvalidInput(f"inputs: duplicate input name(s) {duplicates}")
+    missing = [f for f in features if f not in names]
+    if missing:
+        raise InvalidInput(f"inputs: missing input(s) {missing}")
+    extra = sorted(n for n in names if n not in features)
+    if extra:
+        raise InvalidInput(f"inputs: unexpected input(s) {extra}")
+    if request.request_outputs:
+        wrong = sorted(o.name for o in request.request_outputs if o.name != OUTPUT_NAME)
+        if wrong:
+            raise InvalidInput(f"outputs: unknown output(s) {wrong}; the only output is {OUTPUT_NAME!r}")
+    by_name = {inp.name: inp for inp in inputs}
+    columns = []
+    n_rows: int | None = None
+    for f in features:
+        inp = by_name[f]
+        if inp.datatype != "BYTES":
+            raise InvalidInput(f"inputs[{f}].datatype: expected BYTES, got {inp.datatype!r}")
+        shape = list(inp.shape or [])
+        if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)) or any(
+            not isinstance(s, int) or s < 0 for s in shape
+        ):
+            raise InvalidInput(f"inputs[{f}].shape: expected [n] or [n, 1], got {shape}")
+        values = _flatten_column(inp.data, f)
+        if len(values) != shape[0]:
+            raise InvalidInput(
+                f"inputs[{f}]: shape {shape} does not match data length {len(values)}"
+            )
+        if n_rows is None:
+            n_rows = shape[0]
+        elif shape[0] != n_rows:
+            raise InvalidInput(
+                f"inputs[{f}]: {shape[0]} rows, but inputs[{features[0]}] has {n_rows}"
+            )
+        column = []
+        for j, value in enumerate(values):
+            if isinstance(value, (bytes, bytearray)):
+                try:
+                    value = bytes(value).decode("utf-8")
+                except UnicodeDecodeError:
+                    raise InvalidInput(f"inputs[{f}].data[{j}]: not valid UTF-8") from None
+            if not isinstance(value, str):
+                raise InvalidInput(f"inputs[{f}].data[{j}]: expected a string, got {_type_name(value)}")
+            column.append(value)
+        columns.append(column)
+    _check_count(n_rows or 0, "inputs")
+    return list(zip(*columns))
+
+
+# --------------------------------------------------------------------------- the model
+@dataclass
+class _Batch:
+    protocol: str
+    rows: list[tuple[str, ...]]
+    request_id: str
+    v2_request: InferRequest | None = None
+    started: float = field(default_factory=time.perf_counter)
+
+
+def prediction_logger() -> logging.Logger:
+    """The JSON-lines prediction log on stdout (its own handler; not propagated)."""
+    logger = logging.getLogger(PREDICTION_LOGGER)
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    return logger
+
+
+class WachttijdenModel(Model):
+    """KServe model serving the registered wachttijden pipeline (V1 and V2)."""
+
+    def __init__(
+        self,
+        name: str,
+        model_uri: str | None = None,
+        tracking_uri: str | None = None,
+        *,
+        pipeline: Any = None,
+        model_version: str = "unknown",
+    ) -> None:
+        super().__init__(name)
+        self.model_uri = model_uri
+        self.tracking_uri = tracking_uri
+        self.pipeline = pipeline
+        self.model_version = model_version
+        self.registered_name: str | None = None
+        self.predictor: TablePredictor | None = None
+        self._log = prediction_logger()
+
+    def load(self) -> bool:
+        if self.pipeline is None:
+            if not self.model_uri:
+                raise ValueError("either model_uri or pipeline is required")
+            loaded = load_model(self.model_uri, self.tracking_uri)
+            self.pipeline = loaded.pipeline
+            self.model_version = loaded.version
+            self.registered_name = loaded.name
+            self.model_uri = loaded.uri
+        self.predictor = TablePredictor(self.pipeline)
+        log.info(
+            "loaded model %s version %s (%s mode)", self.model_uri, self.model_version, self.predictor.mode
+        )
+        self.ready = True
+        return self.ready
+
+    # kserve's default validate() assumes dict payloads; all validation happens in preprocess.
+    def validate(self, payload: Any) -> Any:
+        return payload
+
+    async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> _Batch:
+        headers = headers or {}
+        if isinstance(payload, InferRequest):
+            rows = parse_v2(payload)
+            request_id = headers.get("x-request-id") or payload.id or str(uuid.uuid4())
+            return _Batch("v2", rows, request_id, payload)
+        rows = parse_v1(payload)
+        return _Batch("v1", rows, headers.get("x-request-id") or str(uuid.uuid4()))
+
+    def predict(self, payload: _Batch, headers: dict[str, str] | None = None) -> Any:
+        assert self.predictor is not None, "model not loaded"
+        predictions = self.predictor.predict(payload.rows)
+        self._log_prediction(payload, predictions)
+        if payload.protocol == "v1":
+            return {"predictions": predictions}
+        request = payload.v2_request
+        assert request is not None
+        output = InferOutput(
+            name=OUTPUT_NAME, shape=[len(predictions)], datatype="FP64", data=predictions
+        )
+        return InferResponse(
+            response_id=request.id or payload.request_id,
+            model_name=self.name,
+            model_version=self.model_version,
+            infer_outputs=[output],
+        )
+
+    def _log_prediction(self, batch: _Batch, predictions: list[float]) -> None:
+        record = {
+            "event": "prediction",
+            "ts": time.time(),
+            "request_id": batch.request_id,
+            "model_name": self.name,
+            "registered_model": self.registered_name,
+            "model_version": self.model_version,
+            "protocol": batch.protocol,
+            "inputs": [dict(zip(FEATURE_COLUMNS, row)) for row in batch.rows],
+            "outputs": predictions,
+            "latency_ms": round((time.perf_counter() - batch.started) * 1000, 3),
+        }
+        self._log.info(json.dumps(record, ensure_ascii=False))
+
+    def get_input_types(self) -> list[dict]:
+        return [{"name": f, "datatype": "BYTES", "shape": [-1]} for f in FEATURE_COLUMNS]
+
+    def get_output_types(self) -> list[dict]:
+        return [{"name": OUTPUT_NAME, "datatype": "FP64", "shape": [-1]}]

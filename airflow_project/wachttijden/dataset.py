@@ -160,13 +160,18 @@ def to_prepared_bytes(frame: pd.DataFrame) -> bytes:
     ).encode(PREPARED_ENCODING)
 
 
-def read_prepared(data: bytes, source: str) -> pd.DataFrame:
-    """A prepared file with a float target; validates header and target."""
+def read_selected(data: bytes, source: str) -> pd.DataFrame:
+    """A file in the prepared layout with the values as strings (the intermediate stage)."""
     try:
         text = data.decode(PREPARED_ENCODING)
     except UnicodeDecodeError as exc:
-        raise DataValidationError(f"{source}: prepared data must be UTF-8 ({exc})") from exc
-    frame = _read_columns(text, source, PREPARED_SEPARATOR)
+        raise DataValidationError(f"{source}: must be UTF-8 ({exc})") from exc
+    return _read_columns(text, source, PREPARED_SEPARATOR)
+
+
+def read_prepared(data: bytes, source: str) -> pd.DataFrame:
+    """A prepared file with a float target; validates header and target."""
+    frame = read_selected(data, source)
     target = pd.to_numeric(frame[TARGET], errors="coerce")
     bad = target.isna()
     if bad.any():

@@ -1,0 +1,76 @@
+"""
+### Prepare the waiting-time dataset
+
+Reads the NZa export for the run's logical date from the data lake
+(`raw/wachttijden/<YYYY>/<MM>/<DD>/wachttijden.csv`), keeps the target and the
+four features (`intermediate/...`), drops rows without a usable waiting time and
+fills the institution type (`preprocessed/...`). The last task emits the
+`wachttijden_preprocessed` asset event, which starts `train_model`.
+
+Set the **raw_path** param to process another raw file than the logical date's.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from airflow.sdk import Param, dag, task
+
+from airflow_project.assets import PREPROCESSED_DATASET
+
+IO_RETRIES = {
+    "retries": 3,
+    "retry_delay": dt.timedelta(seconds=10),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": dt.timedelta(minutes=5),
+}
+
+
+@dag(
+    dag_id="prepare_dataset",
+    schedule="@daily",
+    start_date=dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc),
+    catchup=False,
+    max_active_runs=1,
+    default_args=IO_RETRIES,
+    tags=["wachttijden", "data"],
+    doc_md=__doc__,
+    params={
+        "raw_path": Param(
+            None,
+            type=["null", "string"],
+            title="Raw file (optional)",
+            description="Path inside the 'raw' container, e.g. "
+            "wachttijden/2024/01/31/wachttijden.csv. Empty: the logical date's file.",
+        ),
+    },
+)
+def prepare_dataset():
+    @task
+    def select_features(**context) -> str:
+        """Keep WACHTTIJD and the four features of the raw export."""
+        from airflow_project.dag_tasks import fail_on_bad_data, raw_input, data_lake
+        from airflow_project.pipeline_steps import select_features as step
+
+        with fail_on_bad_data():
+            result = step(data_lake(), raw_input(context))
+        return result.output
+
+    @task(outlets=[PREPROCESSED_DATASET])
+    def fix_missing_values(intermediate: str, **context) -> str:
+        """Drop rows without a numeric waiting time, fill TYPE_ZORGINSTELLING."""
+        from airflow_project.dag_tasks import data_lake, fail_on_bad_data
+        from airflow_project.datalake import BlobRef
+        from airflow_project.pipeline_steps import fix_missing_values as step
+
+        with fail_on_bad_data():
+            result = step(data_lake(), BlobRef.parse(intermediate))
+        context["outlet_events"][PREPROCESSED_DATASET].extra = {
+            "path": result.output, "rows": result.rows,
+        }
+        return result.output
+
+    fix_missing_values(select_features())
+
+
+prepare_dataset()

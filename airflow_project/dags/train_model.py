@@ -1,0 +1,76 @@
+"""
+### Train and register the waiting-time model
+
+Runs when `prepare_dataset` publishes a new preprocessed dataset (asset
+`wachttijden_preprocessed`), or by hand. Trains on a seeded split, evaluates
+against a mean-predictor baseline, logs params, metrics, signature, input
+example and a predicted-vs-actual plot to MLflow, and registers model
+`wachttijden`. The new version becomes **challenger**; it becomes **champion**
+only when its MAE beats the current champion's on the same hold-out rows.
+
+Input, first that applies: the **input_path** param, the triggering asset
+event's path, the newest dataset in the `preprocessed` container.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from airflow.sdk import Param, dag, task
+
+from airflow_project.assets import PREPROCESSED_DATASET
+
+
+@dag(
+    dag_id="train_model",
+    schedule=[PREPROCESSED_DATASET],
+    start_date=dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"retries": 2, "retry_delay": dt.timedelta(seconds=15),
+                  "retry_exponential_backoff": True},
+    tags=["wachttijden", "training", "mlflow"],
+    doc_md=__doc__,
+    params={
+        "estimator": Param(
+            "decision_tree",
+            enum=["decision_tree", "random_forest", "gradient_boosting", "linear"],
+            title="Estimator",
+            description="Regressor after the one-hot encoder.",
+        ),
+        "test_size": Param(
+            0.2, type="number", exclusiveMinimum=0, exclusiveMaximum=1,
+            title="Test size", description="Share of rows held out for evaluation.",
+        ),
+        "random_seed": Param(
+            42, type="integer", minimum=0,
+            title="Random seed", description="Seed of the split and the estimator.",
+        ),
+        "input_path": Param(
+            None, type=["null", "string"],
+            title="Input (optional)",
+            description="Preprocessed dataset, e.g. "
+            "preprocessed/wachttijden/2024/01/31/wachttijden.csv. Empty: the asset event's.",
+        ),
+    },
+)
+def train_model():
+    @task
+    def resolve_input(**context) -> str:
+        """Which preprocessed dataset to train on."""
+        from airflow_project.dag_tasks import training_input
+
+        return training_input(context)
+
+    @task
+    def train_and_register(path: str, **context) -> dict:
+        """Train, evaluate, log to MLflow, register and apply the promotion rule."""
+        from airflow_project.dag_tasks import fail_on_bad_data, train_from_lake
+
+        with fail_on_bad_data():
+            return train_from_lake(path, context)
+
+    train_and_register(resolve_input())
+
+
+train_model()

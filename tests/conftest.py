@@ -1,0 +1,29 @@
+"""Test-session configuration shared by every test folder.
+
+Airflow reads its configuration when it is first imported, so the session's
+AIRFLOW_HOME (a fresh temporary folder with its own SQLite database) is set
+here, before any test module imports Airflow.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+_SESSION_HOME = Path(tempfile.mkdtemp(prefix="mlops-tests-"))
+_AIRFLOW_HOME = _SESSION_HOME / "airflow"
+_AIRFLOW_HOME.mkdir()
+_DAGS = Path(__file__).resolve().parents[1] / "airflow_project" / "dags"
+
+os.environ.update(
+    {
+        "MLOPS_TEST_HOME": str(_SESSION_HOME),
+        "AIRFLOW_HOME": str(_AIRFLOW_HOME),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(_DAGS),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_AIRFLOW_HOME / 'airflow.db'}",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+        "NO_PROXY": "127.0.0.1,localhost",
+    }
+)

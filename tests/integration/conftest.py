@@ -1,0 +1,89 @@
+"""Real local services for integration tests: Azurite and an MLflow server.
+
+Each is started once per session on a free port with the same specs `mlops up`
+uses (airflow_project.local.services), and stopped at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from airflow_project.local import services
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session")
+def services_home() -> Path:
+    return Path(os.environ["MLOPS_TEST_HOME"]) / "services"
+
+
+def _start(spec: services.ServiceSpec, logs: Path) -> services.ServiceProcess:
+    return services.ServiceProcess(spec, logs / f"{spec.name}.log").start()
+
+
+@pytest.fixture(scope="session")
+def azurite_port(services_home: Path) -> Iterator[int]:
+    """Port of a running Azurite blob service (Node.js is a prerequisite, never skipped)."""
+    port = services.free_port()
+    process = _start(services.azurite_spec(services_home / "azurite", port), services_home / "logs")
+    try:
+        process.wait_ready()
+        yield port
+    finally:
+        process.stop()
+
+
+@pytest.fixture(scope="session")
+def azurite(azurite_port: int) -> str:
+    """Connection string of the session's Azurite."""
+    return services.azurite_connection_string(azurite_port)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(services_home: Path, azurite_port: int) -> Iterator[str]:
+    """URI of a running MLflow tracking server whose artifacts live on Azurite."""
+    port = services.free_port()
+    process = _start(
+        services.mlflow_spec(services_home / "mlflow", port, azurite_port), services_home / "logs"
+    )
+    try:
+        process.wait_ready()
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.stop()
+
+
+@pytest.fixture(scope="session")
+def datalake(azurite: str):
+    from airflow_project.datalake import DataLake
+
+    lake = DataLake.from_connection_string(azurite)
+    lake.ensure_containers()
+    return lake
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> None:
+    """The session's Airflow metadata database, migrated (AIRFLOW_HOME from tests/conftest.py)."""
+    airflow = Path(sys.executable).parent / "airflow"
+    subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True, timeout=300)
+
+
+@pytest.fixture()
+def airflow_services(monkeypatch: pytest.MonkeyPatch, azurite: str, mlflow_server: str, airflow_db):
+    """Point Airflow's connection and MLflow URI at the session's services (by environment)."""
+    import json
+
+    from airflow_project.datalake import CONNECTION_ID
+
+    connection = {"conn_type": "wasb", "extra": {"connection_string": azurite}}
+    monkeypatch.setenv(f"AIRFLOW_CONN_{CONNECTION_ID.upper()}", json.dumps(connection))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    return {"azurite": azurite, "mlflow": mlflow_server}

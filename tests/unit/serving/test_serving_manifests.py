@@ -1,0 +1,144 @@
+"""Manifest builders: shape, KServe semantics, and strict validation against the KServe
+SDK's (OpenAPI-generated) model classes: every key must be a known attribute of its class."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from airflow_project.serving import manifests
+from airflow_project.serving.manifests import Resources, ServingConfig
+
+
+def _klass(name: str):
+    import kserve.models
+    import kubernetes.client.models
+
+    return getattr(kserve.models, name, None) or getattr(kubernetes.client.models, name)
+
+
+def validate(data, klass_name: str, path: str = "$") -> None:
+    """Raise AssertionError when `data` does not fit the SDK type `klass_name`."""
+    if klass_name.startswith("list["):
+        assert isinstance(data, list), f"{path}: expected list"
+        inner = klass_name[5:-1]
+        for i, item in enumerate(data):
+            validate(item, inner, f"{path}[{i}]")
+        return
+    m = re.match(r"dict[(\[]([^,]*), (.*)[)\]]$", klass_name)
+    if m:
+        assert isinstance(data, dict), f"{path}: expected dict"
+        for k, v in data.items():
+            validate(v, m.group(2), f"{path}.{k}")
+        return
+    natives = {"str": str, "int": int, "bool": bool, "float": (int, float), "object": object}
+    if klass_name in natives:
+        assert isinstance(data, natives[klass_name]), f"{path}: expected {klass_name}, got {data!r}"
+        return
+    klass = _klass(klass_name)
+    assert isinstance(data, dict), f"{path}: expected object for {klass_name}"
+    by_json = {v: k for k, v in klass.attribute_map.items()}
+    for key, value in data.items():
+        assert key in by_json, f"{path}: {key!r} is not a field of {klass_name}"
+        validate(value, klass.openapi_types[by_json[key]], f"{path}.{key}")
+
+
+def sdk_object(data, klass_name: str):
+    """Build the SDK object graph (runs the models' constructors and their validation)."""
+    if klass_name.startswith("list["):
+        return [sdk_object(x, klass_name[5:-1]) for x in data]
+    m = re.match(r"dict[(\[]([^,]*), (.*)[)\]]$", klass_name)
+    if m:
+        return {k: sdk_object(v, m.group(2)) for k, v in data.items()}
+    if klass_name in ("str", "int", "bool", "float", "object"):
+        return data
+    klass = _klass(klass_name)
+    by_json = {v: k for k, v in klass.attribute_map.items()}
+    return klass(**{by_json[k]: sdk_object(v, klass.openapi_types[by_json[k]]) for k, v in data.items()})
+
+
+CONFIG = ServingConfig(namespace="serving", image="registry.local/airflow-project/predictor", image_tag="1.2.3",
+                       tracking_uri="http://mlflow.mlflow:5000", service_account_name="predictor")
+
+
+def test_inference_service_custom_predictor_container():
+    isvc = manifests.inference_service("wachttijden-primary", "models:/wachttijden@champion", CONFIG)
+    validate(isvc, "V1beta1InferenceService")
+    obj = sdk_object(isvc, "V1beta1InferenceService")
+    assert obj.spec.predictor.containers[0].name == "kserve-container"
+    assert isvc["apiVersion"] == "serving.kserve.io/v1beta1"
+    assert isvc["metadata"]["namespace"] == "serving"
+    [c] = isvc["spec"]["predictor"]["containers"]
+    assert c["image"] == "registry.local/airflow-project/predictor:1.2.3"
+    env = {e["name"]: e["value"] for e in c["env"]}
+    assert env["MLFLOW_TRACKING_URI"] == "http://mlflow.mlflow:5000"
+    assert env["MODEL_URI"] == "models:/wachttijden@champion"
+    assert c["args"][:2] == ["--model_name", "wachttijden"]  # KServe's controller reads this
+    assert "models:/wachttijden@champion" in c["args"]
+    assert c["readinessProbe"]["httpGet"]["path"] == "/v2/models/wachttijden/ready"
+    assert c["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    assert c["resources"] == Resources().to_dict()
+    assert c["securityContext"]["runAsNonRoot"] is True
+    assert c["securityContext"]["allowPrivilegeEscalation"] is False
+    assert isvc["spec"]["predictor"]["securityContext"]["runAsNonRoot"] is True
+    assert isvc["spec"]["predictor"]["serviceAccountName"] == "predictor"
+    # no storage credentials anywhere: the model comes through the MLflow server
+    assert not any(re.search(r"(?i)(key|secret|connection_string|password)", e["name"]) for e in c["env"])
+
+
+def test_container_args_are_understood_by_our_cli():
+    from airflow_project.serving.__main__ import parse_args
+
+    isvc = manifests.inference_service("wachttijden-primary", "models:/wachttijden/3", CONFIG)
+    args = parse_args(isvc["spec"]["predictor"]["containers"][0]["args"])
+    assert (args.name, args.model_uri, args.port) == ("wachttijden", "models:/wachttijden/3", 8080)
+
+
+def test_inference_graph_sequence_shadow_soft_then_primary_hard():
+    graph = manifests.inference_graph("wachttijden-mirror", "wachttijden-primary", "wachttijden-shadow", CONFIG)
+    validate(graph, "V1alpha1InferenceGraph")
+    obj = sdk_object(graph, "V1alpha1InferenceGraph")
+    assert obj.spec.nodes["root"].router_type == "Sequence"
+    assert graph["apiVersion"] == "serving.kserve.io/v1alpha1"
+    assert graph["kind"] == "InferenceGraph"
+    assert graph["spec"]["nodes"]["root"]["steps"] == [
+        {"name": "shadow", "serviceName": "wachttijden-shadow", "data": "$request", "dependency": "Soft"},
+        {"name": "primary", "serviceName": "wachttijden-primary", "data": "$request", "dependency": "Hard"},
+    ]
+
+
+def test_virtual_service_mirror():
+    vs = manifests.virtual_service_mirror("wachttijden-primary", "wachttijden-shadow", CONFIG, percentage=25)
+    assert vs["apiVersion"] == "networking.istio.io/v1"
+    assert vs["kind"] == "VirtualService"
+    [route] = vs["spec"]["http"]
+    assert route["route"][0]["destination"]["host"] == "wachttijden-primary-predictor.serving.svc.cluster.local"
+    assert route["mirror"]["host"] == "wachttijden-shadow-predictor.serving.svc.cluster.local"
+    assert route["mirrorPercentage"] == {"value": 25.0}
+    assert vs["spec"]["hosts"] == [route["route"][0]["destination"]["host"]]
+    validate(vs["metadata"], "V1ObjectMeta")
+
+
+@pytest.mark.parametrize("call", [
+    lambda: manifests.inference_service("Bad_Name", "models:/wachttijden/1"),
+    lambda: manifests.inference_service("ok", "runs:/abc/model"),
+    lambda: manifests.inference_graph("g", "same", "same"),
+    lambda: manifests.virtual_service_mirror("a", "b", percentage=101),
+    lambda: ServingConfig(image="repo/predictor:tag"),
+    lambda: ServingConfig(min_replicas=2, max_replicas=1),
+])
+def test_invalid_arguments_are_rejected(call):
+    with pytest.raises(ValueError):
+        call()
+
+
+def test_manifests_module_imports_no_heavy_packages():
+    code = (
+        "import sys, airflow_project.serving.manifests, airflow_project.serving.constants\n"
+        "heavy = [m for m in sys.modules if m.split('.')[0] in ('kserve', 'mlflow', 'kubernetes', 'sklearn', 'pandas')]\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

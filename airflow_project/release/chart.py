@@ -78,7 +78,9 @@ class RenderableChart:
 
     def describe(self) -> str:
         if self.mode == "real":
-            return f"rendering {self.path} with the REAL dependencies (helm dependency build has run)"
+            return (
+                f"rendering {self.path} with the REAL dependencies (helm dependency build has run)"
+            )
         return (
             f"rendering a copy of the chart ({self.path}) with STUB subcharts (Chart.yaml + "
             "values.yaml only): dependencies are not downloaded, so only the chart's own "
@@ -119,7 +121,7 @@ def template(
     for v in values:
         cmd += ["-f", str(v)]
     cmd += extra or []
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr}")
     return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]

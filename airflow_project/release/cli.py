@@ -1,13 +1,13 @@
 """``python -m airflow_project.release <command>``.
 
-  image-tag              print the tag `make image` uses
-  version                print the project version
-  tools [--checkov]      make sure helm (and checkov) are available; print helm's path
-  export-requirements    write image/requirements-*.txt from uv.lock (--check: fail when stale)
-  plan                   print the staged install commands (what DRY_RUN=1 shows)
-  deploy                 run the staged install against the current kube context
-  secrets                --check | --create-dev | --elasticsearch-from-eck | --list
-  scan                   checkov on the rendered own templates and the Dockerfile
+image-tag              print the tag `make image` uses
+version                print the project version
+tools [--checkov]      make sure helm (and checkov) are available; print helm's path
+export-requirements    write image/requirements-*.txt from uv.lock (--check: fail when stale)
+plan                   print the staged install commands (what DRY_RUN=1 shows)
+deploy                 run the staged install against the current kube context
+secrets                --check | --create-dev | --elasticsearch-from-eck | --list
+scan                   checkov on the rendered own templates and the Dockerfile
 """
 
 from __future__ import annotations
@@ -26,7 +26,11 @@ def _detect_env(requested: str) -> str:
         return requested
     try:
         ctx = subprocess.run(
-            ["kubectl", "config", "current-context"], capture_output=True, text=True, timeout=20
+            ["kubectl", "config", "current-context"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
         ).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
         ctx = ""
@@ -36,7 +40,11 @@ def _detect_env(requested: str) -> str:
 def _kind_cluster() -> str:
     try:
         ctx = subprocess.run(
-            ["kubectl", "config", "current-context"], capture_output=True, text=True, timeout=20
+            ["kubectl", "config", "current-context"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
         ).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
         ctx = ""
@@ -58,14 +66,19 @@ def _config(args: argparse.Namespace, helm: str) -> plan.DeployConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m airflow_project.release", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m airflow_project.release",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("image-tag")
     sub.add_parser("scan")
     sub.add_parser("version")
     t = sub.add_parser("tools")
-    t.add_argument("--checkov", action="store_true", help="also install checkov into .tools/checkov")
+    t.add_argument(
+        "--checkov", action="store_true", help="also install checkov into .tools/checkov"
+    )
     e = sub.add_parser("export-requirements")
     e.add_argument("--check", action="store_true")
     for name in ("plan", "deploy"):
@@ -117,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.registry and not args.registry.endswith("/"):
             args.registry += "/"
         cfg = _config(args, tools.ensure_helm())
-        print(f"deploying release {cfg.release} ({cfg.env}) to namespace {cfg.namespace}, image tag {cfg.tag}")
+        print(
+            f"deploying release {cfg.release} ({cfg.env}) to namespace {cfg.namespace}, image tag {cfg.tag}"
+        )
         plan.execute(plan.build(cfg), project.repo_root())
     elif args.cmd == "secrets":
         if args.list:

@@ -29,16 +29,46 @@ class RequiredSecret:
 # Names match helm/values.yaml (mlops.secrets, mlops.kind.*.existingSecret and the
 # subchart values that reference them; tests/chart checks the two agree).
 REQUIRED: tuple[RequiredSecret, ...] = (
-    RequiredSecret("airflow-metadata", ("connection",), "Airflow metadata DB URL postgresql://user:pass@host:5432/airflow"),
-    RequiredSecret("airflow-fernet-key", ("fernet-key",), "Airflow Fernet key (encrypts connections in the DB)"),
+    RequiredSecret(
+        "airflow-metadata",
+        ("connection",),
+        "Airflow metadata DB URL postgresql://user:pass@host:5432/airflow",
+    ),
+    RequiredSecret(
+        "airflow-fernet-key", ("fernet-key",), "Airflow Fernet key (encrypts connections in the DB)"
+    ),
     RequiredSecret("airflow-api-secret-key", ("api-secret-key",), "Airflow API server secret key"),
     RequiredSecret("airflow-jwt-secret", ("jwt-secret",), "Airflow JWT signing secret"),
-    RequiredSecret("airflow-elasticsearch", ("connection",), "Elasticsearch URL with credentials for task logs https://user:pass@host:9200"),
-    RequiredSecret("airflow-conn-wasb-datalake", ("AIRFLOW_CONN_WASB_DATALAKE",), "Airflow connection wasb_datalake (JSON, conn_type wasb)"),
-    RequiredSecret("azure-storage", ("AZURE_STORAGE_CONNECTION_STRING",), "Azure Storage connection string for MLflow's artifact store"),
-    RequiredSecret("mlflow-database", ("username", "password"), "MLflow backend store (Postgres) credentials"),
-    RequiredSecret("postgres-credentials", ("username", "password"), "in-cluster Postgres superuser (kind)", kind_only=True),
-    RequiredSecret("azurite-accounts", ("AZURITE_ACCOUNTS",), "in-cluster Azurite account:key (kind)", kind_only=True),
+    RequiredSecret(
+        "airflow-elasticsearch",
+        ("connection",),
+        "Elasticsearch URL with credentials for task logs https://user:pass@host:9200",
+    ),
+    RequiredSecret(
+        "airflow-conn-wasb-datalake",
+        ("AIRFLOW_CONN_WASB_DATALAKE",),
+        "Airflow connection wasb_datalake (JSON, conn_type wasb)",
+    ),
+    RequiredSecret(
+        "azure-storage",
+        ("AZURE_STORAGE_CONNECTION_STRING",),
+        "Azure Storage connection string for MLflow's artifact store",
+    ),
+    RequiredSecret(
+        "mlflow-database", ("username", "password"), "MLflow backend store (Postgres) credentials"
+    ),
+    RequiredSecret(
+        "postgres-credentials",
+        ("username", "password"),
+        "in-cluster Postgres superuser (kind)",
+        kind_only=True,
+    ),
+    RequiredSecret(
+        "azurite-accounts",
+        ("AZURITE_ACCOUNTS",),
+        "in-cluster Azurite account:key (kind)",
+        kind_only=True,
+    ),
 )
 
 
@@ -46,8 +76,12 @@ def required(env: str) -> list[RequiredSecret]:
     return [s for s in REQUIRED if env == "kind" or not s.kind_only]
 
 
-def _kubectl(*args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(["kubectl", *args], input=stdin, capture_output=True, text=True, check=check)
+def _kubectl(
+    *args: str, stdin: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["kubectl", *args], input=stdin, capture_output=True, text=True, check=check
+    )
 
 
 def existing_keys(name: str, namespace: str) -> set[str] | None:
@@ -63,10 +97,14 @@ def missing(env: str, namespace: str) -> list[str]:
     for sec in required(env):
         keys = existing_keys(sec.name, namespace)
         if keys is None:
-            problems.append(f"Secret {namespace}/{sec.name} with keys {', '.join(sec.keys)}: {sec.purpose}")
+            problems.append(
+                f"Secret {namespace}/{sec.name} with keys {', '.join(sec.keys)}: {sec.purpose}"
+            )
         elif not set(sec.keys) <= keys:
             lacking = sorted(set(sec.keys) - keys)
-            problems.append(f"Secret {namespace}/{sec.name} lacks keys {', '.join(lacking)}: {sec.purpose}")
+            problems.append(
+                f"Secret {namespace}/{sec.name} lacks keys {', '.join(lacking)}: {sec.purpose}"
+            )
     return problems
 
 
@@ -87,7 +125,9 @@ def dev_values(namespace: str) -> dict[str, dict[str, str]]:
     pg_host = f"postgres.{namespace}.svc.cluster.local"
     return {
         "postgres-credentials": {"username": pg_user, "password": pg_pass},
-        "airflow-metadata": {"connection": f"postgresql://{pg_user}:{pg_pass}@{pg_host}:5432/airflow"},
+        "airflow-metadata": {
+            "connection": f"postgresql://{pg_user}:{pg_pass}@{pg_host}:5432/airflow"
+        },
         "mlflow-database": {"username": pg_user, "password": pg_pass},
         "airflow-fernet-key": {"fernet-key": fernet_key()},
         "airflow-api-secret-key": {"api-secret-key": _random.token_urlsafe(32)},
@@ -110,7 +150,10 @@ def secret_manifest(name: str, namespace: str, data: dict[str, str]) -> str:
             "metadata": {
                 "name": name,
                 "namespace": namespace,
-                "labels": {"app.kubernetes.io/part-of": "airflow-project", "mlops/generated": "dev"},
+                "labels": {
+                    "app.kubernetes.io/part-of": "airflow-project",
+                    "mlops/generated": "dev",
+                },
             },
             "type": "Opaque",
             "stringData": data,
@@ -131,7 +174,9 @@ def create_dev(namespace: str) -> list[str]:
     groups = [
         ("postgres-credentials", "airflow-metadata", "mlflow-database"),
         ("azurite-accounts", "azure-storage", "airflow-conn-wasb-datalake"),
-        ("airflow-fernet-key",), ("airflow-api-secret-key",), ("airflow-jwt-secret",),
+        ("airflow-fernet-key",),
+        ("airflow-api-secret-key",),
+        ("airflow-jwt-secret",),
     ]
     created = []
     for group in groups:
@@ -143,24 +188,39 @@ def create_dev(namespace: str) -> list[str]:
     return created
 
 
-def elasticsearch_from_eck(namespace: str, es_name: str = "elasticsearch", timeout: int = 300) -> None:
+def elasticsearch_from_eck(
+    namespace: str, es_name: str = "elasticsearch", timeout: int = 300
+) -> None:
     """kind: build airflow-elasticsearch from the elastic user ECK generated (HTTP, no TLS)."""
     if existing_keys("airflow-elasticsearch", namespace) is not None:
         return
     deadline = time.monotonic() + timeout
     while True:
         proc = _kubectl(
-            "get", "secret", f"{es_name}-es-elastic-user", "-n", namespace,
-            "-o", "jsonpath={.data.elastic}", check=False,
+            "get",
+            "secret",
+            f"{es_name}-es-elastic-user",
+            "-n",
+            namespace,
+            "-o",
+            "jsonpath={.data.elastic}",
+            check=False,
         )
         if proc.returncode == 0 and proc.stdout:
             password = base64.b64decode(proc.stdout).decode()
             break
         if time.monotonic() > deadline:
-            raise RuntimeError(f"ECK secret {es_name}-es-elastic-user did not appear in {namespace}")
+            raise RuntimeError(
+                f"ECK secret {es_name}-es-elastic-user did not appear in {namespace}"
+            )
         time.sleep(5)
     url = f"http://elastic:{password}@{es_name}-es-http.{namespace}.svc.cluster.local:9200"
-    _kubectl("apply", "-f", "-", stdin=secret_manifest("airflow-elasticsearch", namespace, {"connection": url}))
+    _kubectl(
+        "apply",
+        "-f",
+        "-",
+        stdin=secret_manifest("airflow-elasticsearch", namespace, {"connection": url}),
+    )
 
 
 def describe(env: str) -> str:
@@ -173,7 +233,10 @@ def describe(env: str) -> str:
 def check_or_die(env: str, namespace: str) -> None:
     problems = missing(env, namespace)
     if problems:
-        print(f"Refusing to deploy ({env}): required Secrets are missing in namespace {namespace}:", file=sys.stderr)
+        print(
+            f"Refusing to deploy ({env}): required Secrets are missing in namespace {namespace}:",
+            file=sys.stderr,
+        )
         for p in problems:
             print(f"  - {p}", file=sys.stderr)
         print("Create them first (see helm/README-deploy.md).", file=sys.stderr)

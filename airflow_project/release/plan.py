@@ -50,7 +50,13 @@ class DeployConfig:
     helm: str = "helm"
     kind_cluster: str = "kind"
     timeouts: dict[str, str] = field(
-        default_factory=lambda: {"crds": "5m", "controllers": "10m", "kserve": "10m", "platform": "20m", "airflow": "20m"}
+        default_factory=lambda: {
+            "crds": "5m",
+            "controllers": "10m",
+            "kserve": "10m",
+            "platform": "20m",
+            "airflow": "20m",
+        }
     )
 
     def values_files(self) -> list[str]:
@@ -62,10 +68,19 @@ class DeployConfig:
 
 STAGES: tuple[tuple[int, str, tuple[str, ...], str], ...] = (
     (1, "crds", ("crds",), "CRDs: Istio base, kserve-crd, ECK CRDs"),
-    (2, "controllers", ("crds", "controllers"), "controllers: istiod, cert-manager (with its CRDs), ECK operator"),
+    (
+        2,
+        "controllers",
+        ("crds", "controllers"),
+        "controllers: istiod, cert-manager (with its CRDs), ECK operator",
+    ),
     (2, "kserve", ("crds", "controllers", "kserve"), "kserve-resources, after istiod is serving"),
-    (3, "platform", ("crds", "controllers", "kserve", "platform"),
-     "platform: ingress gateway, serving namespace/RBAC/policies, Postgres/Azurite (kind), MLflow, Elastic stack"),
+    (
+        3,
+        "platform",
+        ("crds", "controllers", "kserve", "platform"),
+        "platform: ingress gateway, serving namespace/RBAC/policies, Postgres/Azurite (kind), MLflow, Elastic stack",
+    ),
     (4, "airflow", STAGE_TAGS, "Airflow (KubernetesExecutor) with its connections"),
 )
 
@@ -73,18 +88,30 @@ STAGES: tuple[tuple[int, str, tuple[str, ...], str], ...] = (
 def helm_upgrade(cfg: DeployConfig, tags: tuple[str, ...], timeout: str) -> list[str]:
     image_airflow = f"{cfg.registry}airflow-project/airflow"
     argv = [
-        cfg.helm, "upgrade", "--install", cfg.release, cfg.chart,
-        "--namespace", cfg.namespace, "--create-namespace",
+        cfg.helm,
+        "upgrade",
+        "--install",
+        cfg.release,
+        cfg.chart,
+        "--namespace",
+        cfg.namespace,
+        "--create-namespace",
     ]
     for f in cfg.values_files():
         argv += ["-f", f]
     argv += [
-        "--set-string", f"mlops.images.registry={cfg.registry}",
-        "--set-string", f"mlops.images.tag={cfg.tag}",
-        "--set-string", f"airflow.images.airflow.repository={image_airflow}",
-        "--set-string", f"airflow.images.airflow.tag={cfg.tag}",
+        "--set-string",
+        f"mlops.images.registry={cfg.registry}",
+        "--set-string",
+        f"mlops.images.tag={cfg.tag}",
+        "--set-string",
+        f"airflow.images.airflow.repository={image_airflow}",
+        "--set-string",
+        f"airflow.images.airflow.tag={cfg.tag}",
         *stage_set_flags(tags),
-        "--wait", "--timeout", timeout,
+        "--wait",
+        "--timeout",
+        timeout,
     ]
     return argv
 
@@ -93,35 +120,66 @@ def build(cfg: DeployConfig) -> list[Step]:
     from . import devsecrets
 
     steps: list[Step] = [
-        Step(0, "dependencies", [cfg.helm, "dependency", "build", cfg.chart],
-             "download the pinned subcharts into helm/charts/"),
+        Step(
+            0,
+            "dependencies",
+            [cfg.helm, "dependency", "build", cfg.chart],
+            "download the pinned subcharts into helm/charts/",
+        ),
     ]
     if cfg.env == "kind":
-        steps.append(Step(
-            0, "load-images",
-            ["kind", "load", "docker-image", "--name", cfg.kind_cluster,
-             f"{cfg.registry}airflow-project/airflow:{cfg.tag}", f"{cfg.registry}airflow-project/predictor:{cfg.tag}"],
-            "make the locally built images available to the kind nodes",
-        ))
-        steps.append(Step(
-            0, "dev-secrets", [*PY.split(), "secrets", "--create-dev", "--namespace", cfg.namespace],
-            "create random development Secrets that do not exist yet (never committed)",
-            action=(devsecrets.create_dev, cfg.namespace),
-        ))
+        steps.append(
+            Step(
+                0,
+                "load-images",
+                [
+                    "kind",
+                    "load",
+                    "docker-image",
+                    "--name",
+                    cfg.kind_cluster,
+                    f"{cfg.registry}airflow-project/airflow:{cfg.tag}",
+                    f"{cfg.registry}airflow-project/predictor:{cfg.tag}",
+                ],
+                "make the locally built images available to the kind nodes",
+            )
+        )
+        steps.append(
+            Step(
+                0,
+                "dev-secrets",
+                [*PY.split(), "secrets", "--create-dev", "--namespace", cfg.namespace],
+                "create random development Secrets that do not exist yet (never committed)",
+                action=(devsecrets.create_dev, cfg.namespace),
+            )
+        )
     else:
-        steps.append(Step(
-            0, "check-secrets", [*PY.split(), "secrets", "--check", "--env", cfg.env, "--namespace", cfg.namespace],
-            "refuse to deploy while a required Secret is missing",
-            action=(devsecrets.check_or_die, cfg.env, cfg.namespace),
-        ))
+        steps.append(
+            Step(
+                0,
+                "check-secrets",
+                [*PY.split(), "secrets", "--check", "--env", cfg.env, "--namespace", cfg.namespace],
+                "refuse to deploy while a required Secret is missing",
+                action=(devsecrets.check_or_die, cfg.env, cfg.namespace),
+            )
+        )
     for stage, name, tags, why in STAGES:
         if stage == 4 and cfg.env == "kind":
-            steps.append(Step(
-                3, "elasticsearch-secret",
-                [*PY.split(), "secrets", "--elasticsearch-from-eck", "--namespace", cfg.namespace],
-                "kind: give Airflow the elastic user ECK generated",
-                action=(devsecrets.elasticsearch_from_eck, cfg.namespace),
-            ))
+            steps.append(
+                Step(
+                    3,
+                    "elasticsearch-secret",
+                    [
+                        *PY.split(),
+                        "secrets",
+                        "--elasticsearch-from-eck",
+                        "--namespace",
+                        cfg.namespace,
+                    ],
+                    "kind: give Airflow the elastic user ECK generated",
+                    action=(devsecrets.elasticsearch_from_eck, cfg.namespace),
+                )
+            )
         steps.append(Step(stage, name, helm_upgrade(cfg, tags, cfg.timeouts[name]), why))
     return steps
 
@@ -141,13 +199,16 @@ def render(steps: list[Step]) -> str:
 
 def execute(steps: list[Step], cwd: Path) -> None:
     for step in steps:
-        print(f"==> [{'prepare' if step.stage == 0 else f'stage {step.stage}/4'}] {step.name}: {step.why}", flush=True)
+        print(
+            f"==> [{'prepare' if step.stage == 0 else f'stage {step.stage}/4'}] {step.name}: {step.why}",
+            flush=True,
+        )
         if step.action is not None:
             fn, *args = step.action
             fn(*args)
             continue
         print("    " + step.shell(), flush=True)
-        proc = subprocess.run(step.argv, cwd=cwd)
+        proc = subprocess.run(step.argv, cwd=cwd, check=False)
         if proc.returncode != 0:
             print(f"step {step.name} failed (exit {proc.returncode})", file=sys.stderr)
             raise SystemExit(proc.returncode)

@@ -31,8 +31,15 @@ PREDICTOR_FILE = "image/requirements-predictor.txt"
 PREDICTOR_ROOTS = ("kserve", "scikit-learn", "skops", "mlflow-skinny", "pandas", "numpy")
 # kserve==0.21.0 requires psutil>=5.9.6,<6; 5.9.8 is the last 5.x release.
 PREDICTOR_PSUTIL = "psutil==5.9.8"
-EXPORT_ARGS = ("export", "--frozen", "--no-dev", "--no-hashes", "--no-emit-project",
-               "--no-header", "--no-annotate")
+EXPORT_ARGS = (
+    "export",
+    "--frozen",
+    "--no-dev",
+    "--no-hashes",
+    "--no-emit-project",
+    "--no-header",
+    "--no-annotate",
+)
 
 _NAME = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)")
 
@@ -88,7 +95,9 @@ def airflow_requirements(root: Path | None = None) -> str:
     lines = uv_export(root, "--prune", "kserve")
     if any(_normalize(_NAME.match(line).group(1)) == "kserve" for line in lines):
         raise RuntimeError("kserve leaked into the airflow export")
-    head = _header("Airflow image: the project's runtime dependencies without kserve (psutil>=6.1).")
+    head = _header(
+        "Airflow image: the project's runtime dependencies without kserve (psutil>=6.1)."
+    )
     return "\n".join([*head, *lines]) + "\n"
 
 

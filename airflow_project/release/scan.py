@@ -27,12 +27,21 @@ def suppressions(root: Path | None = None) -> dict[str, list[dict]]:
 
 
 def _run_checkov(checkov: str, target: list[str], framework: str, skips: list[str]) -> dict:
-    cmd = [checkov, *target, "--framework", framework, "--output", "json", "--quiet",
-           "--compact", "--skip-download"]
+    cmd = [
+        checkov,
+        *target,
+        "--framework",
+        framework,
+        "--output",
+        "json",
+        "--quiet",
+        "--compact",
+        "--skip-download",
+    ]
     if skips:
         cmd += ["--skip-check", ",".join(skips)]
     env = {**os.environ, "BC_SKIP_MAPPING": "TRUE", "CHECKOV_RUN_SCA_PACKAGE_SCAN_V2": "false"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if proc.returncode not in (0, 1):
         raise RuntimeError(f"checkov failed ({proc.returncode}): {proc.stderr[-2000:]}")
     out = json.loads(proc.stdout)
@@ -46,7 +55,10 @@ def render_own(workdir: Path, helm: str, root: Path) -> tuple[Path, str]:
     c = chart.prepare(workdir, chart.chart_dir(root), force_stub=True)
     outdir = workdir / "rendered"
     outdir.mkdir(exist_ok=True)
-    for name, values in (("production", ["values.yaml"]), ("kind", ["values.yaml", "values-kind.yaml"])):
+    for name, values in (
+        ("production", ["values.yaml"]),
+        ("kind", ["values.yaml", "values-kind.yaml"]),
+    ):
         objs = chart.template(helm, c.path, [c.path / v for v in values])
         (outdir / f"{name}.yaml").write_text(yaml.safe_dump_all(objs, sort_keys=False))
     return outdir, c.describe()
@@ -62,14 +74,24 @@ def scan(root: Path | None = None) -> list[tuple[str, dict]]:
     with tempfile.TemporaryDirectory() as tmp:
         rendered, how = render_own(Path(tmp), helm, root)
         print(f"[scan] {how}")
-        k8s = _run_checkov(checkov, ["-d", str(rendered)], "kubernetes",
-                           [s["id"] for s in sup.get("kubernetes", [])])
-        dock = _run_checkov(checkov, ["-f", str(root / "Dockerfile")], "dockerfile",
-                            [s["id"] for s in sup.get("dockerfile", [])])
+        k8s = _run_checkov(
+            checkov,
+            ["-d", str(rendered)],
+            "kubernetes",
+            [s["id"] for s in sup.get("kubernetes", [])],
+        )
+        dock = _run_checkov(
+            checkov,
+            ["-f", str(root / "Dockerfile")],
+            "dockerfile",
+            [s["id"] for s in sup.get("dockerfile", [])],
+        )
     for fw, report in (("kubernetes", k8s), ("dockerfile", dock)):
         summary = report.get("summary", {})
-        print(f"[scan] {fw}: passed {summary.get('passed')}, failed {summary.get('failed')}, "
-              f"skipped {summary.get('skipped')}")
+        print(
+            f"[scan] {fw}: passed {summary.get('passed')}, failed {summary.get('failed')}, "
+            f"skipped {summary.get('skipped')}"
+        )
         for check in report.get("results", {}).get("failed_checks", []):
             failed.append((fw, check))
     return failed
@@ -78,6 +100,8 @@ def scan(root: Path | None = None) -> list[tuple[str, dict]]:
 def main() -> int:
     failed = scan()
     for fw, check in failed:
-        print(f"FAILED [{fw}] {check['check_id']} {check['check_name']}: {check.get('resource')} "
-              f"({check.get('file_path')}:{check.get('file_line_range')})")
+        print(
+            f"FAILED [{fw}] {check['check_id']} {check['check_name']}: {check.get('resource')} "
+            f"({check.get('file_path')}:{check.get('file_line_range')})"
+        )
     return 1 if failed else 0

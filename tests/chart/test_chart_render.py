@@ -10,10 +10,9 @@ import jmespath
 import kubernetes_validate
 import pytest
 import yaml
+from chart_helpers import HELM_DIR, NAMESPACE, RELEASE, ROOT, by_kind, own, release_info, values
 
 from airflow_project.release import chart
-
-from chart_helpers import HELM_DIR, NAMESPACE, RELEASE, ROOT, by_kind, own, release_info, values
 
 pytestmark = pytest.mark.chart
 
@@ -31,8 +30,19 @@ def test_chart_versions_follow_the_project():
 
 def test_every_dependency_is_pinned_conditioned_and_staged():
     names = {d["name"] for d in DEPS}
-    assert {"airflow", "kserve-crd", "kserve-resources", "base", "istiod", "gateway",
-            "cert-manager", "mlflow", "eck-operator", "eck-operator-crds", "eck-stack"} <= names
+    assert {
+        "airflow",
+        "kserve-crd",
+        "kserve-resources",
+        "base",
+        "istiod",
+        "gateway",
+        "cert-manager",
+        "mlflow",
+        "eck-operator",
+        "eck-operator-crds",
+        "eck-stack",
+    } <= names
     for dep in DEPS:
         assert re.fullmatch(r"v?\d+\.\d+\.\d+", str(dep["version"])), dep
         assert dep["repository"].startswith(("https://", "oci://")), dep
@@ -83,9 +93,15 @@ def test_airflow_values(kind):
     assert af["fernetKeySecretName"] == sec["airflowFernetKey"]
     assert af["apiSecretKeySecretName"] == sec["airflowApiSecretKey"]
     assert af["jwtSecretName"] == sec["airflowJwtSecret"]
-    assert jmespath.search("secret[?envName=='AIRFLOW_CONN_WASB_DATALAKE'].secretName | [0]", af) == sec["datalakeConnection"]
+    assert (
+        jmespath.search("secret[?envName=='AIRFLOW_CONN_WASB_DATALAKE'].secretName | [0]", af)
+        == sec["datalakeConnection"]
+    )
     # the worker service account is the one bound in the serving namespace
-    assert af["workers"]["serviceAccount"]["name"] == vals["mlops"]["serving"]["airflowWorkerServiceAccount"]
+    assert (
+        af["workers"]["serviceAccount"]["name"]
+        == vals["mlops"]["serving"]["airflowWorkerServiceAccount"]
+    )
     assert "{{ .Release.Name }}-airflow-connections" in af["extraEnvFrom"]
     assert "{{ .Release.Name }}-airflow-env" in af["extraEnvFrom"]
 
@@ -107,10 +123,17 @@ def test_required_secret_names_match_values():
 # ---------------------------------------------------------------- helm lint / schema
 @pytest.mark.parametrize("env", ENVS)
 def test_helm_lint(helm, renderable, env):
-    args = [helm, "lint", str(renderable.path), "--strict", "-f", str(renderable.path / "values.yaml")]
+    args = [
+        helm,
+        "lint",
+        str(renderable.path),
+        "--strict",
+        "-f",
+        str(renderable.path / "values.yaml"),
+    ]
     if env == "kind":
         args += ["-f", str(renderable.path / "values-kind.yaml")]
-    proc = subprocess.run(args, capture_output=True, text=True)
+    proc = subprocess.run(args, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -126,7 +149,15 @@ OWN_BY_STAGE = {
     "crds": set(),
     "controllers": set(),
     "kserve": set(),
-    "platform": {"Namespace", "Role", "RoleBinding", "Gateway", "PeerAuthentication", "NetworkPolicy", "Secret"},
+    "platform": {
+        "Namespace",
+        "Role",
+        "RoleBinding",
+        "Gateway",
+        "PeerAuthentication",
+        "NetworkPolicy",
+        "Secret",
+    },
     "airflow": {"Secret", "ConfigMap"},
 }
 
@@ -144,7 +175,10 @@ def test_stage_toggle_renders_exactly_its_stage(render, stage):
         kinds -= {"Service", "Deployment", "StatefulSet", "ConfigMap"}  # kind-only services
     assert kinds == OWN_BY_STAGE[stage]
     if stage == "airflow":
-        assert {o["metadata"]["name"] for o in mine} == {f"{RELEASE}-airflow-connections", f"{RELEASE}-airflow-env"}
+        assert {o["metadata"]["name"] for o in mine} == {
+            f"{RELEASE}-airflow-connections",
+            f"{RELEASE}-airflow-env",
+        }
     if chart_is_real(render):
         # with the real subcharts, CRDs appear only in the crds stage (cert-manager's with controllers)
         crds = by_kind(objs, "CustomResourceDefinition")
@@ -159,7 +193,9 @@ def test_cumulative_stages_as_in_the_plan(render):
     seen: set[str] = set()
     for i in range(1, len(chart.STAGE_TAGS) + 1):
         tags = chart.STAGE_TAGS[:i]
-        deps = set(filter(None, release_info(render("production", stages=tags))["dependencies"].split(",")))
+        deps = set(
+            filter(None, release_info(render("production", stages=tags))["dependencies"].split(","))
+        )
         assert seen < deps
         seen = deps
     assert seen == {chart.dependency_key(d) for d in DEPS}
@@ -169,22 +205,40 @@ def test_cumulative_stages_as_in_the_plan(render):
 @pytest.mark.parametrize("env", ENVS)
 def test_images_are_the_app_version(render, env):
     objs = render(env)
-    (cm,) = [o for o in by_kind(objs, "ConfigMap") if o["metadata"]["name"] == f"{RELEASE}-airflow-env"]
+    (cm,) = [
+        o for o in by_kind(objs, "ConfigMap") if o["metadata"]["name"] == f"{RELEASE}-airflow-env"
+    ]
     assert cm["data"]["MLOPS_PREDICTOR_IMAGE"] == f"airflow-project/predictor:{CHART['appVersion']}"
     assert cm["data"]["MLOPS_DEPLOY_TARGET"] == "kubernetes"
     assert cm["data"]["MLOPS_SERVING_NAMESPACE"] == "serving"
     assert cm["data"]["MLFLOW_TRACKING_URI"].startswith("http://")
     if chart_is_real(render):
-        images = set(jmespath.search("[?kind=='Deployment' || kind=='StatefulSet'].spec.template.spec.containers[].image", objs))
+        images = set(
+            jmespath.search(
+                "[?kind=='Deployment' || kind=='StatefulSet'].spec.template.spec.containers[].image",
+                objs,
+            )
+        )
         airflow = {i for i in images if "airflow-project/airflow" in i}
         assert airflow == {f"airflow-project/airflow:{CHART['appVersion']}"}
 
 
 def test_deploy_tag_and_registry_flow_into_images(render):
-    objs = render("production", extra=("--set-string", "mlops.images.tag=9.9.9-abc1234",
-                                       "--set-string", "mlops.images.registry=reg.example/"))
-    (cm,) = [o for o in by_kind(objs, "ConfigMap") if o["metadata"]["name"] == f"{RELEASE}-airflow-env"]
-    assert cm["data"]["MLOPS_PREDICTOR_IMAGE"] == "reg.example/airflow-project/predictor:9.9.9-abc1234"
+    objs = render(
+        "production",
+        extra=(
+            "--set-string",
+            "mlops.images.tag=9.9.9-abc1234",
+            "--set-string",
+            "mlops.images.registry=reg.example/",
+        ),
+    )
+    (cm,) = [
+        o for o in by_kind(objs, "ConfigMap") if o["metadata"]["name"] == f"{RELEASE}-airflow-env"
+    ]
+    assert (
+        cm["data"]["MLOPS_PREDICTOR_IMAGE"] == "reg.example/airflow-project/predictor:9.9.9-abc1234"
+    )
 
 
 # ---------------------------------------------------------------- RBAC / network / mesh
@@ -199,14 +253,26 @@ def test_rbac_is_namespaced_to_serving(render, env):
         assert sa not in (jmespath.search("subjects[].name", crb) or []), crb["metadata"]["name"]
     (role,) = by_kind(objs, "Role")
     assert role["metadata"]["namespace"] == "serving"
-    rules = {(g, r): set(rule["verbs"]) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
-    for key in [("serving.kserve.io", "inferenceservices"), ("serving.kserve.io", "inferencegraphs"),
-                ("networking.istio.io", "virtualservices")]:
+    rules = {
+        (g, r): set(rule["verbs"])
+        for rule in role["rules"]
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+    }
+    for key in [
+        ("serving.kserve.io", "inferenceservices"),
+        ("serving.kserve.io", "inferencegraphs"),
+        ("networking.istio.io", "virtualservices"),
+    ]:
         assert {"get", "create", "patch", "delete"} <= rules[key]
     assert {g for g, _ in rules} == {"serving.kserve.io", "networking.istio.io"}
     (rb,) = by_kind(objs, "RoleBinding")
     assert rb["metadata"]["namespace"] == "serving"
-    assert rb["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"]}
+    assert rb["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
     assert rb["subjects"] == [{"kind": "ServiceAccount", "name": sa, "namespace": NAMESPACE}]
 
 
@@ -224,12 +290,20 @@ def test_gateway_mtls_and_network_policies(render):
     deny = pols["default-deny-ingress"]
     assert deny["spec"]["podSelector"] == {} and "ingress" not in deny["spec"]
     pred = pols["predictors-allow-gateway-router-airflow"]
-    assert jmespath.search("spec.podSelector.matchExpressions[0].key", pred) == "serving.kserve.io/inferenceservice"
+    assert (
+        jmespath.search("spec.podSelector.matchExpressions[0].key", pred)
+        == "serving.kserve.io/inferenceservice"
+    )
     peers = pred["spec"]["ingress"][0]["from"]
     assert len(pred["spec"]["ingress"]) == 1 and len(peers) == 3
     assert peers[0]["podSelector"]["matchLabels"] == s["gateway"]["selector"]
-    assert peers[0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": NAMESPACE}
-    assert jmespath.search("podSelector.matchExpressions[0].key", peers[1]) == "serving.kserve.io/inferencegraph"
+    assert peers[0]["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": NAMESPACE
+    }
+    assert (
+        jmespath.search("podSelector.matchExpressions[0].key", peers[1])
+        == "serving.kserve.io/inferencegraph"
+    )
     assert "namespaceSelector" not in peers[1]
     assert peers[2]["podSelector"]["matchLabels"] == s["airflowWorkerLabels"]
     # the worker labels really are the Airflow chart's worker labels
@@ -239,7 +313,9 @@ def test_gateway_mtls_and_network_policies(render):
 # ---------------------------------------------------------------- workloads / secrets
 def test_own_workloads_are_non_root_with_resources(render):
     objs = own(render("kind"))
-    workloads = [o for o in objs if o["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob")]
+    workloads = [
+        o for o in objs if o["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob")
+    ]
     assert {o["metadata"]["name"] for o in workloads} == {"postgres", "azurite"}
     for w in workloads:
         spec = w["spec"]["template"]["spec"]
@@ -264,8 +340,13 @@ def test_no_literal_secret_in_rendered_secrets(render, env):
     assert secrets, "expected the chart's own Secrets"
     for sec in secrets:
         for key, value in {**(sec.get("stringData") or {}), **(sec.get("data") or {})}.items():
-            assert not _LITERAL.search(value), f"{sec['metadata']['name']}/{key}: {_LITERAL.search(value).group(0)}"
-            assert "://" not in value or "@" not in value.split("://", 1)[1].split("/")[0], (sec["metadata"]["name"], key)
+            assert not _LITERAL.search(value), (
+                f"{sec['metadata']['name']}/{key}: {_LITERAL.search(value).group(0)}"
+            )
+            assert "://" not in value or "@" not in value.split("://", 1)[1].split("/")[0], (
+                sec["metadata"]["name"],
+                key,
+            )
             assert "AccountKey=" not in value
 
 
@@ -277,13 +358,24 @@ def test_literal_secret_detector_works():
 
 
 def test_connections_secret_is_in_cluster_kubernetes(render):
-    (sec,) = [s for s in by_kind(render("production"), "Secret") if s["metadata"]["name"] == f"{RELEASE}-airflow-connections"]
+    (sec,) = [
+        s
+        for s in by_kind(render("production"), "Secret")
+        if s["metadata"]["name"] == f"{RELEASE}-airflow-connections"
+    ]
     conn = yaml.safe_load(sec["stringData"]["AIRFLOW_CONN_KUBERNETES_SERVING"])
-    assert conn == {"conn_type": "kubernetes", "extra": {"in_cluster": True, "namespace": "serving"}}
+    assert conn == {
+        "conn_type": "kubernetes",
+        "extra": {"in_cluster": True, "namespace": "serving"},
+    }
 
 
 def test_logstash_pipeline_adds_log_id_as_airflow_expects(render):
-    (sec,) = [s for s in by_kind(render("production"), "Secret") if s["metadata"]["name"] == "logstash-pipelines"]
+    (sec,) = [
+        s
+        for s in by_kind(render("production"), "Secret")
+        if s["metadata"]["name"] == "logstash-pipelines"
+    ]
     pipelines = yaml.safe_load(sec["stringData"]["pipelines.yml"])
     config = pipelines[0]["config.string"]
     template = values()["airflow"]["config"]["elasticsearch"]["log_id_template"]
@@ -293,12 +385,28 @@ def test_logstash_pipeline_adds_log_id_as_airflow_expects(render):
     prefix = values()["mlops"]["logging"]["indexPrefix"]
     assert f'index => "{prefix}-' in config
     assert values()["airflow"]["config"]["elasticsearch"]["index_patterns"] == f"{prefix}-*"
-    assert values()["eck-stack"]["eck-logstash"]["pipelinesRef"]["secretName"] == sec["metadata"]["name"]
+    assert (
+        values()["eck-stack"]["eck-logstash"]["pipelinesRef"]["secretName"]
+        == sec["metadata"]["name"]
+    )
 
 
 # ---------------------------------------------------------------- offline schema validation
-CORE = {"Namespace", "ConfigMap", "Secret", "Service", "Deployment", "StatefulSet", "Role", "RoleBinding",
-        "NetworkPolicy", "ServiceAccount", "DaemonSet", "Job", "PersistentVolumeClaim"}
+CORE = {
+    "Namespace",
+    "ConfigMap",
+    "Secret",
+    "Service",
+    "Deployment",
+    "StatefulSet",
+    "Role",
+    "RoleBinding",
+    "NetworkPolicy",
+    "ServiceAccount",
+    "DaemonSet",
+    "Job",
+    "PersistentVolumeClaim",
+}
 
 
 @pytest.mark.parametrize("env", ENVS)

@@ -374,6 +374,25 @@ def port_conflict_message(name: str, port: int, owner: str = "", suggestion: int
     return message
 
 
+_INHERITED_AIRFLOW_PREFIXES = ("AIRFLOW__", "AIRFLOW_CONN_", "AIRFLOW_VAR_")
+
+
+def child_env(env: dict[str, str], base: dict[str, str] | None = None) -> dict[str, str]:
+    """The caller's environment without its Airflow settings, plus the service's own.
+
+    Airflow settings come only from `LocalConfig.airflow_env()`, so a shell (or a
+    test session) with its own AIRFLOW_HOME or AIRFLOW__* variables cannot leak
+    into the platform.
+    """
+    base = dict(os.environ if base is None else base)
+    if any(key.startswith("AIRFLOW") for key in env):
+        base = {
+            k: v for k, v in base.items()
+            if k != "AIRFLOW_HOME" and not k.startswith(_INHERITED_AIRFLOW_PREFIXES)
+        }
+    return {**base, **env}
+
+
 def _start(service: Service, config: LocalConfig) -> tuple[PidRecord, subprocess.Popen[bytes]]:
     config.logs.mkdir(parents=True, exist_ok=True)
     log_path = config.logs / f"{service.name}.log"
@@ -383,7 +402,7 @@ def _start(service: Service, config: LocalConfig) -> tuple[PidRecord, subprocess
         log.flush()
         process = subprocess.Popen(
             service.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, **service.env}, cwd=str(REPO_ROOT),
+            env=child_env(service.env), cwd=str(REPO_ROOT),
             start_new_session=True,  # own process group: `down` stops its children too
         )
     _CHILDREN[process.pid] = process
@@ -642,7 +661,7 @@ def _start_migration(config: LocalConfig) -> subprocess.Popen[bytes]:
     with open(config.logs / "airflow-db-migrate.log", "ab") as log:
         return subprocess.Popen(
             [_venv_tool("airflow"), "db", "migrate"], stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, env={**os.environ, **config.airflow_env()}, cwd=str(REPO_ROOT),
+            stdin=subprocess.DEVNULL, env=child_env(config.airflow_env()), cwd=str(REPO_ROOT),
         )
 
 
@@ -852,6 +871,7 @@ def _follow_run(api: AirflowClient, dag_id: str, run: dict[str, Any], report: Re
     run_id = run["dag_run_id"]
     seen: dict[str, str] = {}
     started = time.monotonic()
+    first = True
     while True:
         run = api.get_run(dag_id, run_id)
         tasks = api.task_instances(dag_id, run_id)
@@ -866,8 +886,10 @@ def _follow_run(api: AirflowClient, dag_id: str, run: dict[str, Any], report: Re
                     report(f"  {dag_id}.{key}: {state}{took}")
         state = run.get("state")
         if state == "success":
-            report(f"{dag_id} run {run_id} succeeded ({_duration(time.monotonic() - started)})")
+            took = "" if first else f" ({_duration(time.monotonic() - started)})"
+            report(f"{dag_id} run {run_id} succeeded{took}")
             return run
+        first = False
         if state == "failed":
             raise PlatformError(_failure_message(api, dag_id, run_id, tasks))
         if time.monotonic() > deadline:

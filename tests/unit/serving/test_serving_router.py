@@ -107,7 +107,7 @@ def test_sequence_hard_failure_stops_and_is_returned():
 
 
 def test_sequence_soft_failure_continues():
-    r, t = make(graph(root=node("Sequence", {"serviceName": "a", "dependency": "Soft"}, {"serviceName": "b", "dependency": "Hard"})),
+    r, _t = make(graph(root=node("Sequence", {"serviceName": "a", "dependency": "Soft"}, {"serviceName": "b", "dependency": "Hard"})),
                 {"a": (503, {"error": "down"}), "b": (200, {"predictions": [1.0]})})
     body, status = run(r)
     assert (json.loads(body), status) == ({"predictions": [1.0]}, 200)
@@ -134,7 +134,7 @@ def test_sequence_condition_on_previous_response():
     g = graph(root=node("Sequence", {"serviceName": "a"}, {"serviceName": "b", "condition": "predictions.#(>5)"}))
     r, t = make(g, {"a": (200, {"predictions": [1, 2]}), "b": echo("b")})
     assert run(r) == (json.dumps({"predictions": [1, 2]}).encode(), 200)  # condition unmet: a's answer
-    r, t = make(g, {"a": (200, {"predictions": [1, 9]}), "b": echo("b")})
+    r, _t = make(g, {"a": (200, {"predictions": [1, 9]}), "b": echo("b")})
     assert json.loads(run(r)[0])["from"] == "b"
 
 
@@ -204,7 +204,7 @@ def test_switch_first_matching_condition_wins():
     g = graph(root=node("Switch",
                         {"serviceName": "a", "condition": "instances.#(kind==\"x\")"},
                         {"serviceName": "b", "condition": "instances"}))
-    r, t = make(g, {"a": echo("a"), "b": echo("b")})
+    r, _t = make(g, {"a": echo("a"), "b": echo("b")})
     assert json.loads(run(r, b'{"instances": [{"kind": "x"}]}')[0])["from"] == "a"
     assert json.loads(run(r, b'{"instances": [{"kind": "y"}]}')[0])["from"] == "b"
 
@@ -238,7 +238,7 @@ def test_gjson_subset():
 def test_any_path_runs_the_graph_and_readyz_answers():
     from starlette.testclient import TestClient
 
-    r, t = make(graph(root=node("Sequence", {"serviceName": "a"})), {"a": (200, {"predictions": [2.0]})})
+    r, _t = make(graph(root=node("Sequence", {"serviceName": "a"})), {"a": (200, {"predictions": [2.0]})})
     with TestClient(build_app(r)) as client:
         assert client.get("/readyz").status_code == 200
         for path in ["/", "/v1/models/whatever:predict", "/v2/models/x/infer", "/anything"]:
@@ -283,7 +283,7 @@ def test_mirror_answers_from_primary_without_waiting_for_shadow():
 
 def test_mirror_dead_shadow_does_not_affect_primary():
     async def scenario():
-        r, t = make(None, {"primary": (200, {"predictions": [1.0]}), "shadow": "refused"}, mirror=MirrorConfig("primary", "shadow"))
+        r, _t = make(None, {"primary": (200, {"predictions": [1.0]}), "shadow": "refused"}, mirror=MirrorConfig("primary", "shadow"))
         results = [await r.handle(b"{}", {}) for _ in range(5)]
         await asyncio.sleep(0.05)
         return results

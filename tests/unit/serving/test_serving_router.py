@@ -132,7 +132,7 @@ def test_sequence_transport_error_is_500_even_for_soft_steps():
 
 def test_sequence_condition_on_previous_response():
     g = graph(root=node("Sequence", {"serviceName": "a"}, {"serviceName": "b", "condition": "predictions.#(>5)"}))
-    r, t = make(g, {"a": (200, {"predictions": [1, 2]}), "b": echo("b")})
+    r, _ = make(g, {"a": (200, {"predictions": [1, 2]}), "b": echo("b")})
     assert run(r) == (json.dumps({"predictions": [1, 2]}).encode(), 200)  # condition unmet: a's answer
     r, _t = make(g, {"a": (200, {"predictions": [1, 9]}), "b": echo("b")})
     assert json.loads(run(r)[0])["from"] == "b"

@@ -99,15 +99,23 @@ def train_and_register(
     source: str = "",
     run_name: str | None = None,
     tags: dict[str, str] | None = None,
+    artifact_location: str | None = None,
 ) -> RegistrationResult:
+    """Train on `data`, log everything to MLflow, register and maybe promote.
+
+    artifact_location is used only when the experiment does not exist yet; with
+    a tracking server, leave it None so artifacts are proxied by the server.
+    """
     import mlflow
     from mlflow import MlflowClient
     from mlflow.models import infer_signature
 
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_experiment(EXPERIMENT)
     client = MlflowClient()
+    if artifact_location and client.get_experiment_by_name(EXPERIMENT) is None:
+        client.create_experiment(EXPERIMENT, artifact_location=artifact_location)
+    mlflow.set_experiment(EXPERIMENT)
 
     result = training.train(data, config)
     _check_trusted(result.pipeline)

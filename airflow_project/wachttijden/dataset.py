@@ -156,7 +156,7 @@ def fix_missing_values(frame: pd.DataFrame, source: str) -> tuple[pd.DataFrame, 
 def to_prepared_bytes(frame: pd.DataFrame) -> bytes:
     """The prepared format: UTF-8, `;`, header exactly COLUMNS, LF, no index."""
     return frame.loc[:, list(COLUMNS)].to_csv(
-        sep=PREPARED_SEPARATOR, index=False, lineterminator="\n"
+        sep=PREPARED_SEPARATOR, index=False, lineterminator="\n", float_format="%.10g"
     ).encode(PREPARED_ENCODING)
 
 

@@ -47,8 +47,11 @@ def azurite(azurite_port: int) -> str:
 
 
 @pytest.fixture(scope="session")
-def mlflow_server(services_home: Path, azurite_port: int) -> Iterator[str]:
-    """URI of a running MLflow tracking server whose artifacts live on Azurite."""
+def mlflow_server(services_home: Path, azurite_port: int, datalake) -> Iterator[str]:
+    """URI of a running MLflow tracking server whose artifacts live on Azurite.
+
+    Depends on `datalake` so that the modelartifacts container exists.
+    """
     port = services.free_port()
     process = _start(
         services.mlflow_spec(services_home / "mlflow", port, azurite_port), services_home / "logs"

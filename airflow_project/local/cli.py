@@ -1,0 +1,211 @@
+"""`mlops`: the command line of the platform.
+
+    mlops data generate --rows N --seed S --output FILE
+    mlops data prepare --input RAW --output PREPARED
+    mlops train --input PREPARED [--tracking-uri URI] [--estimator NAME]
+    mlops serve --model-uri URI --name NAME --port P [--tracking-uri URI]
+    mlops up | status | down [--purge]
+
+Errors are one line on stderr and a non-zero exit code; files are written to a
+temporary name and moved into place, so a failed command leaves no output file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
+
+
+class CommandError(Exception):
+    """An error to report to the user as one line, without a traceback."""
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write next to the target and rename: readers never see a partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _read_input(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise CommandError(f"{path}: input file does not exist") from None
+    except IsADirectoryError:
+        raise CommandError(f"{path}: is a directory, expected a file") from None
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from airflow_project.wachttijden import synthetic
+
+    frame = synthetic.generate(synthetic.SyntheticConfig(rows=args.rows, seed=args.seed))
+    write_atomic(args.output, synthetic.to_raw_bytes(frame))
+    print(f"wrote {len(frame)} rows to {args.output}", file=sys.stderr)
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from airflow_project.wachttijden import dataset
+
+    source = str(args.input)
+    raw = dataset.read_raw(_read_input(args.input), source)
+    cleaned, report = dataset.fix_missing_values(dataset.select_features(raw), source)
+    write_atomic(args.output, dataset.to_prepared_bytes(cleaned))
+    print(
+        f"wrote {report.rows_out} of {report.rows_in} rows to {args.output} "
+        f"({report.dropped_missing_target} without a numeric WACHTTIJD dropped, "
+        f"{report.filled_type_zorginstelling} TYPE_ZORGINSTELLING filled)",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def default_tracking() -> tuple[str, str | None]:
+    """MLFLOW_TRACKING_URI, else a SQLite store (and artifact folder) under .local/."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri, None
+    from airflow_project.local.config import LocalConfig
+
+    folder = LocalConfig().root / "mlflow-cli"
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder / 'mlflow.db'}", (folder / "artifacts").as_uri()
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from airflow_project import registry
+    from airflow_project.wachttijden import dataset
+    from airflow_project.wachttijden.training import TrainingConfig
+
+    try:
+        config = TrainingConfig(args.estimator, args.test_size, args.seed)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    frame = dataset.read_prepared(_read_input(args.input), str(args.input))
+    uri, artifacts = (args.tracking_uri, None) if args.tracking_uri else default_tracking()
+    # MLflow prints progress on stdout; stdout is reserved for the one JSON line.
+    with contextlib.redirect_stdout(sys.stderr):
+        result = registry.train_and_register(
+            frame, config, tracking_uri=uri, source=str(args.input), artifact_location=artifacts
+        )
+    print(result.as_cli_json())
+    print(result.decision, file=sys.stderr)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from airflow_project.serving.server import serve
+
+    serve(args.model_uri, args.name, args.port, args.tracking_uri)
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from airflow_project.local import platform
+    from airflow_project.local.config import LocalConfig
+
+    return platform.up(LocalConfig(), rows=args.rows)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from airflow_project.local import platform
+    from airflow_project.local.config import LocalConfig
+
+    return platform.status(LocalConfig())
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from airflow_project.local import platform
+    from airflow_project.local.config import LocalConfig
+
+    return platform.down(LocalConfig(), purge=args.purge)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from airflow_project.wachttijden.training import DEFAULT_ESTIMATOR, ESTIMATORS
+
+    parser = argparse.ArgumentParser(prog="mlops", description=__doc__.split("\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    data = commands.add_parser("data", help="generate or prepare NZa exports").add_subparsers(
+        dest="data_command", required=True
+    )
+    generate = data.add_parser("generate", help="write a synthetic raw export")
+    generate.add_argument("--rows", type=_positive, required=True)
+    generate.add_argument("--seed", type=int, default=42)
+    generate.add_argument("--output", type=Path, required=True)
+    generate.set_defaults(func=cmd_generate)
+
+    prepare = data.add_parser("prepare", help="select features and fix missing values")
+    prepare.add_argument("--input", type=Path, required=True, help="raw NZa export")
+    prepare.add_argument("--output", type=Path, required=True, help="prepared CSV (UTF-8, ';')")
+    prepare.set_defaults(func=cmd_prepare)
+
+    train = commands.add_parser("train", help="train, evaluate, register and maybe promote")
+    train.add_argument("--input", type=Path, required=True, help="prepared CSV")
+    train.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI, else .local/")
+    train.add_argument("--estimator", default=DEFAULT_ESTIMATOR, choices=sorted(ESTIMATORS))
+    train.add_argument("--test-size", type=float, default=0.2)
+    train.add_argument("--seed", type=int, default=42)
+    train.set_defaults(func=cmd_train)
+
+    serve = commands.add_parser("serve", help="run the KServe predictor in the foreground")
+    serve.add_argument("--model-uri", required=True, help="models:/wachttijden/<version|@alias>")
+    serve.add_argument("--name", required=True, help="served model name")
+    serve.add_argument("--port", type=int, required=True)
+    serve.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI")
+    serve.set_defaults(func=cmd_serve)
+
+    up = commands.add_parser("up", help="start the local platform and run the whole job")
+    up.add_argument("--rows", type=_positive, default=20_000, help="rows of the generated export")
+    up.set_defaults(func=cmd_up)
+    commands.add_parser("status", help="show the local platform").set_defaults(func=cmd_status)
+    down = commands.add_parser("down", help="stop the local platform")
+    down.add_argument("--purge", action="store_true", help="also delete .local/ data")
+    down.set_defaults(func=cmd_down)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr,
+    )
+    from airflow_project.wachttijden.dataset import DataValidationError
+
+    try:
+        return args.func(args)
+    except (CommandError, DataValidationError) as exc:
+        print(f"mlops: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""Reading and cleaning NZa exports, including the awkward inputs."""
+
+from __future__ import annotations
+
+import pytest
+
+from airflow_project.wachttijden import dataset
+from airflow_project.wachttijden.schema import COLUMNS, FEATURES, TARGET
+
+HEADER = "ZIEKENHUIS;ROAZ_REGIO;TYPE_ZORGINSTELLING;SPECIALISME;TYPE_WACHTTIJD;WACHTTIJD;EXTRA"
+
+
+def _raw(*rows: str, header: str = HEADER, newline: str = "\r\n", encoding: str = "iso-8859-1") -> bytes:
+    return newline.join([header, *rows, ""]).encode(encoding)
+
+
+def _prepare(data: bytes, source: str = "raw.csv"):
+    return dataset.fix_missing_values(dataset.select_features(dataset.read_raw(data, source)), source)
+
+
+def test_reads_iso_8859_1_with_accents_crlf_and_extra_columns():
+    data = _raw(
+        "Privékliniek Velsen;SpoedZorgNet;Kliniek;Orthopedie (305);Behandeling;7;x",
+        "Clinique Esthétique;Acute Zorg Oost;Ziekenhuis;Dermatologie (310);Diagnostiek;3;y",
+    )
+    frame = dataset.read_raw(data, "raw.csv")
+    assert list(frame.columns) == list(COLUMNS)
+    assert frame["SPECIALISME"].tolist() == ["Orthopedie (305)", "Dermatologie (310)"]
+    assert frame[TARGET].tolist() == ["7", "3"]
+
+
+def test_accented_category_values_survive_decoding():
+    data = _raw("A;Région Zuid;Kliniek;Orthopedie (305);Behandeling;7;x")
+    assert dataset.read_raw(data, "raw.csv")["ROAZ_REGIO"].iloc[0] == "Région Zuid"
+
+
+def test_utf8_with_bom_and_lf_is_accepted():
+    data = b"\xef\xbb\xbf" + _raw("A;Région Zuid;Kliniek;Urologie (306);Behandeling;4;x",
+                                  newline="\n", encoding="utf-8")
+    frame = dataset.read_raw(data, "bom.csv")
+    assert frame["ROAZ_REGIO"].iloc[0] == "Région Zuid"
+    assert frame[TARGET].iloc[0] == "4"
+
+
+def test_missing_columns_are_listed_by_name_with_the_file_name():
+    data = _raw("A;SpoedZorgNet;7", header="ZIEKENHUIS;ROAZ_REGIO;WACHTTIJD")
+    with pytest.raises(dataset.DataValidationError) as err:
+        dataset.read_raw(data, "raw/2024/01/01/wachttijden.csv")
+    message = str(err.value)
+    assert message.startswith("raw/2024/01/01/wachttijden.csv: missing required column(s)")
+    assert "TYPE_WACHTTIJD, SPECIALISME, TYPE_ZORGINSTELLING" in message
+    assert "ROAZ_REGIO" not in message.split(";")[0].split("column(s)")[1]
+
+
+def test_comma_separated_file_gets_a_hint():
+    data = b"WACHTTIJD,TYPE_WACHTTIJD,SPECIALISME,ROAZ_REGIO,TYPE_ZORGINSTELLING\n1,a,b,c,d\n"
+    with pytest.raises(dataset.DataValidationError, match="';'-separated"):
+        dataset.read_raw(data, "comma.csv")
+
+
+def test_empty_file_is_an_error_naming_the_file():
+    with pytest.raises(dataset.DataValidationError, match="empty.csv: file is empty"):
+        dataset.read_raw(b"", "empty.csv")
+
+
+def test_unknown_and_empty_targets_are_dropped_and_counted():
+    data = _raw(
+        "A;SpoedZorgNet;Kliniek;Orthopedie (305);Behandeling;onbekend;x",
+        "A;SpoedZorgNet;Kliniek;Orthopedie (305);Behandeling;;x",
+        "A;SpoedZorgNet;Kliniek;Orthopedie (305);Behandeling;-2;x",
+        "A;SpoedZorgNet;Kliniek;Orthopedie (305);Behandeling;5;x",
+        "A;SpoedZorgNet;Kliniek;Orthopedie (305);Behandeling;2,5;x",
+    )
+    cleaned, report = _prepare(data)
+    assert cleaned[TARGET].tolist() == [5.0, 2.5]
+    assert report.dropped_missing_target == 3
+    assert (report.rows_in, report.rows_out) == (5, 2)
+
+
+def test_empty_institution_type_becomes_kliniek():
+    data = _raw("A;SpoedZorgNet;;Orthopedie (305);Behandeling;5;x",
+                "A;SpoedZorgNet;Ziekenhuis;Orthopedie (305);Behandeling;6;x")
+    cleaned, report = _prepare(data)
+    assert cleaned["TYPE_ZORGINSTELLING"].tolist() == ["Kliniek", "Ziekenhuis"]
+    assert report.filled_type_zorginstelling == 1
+
+
+def test_rows_with_another_empty_feature_are_dropped():
+    data = _raw("A;;Kliniek;Orthopedie (305);Behandeling;5;x",
+                "A;SpoedZorgNet;Kliniek;Orthopedie (305);Behandeling;6;x")
+    cleaned, report = _prepare(data)
+    assert len(cleaned) == 1 and report.dropped_missing_feature == 1
+
+
+def test_nothing_usable_after_cleaning_is_an_error():
+    data = _raw("A;SpoedZorgNet;Kliniek;Orthopedie (305);Behandeling;onbekend;x")
+    with pytest.raises(dataset.DataValidationError, match="raw.csv: no usable rows after cleaning"):
+        _prepare(data)
+
+
+def test_prepared_bytes_have_the_exact_header_and_no_index():
+    data = _raw("A;SpoedZorgNet;;Orthopedie (305);Behandeling;5;x")
+    cleaned, _ = _prepare(data)
+    text = dataset.to_prepared_bytes(cleaned).decode("utf-8")
+    assert text == (
+        "WACHTTIJD;TYPE_WACHTTIJD;SPECIALISME;ROAZ_REGIO;TYPE_ZORGINSTELLING\n"
+        "5;Behandeling;Orthopedie (305);SpoedZorgNet;Kliniek\n"
+    )
+
+
+def test_prepared_roundtrip_gives_float_target_and_string_features():
+    data = _raw("A;SpoedZorgNet;;Orthopedie (305);Behandeling;5;x")
+    cleaned, _ = _prepare(data)
+    back = dataset.read_prepared(dataset.to_prepared_bytes(cleaned), "prep.csv")
+    assert back[TARGET].dtype == "float64"
+    assert back.loc[0, list(FEATURES)].tolist() == cleaned.loc[0, list(FEATURES)].tolist()
+
+
+def test_read_prepared_names_the_bad_target_row():
+    data = ";".join(COLUMNS).encode() + b"\n5;a;b;c;d\nabc;a;b;c;d\n"
+    with pytest.raises(dataset.DataValidationError, match=r"prep.csv: column WACHTTIJD .* row 2: 'abc'"):
+        dataset.read_prepared(data, "prep.csv")

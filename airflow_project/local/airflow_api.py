@@ -18,7 +18,9 @@ FAILED_TASK_STATES = frozenset({"failed", "upstream_failed"})
 
 
 class AirflowApiError(RuntimeError):
-    pass
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def iso(moment: dt.datetime) -> str:
@@ -84,7 +86,9 @@ class AirflowClient:
     def _json(self, method: str, path: str, ok: tuple[int, ...] = (200,), **kwargs: Any) -> Any:
         response = self.request(method, path, **kwargs)
         if response.status_code not in ok:
-            raise AirflowApiError(f"{method} {path}: HTTP {response.status_code} {response.text[:300]}")
+            raise AirflowApiError(
+                f"{method} {path}: HTTP {response.status_code} {response.text[:300]}", response.status_code
+            )
         return response.json()
 
     # ------------------------------------------------------------------ DAGs
@@ -163,11 +167,14 @@ def format_log_content(content: Any) -> str:
     lines: list[str] = []
     for record in content:
         if isinstance(record, str):
-            lines.append(record)
+            if not record.startswith(("::group::", "::endgroup::")):
+                lines.append(record)
             continue
         if not isinstance(record, dict):
             continue
         event = str(record.get("event", ""))
+        if event.startswith(("::group::", "::endgroup::")):  # UI folding markers
+            continue
         level = str(record.get("level", "")).upper()
         lines.append(f"{level} {event}".strip() if level else event)
         error = record.get("error_detail")

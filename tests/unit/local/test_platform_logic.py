@@ -283,3 +283,13 @@ def test_pid_file_of_this_process_is_never_matched_by_a_different_argv() -> None
     me = psutil.Process(os.getpid())
     record = PidRecord("x", me.pid, None, ["/nowhere/azurite-blob"], create_time=me.create_time())
     assert not platform.record_alive(record)
+
+
+def test_a_second_concurrent_up_is_refused(monkeypatch: pytest.MonkeyPatch, config: LocalConfig) -> None:
+    monkeypatch.setattr(platform, "check_prerequisites", lambda: None)
+    with platform._single_up(config):
+        err = io.StringIO()
+        assert platform.up(config, out=io.StringIO(), err=err) == 1
+    assert "another `mlops up` is running" in err.getvalue()
+    with platform._single_up(config):  # released again
+        pass

@@ -55,7 +55,7 @@ lint: install
 ## ---------------------------------------------------------------- benchmarks
 .PHONY: bench-pipeline
 bench-pipeline: install ## time prepare+train on 100k and 1M rows (reports/)
-	$(PY) -m airflow_project.bench.pipeline
+	$(PY) -m loadtest.bench_pipeline
 
 ## ---- release (images, chart, Kubernetes)
 # Tools come from PyPI only: helm is taken from the official binary inside the wheel

@@ -113,8 +113,9 @@ def load_model(model_uri: str, tracking_uri: str | None = None) -> LoadedModel:
     bad = [t for t in trusted if not str(t).startswith(ALLOWED_TRUSTED_TYPE_PREFIXES)]
     if bad:
         raise ValueError(f"{resolved} trusts types outside {ALLOWED_TRUSTED_TYPE_PREFIXES}: {bad}")
-    # MLflow gates every format (skops included) behind this flag; we have just checked
-    # that the artifact is skops with an allow-listed set of trusted types.
+    # MLflow gates every format (skops included) behind this flag (default true). We set
+    # it for this one call only, after checking that the artifact is skops with an
+    # allow-listed set of trusted types, so a deployment may set it to false globally.
     previous = os.environ.get("MLFLOW_ALLOW_PICKLE_DESERIALIZATION")
     os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "true"
     try:

@@ -6,6 +6,7 @@ uses (airflow_project.local.services), and stopped at the end.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -46,21 +47,33 @@ def azurite(azurite_port: int) -> str:
     return services.azurite_connection_string(azurite_port)
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(services_home: Path, azurite_port: int, datalake) -> Iterator[str]:
-    """URI of a running MLflow tracking server whose artifacts live on Azurite.
-
-    Depends on `datalake` so that the modelartifacts container exists.
-    """
+@contextlib.contextmanager
+def running_mlflow(folder: Path, azurite_port: int) -> Iterator[str]:
+    """An MLflow server with its own SQLite store in `folder`, artifacts on Azurite."""
     port = services.free_port()
-    process = _start(
-        services.mlflow_spec(services_home / "mlflow", port, azurite_port), services_home / "logs"
-    )
+    process = _start(services.mlflow_spec(folder, port, azurite_port), folder / "logs")
     try:
         process.wait_ready()
         yield f"http://127.0.0.1:{port}"
     finally:
         process.stop()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(services_home: Path, azurite_port: int, datalake) -> Iterator[str]:
+    """URI of the session's MLflow tracking server (artifacts on Azurite).
+
+    Depends on `datalake` so that the modelartifacts container exists.
+    """
+    with running_mlflow(services_home / "mlflow", azurite_port) as uri:
+        yield uri
+
+
+@pytest.fixture(scope="module")
+def fresh_mlflow_server(tmp_path_factory, azurite_port: int, datalake) -> Iterator[str]:
+    """An MLflow server with an empty registry, for tests that need a known registry state."""
+    with running_mlflow(tmp_path_factory.mktemp("mlflow"), azurite_port) as uri:
+        yield uri
 
 
 @pytest.fixture(scope="session")

@@ -37,7 +37,8 @@ def _train(prepared: Path, uri: str, estimator: str) -> dict:
     return json.loads(lines[0])
 
 
-def test_promotion_rule_in_both_directions(prepared: Path, mlflow_server: str):
+def test_promotion_rule_in_both_directions(prepared: Path, fresh_mlflow_server: str):
+    mlflow_server = fresh_mlflow_server
     from mlflow import MlflowClient
 
     from airflow_project.wachttijden.schema import MODEL_NAME

@@ -175,7 +175,9 @@ def _process(record: PidRecord) -> psutil.Process | None:
         proc = psutil.Process(record.pid)
         if proc.status() == psutil.STATUS_ZOMBIE:
             return None
-        if record.create_time is not None and abs(proc.create_time() - record.create_time) > 1.0:
+        # create_time is jiffies since boot + the kernel's btime, which is whole seconds and
+        # can move by one between reads: compare with a 2s tolerance.
+        if record.create_time is not None and abs(proc.create_time() - record.create_time) > 2.0:
             return None
         if not cmdline_matches(record.argv, proc.cmdline()):
             return None

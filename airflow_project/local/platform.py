@@ -792,10 +792,11 @@ def _wait_for(probe: Callable[[], Any], deadline: float, what: str, interval: fl
         time.sleep(interval)
 
 
-def _wait_for_dags(api: AirflowClient, report: Reporter, deadline: float) -> None:
+def _wait_for_dags(api: AirflowClient, report: Reporter, deadline: float,
+                   wait: float = 300.0, wait_with_errors: float = 60.0) -> None:
+    """Until both DAGs are parsed; import errors that persist for a minute fail early."""
     report(f"waiting for the DAGs {PREPARE_DAG} and {TRAIN_DAG} to be parsed")
     started = time.monotonic()
-    limit = started + 300
     errors_reported: set[str] = set()
     while True:
         dags = {dag_id: api.get_dag(dag_id) for dag_id in (PREPARE_DAG, TRAIN_DAG)}
@@ -809,6 +810,7 @@ def _wait_for_dags(api: AirflowClient, report: Reporter, deadline: float) -> Non
                 first = str(error.get("stack_trace", "")).strip().splitlines()[-1:] or [""]
                 report(f"DAG import error in {error.get('filename')}: {first[0]}")
         now = time.monotonic()
+        limit = started + (wait_with_errors if errors else wait)
         if now > limit or now > deadline:
             missing = [d for d, v in dags.items() if not v]
             detail = "".join(

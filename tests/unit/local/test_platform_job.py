@@ -199,3 +199,38 @@ def test_upstream_events_answering_500_until_the_run_starts_is_retried(report: p
     run = platform._find_asset_run(api, "ours", report, time.monotonic() + 60)  # type: ignore[arg-type]
     assert run["dag_run_id"] == "asset_1"
     assert calls["n"] == 3
+
+
+class DagsApi(FakeApi):
+    def __init__(self, dags: dict[str, dict[str, Any] | None], errors: list[dict[str, Any]]) -> None:
+        super().__init__()
+        self.dags = dags
+        self.errors = errors
+        self.unpaused: list[str] = []
+
+    def get_dag(self, dag_id: str) -> dict[str, Any] | None:
+        return self.dags.get(dag_id)
+
+    def import_errors(self) -> list[dict[str, Any]]:
+        return self.errors
+
+    def unpause(self, dag_id: str) -> None:
+        self.unpaused.append(dag_id)
+
+
+def test_paused_dags_are_unpaused(report: platform.Reporter) -> None:
+    api = DagsApi({"prepare_dataset": {"is_paused": True}, "train_model": {"is_paused": False}}, [])
+    platform._wait_for_dags(api, report, time.monotonic() + 60)  # type: ignore[arg-type]
+    assert api.unpaused == ["prepare_dataset"]
+    assert "DAGs are parsed" in _out(report)
+
+
+def test_a_dag_import_error_is_shown_and_fails_the_wait(report: platform.Reporter) -> None:
+    error = {"filename": "/x/dags/train_model.py", "timestamp": "t",
+             "stack_trace": "Traceback ...\nModuleNotFoundError: No module named 'nope'"}
+    api = DagsApi({"prepare_dataset": {"is_paused": False}}, [error])
+    with pytest.raises(platform.PlatformError) as failure:
+        platform._wait_for_dags(api, report, time.monotonic() + 60, wait_with_errors=0)  # type: ignore[arg-type]
+    assert "DAG(s) train_model not found" in str(failure.value)
+    assert "No module named 'nope'" in str(failure.value)
+    assert "DAG import error in /x/dags/train_model.py: ModuleNotFoundError" in _out(report)

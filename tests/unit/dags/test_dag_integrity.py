@@ -9,8 +9,8 @@ import pytest
 
 from airflow_project.local.config import DAGS_FOLDER
 
-EXPECTED_DAGS = {"prepare_dataset", "train_model"}
-OPTIONAL_DAGS = {"deploy_model", "deploy_traffic_mirroring"}  # added with serving
+EXPECTED_DAGS = {"prepare_dataset", "train_model", "deploy_model", "deploy_traffic_mirroring"}
+OPTIONAL_DAGS: set[str] = set()
 HEAVY_MODULES = {"pandas", "numpy", "sklearn", "mlflow", "kubernetes", "azure", "kserve", "matplotlib"}
 
 

@@ -1,0 +1,100 @@
+"""
+### Deploy a registered model version
+
+Resolves the **model** param (a version number such as `3`, or an alias such as
+`champion`) in the MLflow registry (model `wachttijden`), builds a KServe
+InferenceService for that exact version, applies it to the deploy target, waits
+until it is Ready and smoke-tests one prediction.
+
+The deploy target comes from the environment: `MLOPS_DEPLOY_TARGET=kubernetes`
+(server-side apply into the serving namespace, connection `kubernetes_serving`) or
+`local` (default: a model-server process on 127.0.0.1 managed by the local serving
+controller under `$MLOPS_HOME/serving/`). Re-running with the same version is a no-op;
+another version replaces the running predictor.
+
+A version or alias that does not exist fails the run at once, naming what exists.
+Manual trigger only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from airflow.sdk import Param, dag, task
+
+IO_RETRIES = {
+    "retries": 2,
+    "retry_delay": dt.timedelta(seconds=10),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": dt.timedelta(minutes=2),
+}
+
+
+@dag(
+    dag_id="deploy_model",
+    schedule=None,
+    start_date=dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
+    catchup=False,
+    max_active_runs=1,
+    default_args=IO_RETRIES,
+    tags=["wachttijden", "serving", "kserve"],
+    doc_md=__doc__,
+    params={
+        "model": Param(
+            "champion", type="string", minLength=1,
+            title="Model version or alias",
+            description="Registered version number of model 'wachttijden' (e.g. 3) or an alias "
+            "(champion, challenger).",
+        ),
+        "service_name": Param(
+            "wachttijden", type="string", pattern="^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$",
+            title="Service name",
+            description="InferenceService name (DNS-1035 label); one predictor per name.",
+        ),
+        "namespace": Param(
+            "", type="string",
+            title="Namespace",
+            description="Serving namespace. Empty: MLOPS_SERVING_NAMESPACE of the deployment.",
+        ),
+        "timeout_seconds": Param(
+            600, type="integer", minimum=10, maximum=3600,
+            title="Ready timeout (s)",
+            description="How long to wait for the InferenceService to become Ready.",
+        ),
+    },
+)
+def deploy_model():
+    @task
+    def resolve_version(**context) -> dict:
+        """Version number or alias -> a registered version (fails at once if unknown)."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from airflow_project.deploy_tasks import ModelVersionNotFound, resolve_version
+
+        try:
+            return resolve_version(context["params"]["model"])
+        except (ModelVersionNotFound, ValueError) as exc:
+            raise AirflowFailException(str(exc)) from exc
+
+    @task
+    def deploy(version: dict, **context) -> dict:
+        """Apply the InferenceService and wait until it is Ready."""
+        from airflow_project.deploy_tasks import deploy_predictor
+
+        params = context["params"]
+        return deploy_predictor(
+            params["service_name"], version["model_uri"],
+            namespace=params["namespace"] or None, timeout=float(params["timeout_seconds"]),
+        ) | {"version": version["version"]}
+
+    @task
+    def smoke_test(service: dict) -> dict:
+        """One prediction through the deployed predictor."""
+        from airflow_project.deploy_tasks import smoke_test
+
+        return smoke_test(service["url"], service["model_name"]) | {"version": service["version"]}
+
+    smoke_test(deploy(resolve_version()))
+
+
+deploy_model()

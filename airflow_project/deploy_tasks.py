@@ -1,0 +1,337 @@
+"""The bodies of the deploy DAGs' tasks (`deploy_model`, `deploy_traffic_mirroring`).
+
+Airflow-free: the DAG tasks call these with values from their Params, and
+`deploy_local_demo()` runs the same steps without Airflow.
+
+- `resolve_version(model)`: a version number or an alias of registered model
+  `wachttijden` -> `{"version", "model_uri": "models:/wachttijden/<n>", ...}`; the URI is
+  pinned to the number, so a moved alias changes the manifest (and the local controller
+  restarts the predictor). `ModelVersionNotFound` names the model, what was asked and what
+  exists.
+- `deploy_predictor(...)`, `deploy_mirroring(...)`: build manifests
+  (`serving.manifests`), apply them to the target from `MLOPS_DEPLOY_TARGET`, wait ready.
+- `smoke_test(url)`: one V1 prediction; `SmokeTestError` unless 200 with one finite number.
+- `compare_shadow(...)`: primary-vs-shadow agreement on a sample of hold-out rows.
+
+### Shadow comparison and where it is logged
+The sample is sent through the graph entry (InferenceGraph router, or the mirrored
+primary host for `virtualservice` only), which returns the primary's answers and also
+delivers every request to the shadow. The shadow's answers for the same rows are read by
+calling the shadow InferenceService directly with the same request body (the predictor is
+deterministic; on Kubernetes the worker may not read pod logs, so the shadow's prediction
+log is not used). Metrics go to MLflow as **one run per comparison in experiment
+`wachttijden-shadow`**: `mae_primary_vs_shadow`, `share_within_1_week`,
+`max_abs_diff_weeks`, `mae_primary`, `mae_shadow` (both against the true waiting time),
+`rows`; params: both versions/URIs, services, dataset, sample size, seed; tags: Airflow
+DAG/run ids when given. A separate experiment keeps the model experiment (`wachttijden`)
+for training runs only and makes comparisons easy to list.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from airflow_project.wachttijden.schema import FEATURES, MODEL_NAME
+
+log = logging.getLogger(__name__)
+
+SHADOW_EXPERIMENT = "wachttijden-shadow"
+WITHIN_WEEKS = 1.0
+BATCH_ROWS = 1000
+SMOKE_ROW: dict[str, str] = {
+    "TYPE_WACHTTIJD": "Behandeling",
+    "SPECIALISME": "Orthopedie (305)",
+    "ROAZ_REGIO": "Acute Zorg Oost",
+    "TYPE_ZORGINSTELLING": "Ziekenhuis",
+}
+
+
+class ModelVersionNotFound(LookupError):
+    """The requested version or alias does not exist in the registry."""
+
+
+class SmokeTestError(RuntimeError):
+    """The deployed service did not answer a prediction correctly."""
+
+
+# --------------------------------------------------------------------------- registry
+def _describe_registry(client: Any, name: str) -> str:
+    try:
+        model = client.get_registered_model(name)
+    except Exception:  # noqa: BLE001 - only for the message
+        return f"registered model {name!r} does not exist (run train_model first)"
+    try:
+        versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
+    except Exception:  # noqa: BLE001
+        versions = []
+    aliases = ", ".join(f"{a} -> {v}" for a, v in sorted((model.aliases or {}).items())) or "none"
+    shown = ", ".join(map(str, versions)) or "none"
+    return f"existing versions: {shown}; aliases: {aliases}"
+
+
+def resolve_version(model: str | int, *, name: str = MODEL_NAME, tracking_uri: str | None = None) -> dict[str, Any]:
+    """Version number or alias -> the registered version, pinned by number."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    ref = str(model).strip()
+    if not ref:
+        raise ValueError("model must be a version number or an alias, got an empty string")
+    client = MlflowClient(tracking_uri)
+    by_number = ref.isdigit()
+    try:
+        mv = client.get_model_version(name, ref) if by_number else client.get_model_version_by_alias(name, ref)
+    except MlflowException as exc:
+        if exc.error_code not in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"}:
+            raise
+        what = f"version {ref}" if by_number else f"alias {ref!r}"
+        raise ModelVersionNotFound(
+            f"model {name!r} has no {what} in the MLflow registry at {client.tracking_uri}; "
+            f"{_describe_registry(client, name)}"
+        ) from exc
+    version = str(mv.version)
+    result = {
+        "name": name,
+        "requested": ref,
+        "version": version,
+        "model_uri": f"models:/{name}/{version}",
+        "run_id": mv.run_id,
+        "aliases": sorted(getattr(mv, "aliases", None) or ([] if by_number else [ref])),
+    }
+    log.info("model %s %s -> version %s (%s)", name, ref, version, result["model_uri"])
+    return result
+
+
+# --------------------------------------------------------------------------- deploying
+def deploy_predictor(
+    service_name: str,
+    model_uri: str,
+    *,
+    namespace: str | None = None,
+    timeout: float = 600.0,
+    target: Any | None = None,
+) -> dict[str, Any]:
+    """Apply an InferenceService for `model_uri` and wait until it is Ready."""
+    from airflow_project.serving.manifests import inference_service
+    from airflow_project.serving.targets import (
+        INFERENCE_SERVICE,
+        serving_config_from_env,
+        target_from_env,
+    )
+
+    target = target or target_from_env(namespace)
+    config = serving_config_from_env(target.namespace)
+    manifest = inference_service(service_name, model_uri, config)
+    target.apply(manifest)
+    url = target.wait_ready(INFERENCE_SERVICE, service_name, timeout)
+    log.info("InferenceService %s/%s ready at %s (%s)", target.namespace, service_name, url, model_uri)
+    return {"target": target.name, "namespace": target.namespace, "service": service_name,
+            "model_uri": model_uri, "url": url, "model_name": config.served_model_name}
+
+
+MIRROR_MODES = ("graph", "virtualservice", "both")
+
+
+def deploy_mirroring(
+    graph_name: str,
+    primary: str,
+    shadow: str,
+    *,
+    mode: str = "graph",
+    percentage: float = 100.0,
+    namespace: str | None = None,
+    timeout: float = 600.0,
+    target: Any | None = None,
+) -> dict[str, Any]:
+    """InferenceGraph (mode graph/both) and/or Istio VirtualService mirror (virtualservice/both).
+
+    Returns the URLs and `entry_url`: where requests go to reach primary and shadow (the
+    graph when there is one, else the mirrored primary).
+    """
+    from airflow_project.serving.manifests import inference_graph, virtual_service_mirror
+    from airflow_project.serving.targets import (
+        INFERENCE_GRAPH,
+        VIRTUAL_SERVICE,
+        serving_config_from_env,
+        target_from_env,
+    )
+
+    if mode not in MIRROR_MODES:
+        raise ValueError(f"mirror mode must be one of {MIRROR_MODES}, got {mode!r}")
+    target = target or target_from_env(namespace)
+    config = serving_config_from_env(target.namespace)
+    out: dict[str, Any] = {"target": target.name, "namespace": target.namespace, "mode": mode,
+                           "primary": primary, "shadow": shadow}
+    if mode in ("graph", "both"):
+        target.apply(inference_graph(graph_name, primary, shadow, config))
+        out["graph"] = graph_name
+        out["graph_url"] = target.wait_ready(INFERENCE_GRAPH, graph_name, timeout)
+    if mode in ("virtualservice", "both"):
+        vs = virtual_service_mirror(primary, shadow, config, percentage=percentage)
+        target.apply(vs)
+        out["virtual_service"] = vs["metadata"]["name"]
+        out["mirror_url"] = target.wait_ready(VIRTUAL_SERVICE, vs["metadata"]["name"], timeout)
+    out["entry_url"] = out.get("graph_url") or out["mirror_url"]
+    log.info("mirroring %s -> %s ready (%s) at %s", primary, shadow, mode, out["entry_url"])
+    return out
+
+
+# --------------------------------------------------------------------------- HTTP
+def _predict(url: str, rows: Sequence[Mapping[str, Any]], model_name: str = MODEL_NAME,
+             *, timeout: float = 60.0, graph: bool = False) -> list[float]:
+    """V1 predictions for rows; `graph=True` posts to the router's root (it ignores paths)."""
+    import httpx
+
+    from airflow_project.serving.constants import predict_path
+
+    target = url.rstrip("/") + ("" if graph else predict_path(model_name))
+    out: list[float] = []
+    for start in range(0, len(rows), BATCH_ROWS):
+        chunk = [dict(r) for r in rows[start:start + BATCH_ROWS]]
+        response = httpx.post(target, json={"instances": chunk}, timeout=timeout)
+        if response.status_code != 200:
+            raise SmokeTestError(f"POST {target} answered {response.status_code}: {response.text[:500]}")
+        predictions = response.json().get("predictions")
+        if not isinstance(predictions, list) or len(predictions) != len(chunk):
+            raise SmokeTestError(f"POST {target}: expected {len(chunk)} predictions, got {response.text[:500]}")
+        out.extend(float(p) for p in predictions)
+    return out
+
+
+def smoke_test(url: str, model_name: str = MODEL_NAME, *, row: Mapping[str, str] | None = None,
+               graph: bool = False, attempts: int = 5, delay: float = 2.0) -> dict[str, Any]:
+    """One prediction through `url`; a few attempts (a fresh Service may need a moment)."""
+    import time
+
+    import httpx
+
+    row = dict(row or SMOKE_ROW)
+    last: Exception | None = None
+    for attempt in range(1, attempts + 1):
+        try:
+            [prediction] = _predict(url, [row], model_name, graph=graph)
+            if not math.isfinite(prediction) or prediction < 0:
+                raise SmokeTestError(f"{url}: prediction {prediction} is not a waiting time in weeks")
+            log.info("smoke test %s: %s -> %.2f weeks", url, row, prediction)
+            return {"url": url, "request": {"instances": [row]}, "response": {"predictions": [prediction]},
+                    "prediction": prediction}
+        except (httpx.HTTPError, SmokeTestError) as exc:
+            last = exc
+            if attempt < attempts:
+                time.sleep(delay)
+    raise SmokeTestError(f"smoke test against {url} failed after {attempts} attempts: {last}")
+
+
+# --------------------------------------------------------------------------- shadow comparison
+def holdout_sample(frame: Any, sample_size: int, seed: int = 0) -> tuple[Any, Any]:
+    """The default TrainingConfig's hold-out rows, `sample_size` of them (all if fewer)."""
+    from airflow_project.wachttijden.training import TrainingConfig, split
+
+    _x_train, x_test, _y_train, y_test = split(frame, TrainingConfig())
+    n = min(int(sample_size), len(x_test))
+    x = x_test.sample(n=n, random_state=seed)
+    return x, y_test.loc[x.index]
+
+
+def agreement(primary: Sequence[float], shadow: Sequence[float], actual: Sequence[float] | None = None) -> dict[str, float]:
+    """MAE between primary and shadow, share within 1 week, max difference (+ MAEs vs actual)."""
+    import numpy as np
+
+    p, s = np.asarray(primary, dtype=float), np.asarray(shadow, dtype=float)
+    if p.shape != s.shape or p.size == 0:
+        raise ValueError(f"need equally many primary and shadow predictions, got {p.size} and {s.size}")
+    diff = np.abs(p - s)
+    metrics = {
+        "rows": float(p.size),
+        "mae_primary_vs_shadow": float(diff.mean()),
+        "share_within_1_week": float((diff <= WITHIN_WEEKS).mean()),
+        "max_abs_diff_weeks": float(diff.max()),
+    }
+    if actual is not None:
+        y = np.asarray(actual, dtype=float)
+        metrics["mae_primary"] = float(np.abs(p - y).mean())
+        metrics["mae_shadow"] = float(np.abs(s - y).mean())
+    return metrics
+
+
+def compare_shadow(
+    entry_url: str,
+    shadow_url: str,
+    frame: Any,
+    *,
+    sample_size: int = 200,
+    seed: int = 0,
+    model_name: str = MODEL_NAME,
+    entry_is_graph: bool = True,
+    dataset: str = "",
+    primary: Mapping[str, Any] | None = None,
+    shadow: Mapping[str, Any] | None = None,
+    tracking_uri: str | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Send hold-out rows through the entry (graph), ask the shadow the same, log agreement."""
+    import mlflow
+
+    if sample_size < 1:
+        raise ValueError(f"sample_size must be at least 1, got {sample_size}")
+    x, y = holdout_sample(frame, sample_size, seed)
+    rows = x.loc[:, list(FEATURES)].astype(str).to_dict(orient="records")
+    primary_pred = _predict(entry_url, rows, model_name, graph=entry_is_graph)
+    shadow_pred = _predict(shadow_url, rows, model_name)
+    metrics = agreement(primary_pred, shadow_pred, y.tolist())
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment(SHADOW_EXPERIMENT)
+    primary, shadow = dict(primary or {}), dict(shadow or {})
+    run_name = f"v{primary.get('version', '?')}-vs-v{shadow.get('version', '?')}"
+    with mlflow.start_run(run_name=run_name) as run:
+        mlflow.set_tags({"model_name": MODEL_NAME, **dict(tags or {})})
+        mlflow.log_params({
+            "primary_version": primary.get("version", ""), "primary_model_uri": primary.get("model_uri", ""),
+            "shadow_version": shadow.get("version", ""), "shadow_model_uri": shadow.get("model_uri", ""),
+            "entry_url": entry_url, "shadow_url": shadow_url, "dataset": dataset,
+            "sample_size": int(sample_size), "seed": seed, "within_weeks": WITHIN_WEEKS,
+        })
+        mlflow.log_metrics(metrics)
+    log.info("shadow comparison %s (run %s): %s", run_name, run.info.run_id, metrics)
+    return {"run_id": run.info.run_id, "experiment": SHADOW_EXPERIMENT, "metrics": metrics}
+
+
+# --------------------------------------------------------------------------- without Airflow
+def deploy_local_demo(
+    *,
+    namespace: str | None = None,
+    primary_model: str = "champion",
+    shadow_model: str = "challenger",
+    primary_service: str = "wachttijden-primary",
+    shadow_service: str = "wachttijden-shadow",
+    graph_name: str = "wachttijden-graph",
+    tracking_uri: str | None = None,
+    timeout: float = 300.0,
+) -> dict[str, Any]:
+    """What `deploy_traffic_mirroring` deploys, on the target from the environment, without
+    Airflow and without the comparison: for `mlops up` when it does not trigger the DAG.
+
+    Needs MLFLOW_TRACKING_URI (or `tracking_uri`) and MLOPS_HOME like the DAGs. Returns
+    `predictor_url`, `shadow_url`, `graph_url`, `sample_request`, `sample_response`,
+    the resolved versions.
+    """
+    import os
+
+    if tracking_uri:
+        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    p = resolve_version(primary_model, tracking_uri=tracking_uri)
+    s = resolve_version(shadow_model, tracking_uri=tracking_uri)
+    primary = deploy_predictor(primary_service, p["model_uri"], namespace=namespace, timeout=timeout)
+    shadow = deploy_predictor(shadow_service, s["model_uri"], namespace=namespace, timeout=timeout)
+    graph = deploy_mirroring(graph_name, primary_service, shadow_service, namespace=namespace, timeout=timeout)
+    smoke = smoke_test(graph["graph_url"], graph=True)
+    return {
+        "predictor_url": primary["url"], "shadow_url": shadow["url"], "graph_url": graph["graph_url"],
+        "primary_version": p["version"], "shadow_version": s["version"],
+        "sample_request": smoke["request"], "sample_response": smoke["response"],
+    }

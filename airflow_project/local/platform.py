@@ -247,6 +247,63 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
         pass
 
 
+def stray_processes(config: LocalConfig) -> list[psutil.Process]:
+    """Processes of this home that no pid file accounts for (e.g. `run/` was deleted).
+
+    A process belongs to the home when its command line names a path inside it
+    (Azurite's --location, MLflow's SQLite file) or its AIRFLOW_HOME is the
+    home's Airflow folder. Pid-file processes, their descendants and this
+    process's own ancestry are excluded. Only reported, never signalled.
+    """
+    root = str(config.root.resolve())
+    airflow_home = str(config.airflow_home.resolve())
+    known: set[int] = {os.getpid()}
+    try:
+        known.update(p.pid for p in psutil.Process().parents())
+    except psutil.Error:
+        pass
+    for record in read_pid_records(config.run).values():
+        proc = _process(record)
+        if proc is None:
+            continue
+        known.add(proc.pid)
+        try:
+            known.update(c.pid for c in proc.children(recursive=True))
+        except psutil.Error:
+            pass
+    strays: list[psutil.Process] = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        if proc.pid in known:
+            continue
+        try:
+            cmdline = proc.info.get("cmdline") or []
+            mine = any(root + os.sep in arg or arg == root for arg in cmdline)
+            if not mine and proc.status() != psutil.STATUS_ZOMBIE:
+                mine = proc.environ().get("AIRFLOW_HOME") == airflow_home
+        except (psutil.Error, OSError):
+            continue
+        if mine:
+            strays.append(proc)
+    return strays
+
+
+def _describe(proc: psutil.Process) -> str:
+    try:
+        cmd = " ".join(" ".join(proc.cmdline()).split())
+    except psutil.Error:
+        cmd = "?"
+    return f"pid {proc.pid} ({cmd[:159] + '…' if len(cmd) > 160 else cmd})"
+
+
+def _warn_strays(config: LocalConfig, out: IO[str]) -> None:
+    strays = stray_processes(config)
+    if strays:
+        print(f"\nwarning: {len(strays)} process(es) of {config.root} have no pid file "
+              f"(not stopped by `down`; stop them with `kill <pid>`):", file=out)
+        for proc in strays[:10]:
+            print(f"  {_describe(proc)}", file=out)
+
+
 # ---------------------------------------------------------------------------- services
 @dataclass
 class Service:
@@ -517,6 +574,7 @@ def status(config: LocalConfig | None = None, out: IO[str] | None = None) -> int
         print(f"Logs: {config.logs}", file=out)
     else:
         print("\nThe local platform is not running (start it with `make up`).", file=out)
+    _warn_strays(config, out)
     return 0 if all(row.state == "running" and row.ready for row in rows) else 1
 
 
@@ -540,6 +598,7 @@ def down(config: LocalConfig | None = None, purge: bool = False, out: IO[str] | 
         remove_pid_record(config.run, record.name)
     if not records:
         print("nothing to stop: no process of the local platform is running", file=out)
+    _warn_strays(config, err)
     leftovers = [r.name for r in read_pid_records(config.run).values() if record_alive(r)]
     if leftovers:
         print(f"mlops down: could not stop {', '.join(leftovers)}", file=err)

@@ -122,6 +122,7 @@ def test_status_shows_every_service_running_and_ready(first_up: UpResult) -> Non
     assert [line.split()[:2] for line in table] == [[n, "running"] for n in platform.SERVICE_NAMES]
     assert all(line.split()[4] == "yes" for line in table)
     assert first_up.config.airflow_url in out.getvalue()
+    assert "have no pid file" not in out.getvalue()  # every process of the home is accounted for
 
 
 def test_a_port_taken_by_another_process_gives_a_clear_message(first_up: UpResult, tmp_path: Path) -> None:
@@ -173,8 +174,9 @@ def test_down_stops_our_processes_and_keeps_data(first_up: UpResult) -> None:
     pids = _live_pids(config)
     assert set(pids) == set(platform.SERVICE_NAMES)
     descendants = [c for pid in pids.values() for c in psutil.Process(pid).children(recursive=True)]
-    out = io.StringIO()
-    assert platform.down(config, out=out) == 0
+    out, err = io.StringIO(), io.StringIO()
+    assert platform.down(config, out=out, err=err) == 0
+    assert err.getvalue() == ""
     for name, pid in pids.items():
         assert f"stopped {name} (pid {pid})" in out.getvalue()
     for pid in pids.values():

@@ -293,3 +293,26 @@ def test_a_second_concurrent_up_is_refused(monkeypatch: pytest.MonkeyPatch, conf
     assert "another `mlops up` is running" in err.getvalue()
     with platform._single_up(config):  # released again
         pass
+
+
+def test_processes_of_the_home_without_pid_file_are_reported_not_killed(config: LocalConfig) -> None:
+    (config.root / "azurite").mkdir(parents=True)
+    marker = str(config.root / "azurite")
+    code = "import time; time.sleep(60)"
+    stray = subprocess.Popen([sys.executable, "-c", code, marker], start_new_session=True)
+    tracked = subprocess.Popen([sys.executable, "-c", code, marker], start_new_session=True)
+    try:
+        platform.write_pid_record(config.run, _record_for(tracked, "azurite", [sys.executable, "-c"]))
+        assert [p.pid for p in platform.stray_processes(config)] == [stray.pid]
+        out = io.StringIO()
+        platform.status(config, out=out)
+        assert f"pid {stray.pid} (" in out.getvalue()
+        err = io.StringIO()
+        assert platform.down(config, out=io.StringIO(), err=err) == 0
+        assert "have no pid file" in err.getvalue()
+        assert stray.poll() is None
+        assert tracked.wait(timeout=10) is not None
+    finally:
+        for p in (stray, tracked):
+            p.kill()
+            p.wait()

@@ -1,0 +1,491 @@
+"""The whole platform on kind: install, pipeline, serving, mirroring, load, RBAC.
+
+Tests run in file order and share module fixtures (`trained` -> `deployed` -> `mirrored`),
+so each one can also be run alone (`-k rbac`, `-k graph`): it builds what it needs.
+Skipped unless MLOPS_E2E=1 and Docker works (see conftest.py).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlparse
+
+import httpx
+import pytest
+from kube import PortForward, wait_for
+
+from airflow_project.serving.constants import SERVED_MODEL_NAME
+from airflow_project.wachttijden.schema import FEATURES, MODEL_NAME
+
+REPO = Path(__file__).resolve().parents[2]
+PIPELINE_DAGS = ("prepare_dataset", "train_model")
+DEPLOY_DAGS = ("deploy_model", "deploy_traffic_mirroring")
+ISVC = "wachttijden"
+PRIMARY, SHADOW, GRAPH = "wachttijden-primary", "wachttijden-shadow", "wachttijden-graph"
+RAW_ROWS = int(os.environ.get("MLOPS_E2E_ROWS") or 5000)
+
+
+def _timeout(name: str, default: float) -> float:
+    return float(os.environ.get(f"MLOPS_E2E_{name}_TIMEOUT") or default)
+
+
+# ---------------------------------------------------------------------------- Airflow
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _parse(stamp: str | None) -> dt.datetime | None:
+    if not stamp:
+        return None
+    return dt.datetime.fromisoformat(stamp)
+
+
+def wait_dags(client: Any, dag_ids: tuple[str, ...], timeout: float = 900) -> None:
+    """Wait until the DAG processor has parsed them; fail early on import errors."""
+
+    def parsed() -> bool:
+        errors = client.import_errors()
+        if errors:
+            pytest.fail(
+                "DAG import errors in the cluster: "
+                + "; ".join(
+                    f"{e.get('filename')}: {str(e.get('stack_trace', ''))[-500:]}" for e in errors
+                )
+            )
+        return all(client.get_dag(d) is not None for d in dag_ids)
+
+    wait_for(parsed, timeout=timeout, interval=10, what=f"DAGs {', '.join(dag_ids)} to be parsed")
+    for dag_id in dag_ids:
+        client.unpause(dag_id)
+
+
+def trigger(client: Any, dag_id: str, conf: dict[str, Any] | None = None) -> str:
+    body = {"logical_date": _now().isoformat().replace("+00:00", "Z"), "conf": conf or {}}
+    response = client.request("POST", f"/api/v2/dags/{quote(dag_id)}/dagRuns", json=body)
+    assert response.status_code in (200, 201), (
+        f"trigger {dag_id}: HTTP {response.status_code} {response.text[:500]}"
+    )
+    return response.json()["dag_run_id"]
+
+
+def run_report(client: Any, dag_id: str, run_id: str) -> str:
+    lines = [f"{dag_id} run {run_id}:"]
+    for ti in client.task_instances(dag_id, run_id):
+        lines.append(f"  {ti.get('task_id')}: {ti.get('state')} (try {ti.get('try_number')})")
+        if ti.get("state") in ("failed", "upstream_failed", "up_for_retry"):
+            log = client.task_log(
+                dag_id, run_id, ti["task_id"], max(int(ti.get("try_number") or 1), 1)
+            )
+            lines.append(textwrap.indent("\n".join(log.splitlines()[-40:]), "    | "))
+    return "\n".join(lines)
+
+
+def wait_run(client: Any, dag_id: str, run_id: str, timeout: float) -> dict[str, Any]:
+    """Wait for a terminal state; fail with task states and failed tasks' log tails."""
+
+    def done() -> dict[str, Any] | None:
+        run = client.get_run(dag_id, run_id)
+        return run if run.get("state") in ("success", "failed") else None
+
+    try:
+        run = wait_for(
+            done,
+            timeout=timeout,
+            interval=10,
+            what=f"{dag_id} run {run_id}",
+            describe=lambda: run_report(client, dag_id, run_id),
+        )
+    except TimeoutError as exc:
+        pytest.fail(str(exc))
+    if run["state"] != "success":
+        pytest.fail(
+            f"{dag_id} run {run_id} ended {run['state']}\n{run_report(client, dag_id, run_id)}"
+        )
+    return run
+
+
+def asset_triggered_run(client: Any, dag_id: str, since: dt.datetime) -> dict[str, Any] | None:
+    for run in client.runs(dag_id):
+        queued = _parse(run.get("queued_at") or run.get("run_after"))
+        if run.get("run_type") == "asset_triggered" and queued and queued >= since:
+            return run
+    return None
+
+
+# ---------------------------------------------------------------------------- requests
+def sample_rows() -> list[dict[str, str]]:
+    from airflow_project.wachttijden.categories import (
+        ROAZ_REGIOS,
+        SPECIALISMEN,
+        TYPES_WACHTTIJD,
+        TYPES_ZORGINSTELLING,
+    )
+
+    return [
+        {
+            "TYPE_WACHTTIJD": TYPES_WACHTTIJD[i % len(TYPES_WACHTTIJD)],
+            "SPECIALISME": SPECIALISMEN[(3 * i) % len(SPECIALISMEN)],
+            "ROAZ_REGIO": ROAZ_REGIOS[(5 * i) % len(ROAZ_REGIOS)],
+            "TYPE_ZORGINSTELLING": TYPES_ZORGINSTELLING[i % len(TYPES_ZORGINSTELLING)],
+        }
+        for i in range(3)
+    ]
+
+
+def v1_body(rows: list[dict[str, str]]) -> dict[str, Any]:
+    return {"instances": rows}
+
+
+def v2_body(rows: list[dict[str, str]]) -> dict[str, Any]:
+    return {
+        "parameters": {"content_type": "pd"},
+        "inputs": [
+            {"name": f, "datatype": "BYTES", "shape": [len(rows)], "data": [r[f] for r in rows]}
+            for f in FEATURES
+        ],
+    }
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def post_until_ok(
+    url: str, body: dict[str, Any], host: str = "", timeout: float = 180
+) -> httpx.Response:
+    """POST until 200: right after Ready, Istio may still be pushing the route (404/503)."""
+    headers = {"Host": host} if host else {}
+    last: list[httpx.Response] = []
+
+    def attempt() -> httpx.Response | None:
+        with httpx.Client(timeout=30, trust_env=False) as http:
+            response = http.post(url, json=body, headers=headers)
+        last[:] = [response]
+        return response if response.status_code == 200 else None
+
+    try:
+        return wait_for(
+            attempt, timeout=timeout, interval=3, what=f"HTTP 200 from {url} (Host {host or '-'})"
+        )
+    except TimeoutError as exc:
+        detail = f"; last answer HTTP {last[0].status_code}: {last[0].text[:300]}" if last else ""
+        pytest.fail(f"{exc}{detail}")
+
+
+def host_of(obj: dict[str, Any]) -> str:
+    url = (obj.get("status") or {}).get("url") or ""
+    host = urlparse(url).netloc
+    assert host, (
+        f"{obj.get('kind')} {obj['metadata']['name']} has no status.url: {obj.get('status')}"
+    )
+    return host
+
+
+# ---------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def trained(airflow: Any, datalake: Any, mlflow_url: str) -> dict[str, Any]:
+    """A generated raw export in Azurite, prepare_dataset triggered, train_model run from
+    the asset event, the registered model in MLflow."""
+    from airflow_project.datalake import BlobRef, dataset_path
+    from airflow_project.wachttijden import synthetic
+
+    wait_dags(airflow, PIPELINE_DAGS)
+    data = synthetic.to_raw_bytes(
+        synthetic.generate(synthetic.SyntheticConfig(rows=RAW_ROWS, seed=7))
+    )
+    today = _now().date()
+    raw_path = dataset_path(today)
+    # Unpausing the @daily DAG may also start a scheduled run for a neighbouring day: give it
+    # data too, so it succeeds instead of retrying in front of ours (max_active_runs=1).
+    for offset in (-1, 0, 1):
+        datalake.write(BlobRef("raw", dataset_path(today + dt.timedelta(days=offset))), data)
+    since = _now() - dt.timedelta(seconds=5)
+    run_id = trigger(airflow, "prepare_dataset", {"raw_path": raw_path})
+    prepare = wait_run(airflow, "prepare_dataset", run_id, _timeout("PIPELINE", 1800))
+    train = wait_for(
+        lambda: asset_triggered_run(airflow, "train_model", since),
+        timeout=600,
+        interval=10,
+        what="train_model run triggered by the asset event",
+    )
+    train = wait_run(airflow, "train_model", train["dag_run_id"], _timeout("PIPELINE", 1800))
+    with httpx.Client(base_url=mlflow_url, timeout=30, trust_env=False) as http:
+        response = http.get("/api/2.0/mlflow/registered-models/get", params={"name": MODEL_NAME})
+    assert response.status_code == 200, f"MLflow: {response.status_code} {response.text[:300]}"
+    model = response.json()["registered_model"]
+    return {"prepare": prepare, "train": train, "model": model, "raw_path": raw_path}
+
+
+@pytest.fixture(scope="module")
+def deployed(trained: dict[str, Any], airflow: Any, platform: Any) -> dict[str, Any]:
+    """deploy_model run (champion) and its InferenceService Ready."""
+    wait_dags(airflow, DEPLOY_DAGS)
+    run_id = trigger(airflow, "deploy_model", {"model": "champion", "service_name": ISVC})
+    run = wait_run(airflow, "deploy_model", run_id, _timeout("DEPLOY", 2400))
+    isvc = platform.kube.wait_condition(
+        "inferenceservice", ISVC, platform.serving_namespace, timeout=600
+    )
+    return {"run": run, "isvc": isvc, "host": host_of(isvc)}
+
+
+@pytest.fixture(scope="module")
+def mirrored(deployed: dict[str, Any], airflow: Any, platform: Any) -> dict[str, Any]:
+    """deploy_traffic_mirroring run (graph mode) and its InferenceGraph Ready."""
+    run_id = trigger(
+        airflow, "deploy_traffic_mirroring", {"mirror_mode": "graph", "sample_size": 50}
+    )
+    run = wait_run(airflow, "deploy_traffic_mirroring", run_id, _timeout("DEPLOY", 2400))
+    ns = platform.serving_namespace
+    graph = platform.kube.wait_condition("inferencegraph", GRAPH, ns, timeout=600)
+    primary = platform.kube.wait_condition("inferenceservice", PRIMARY, ns, timeout=600)
+    return {
+        "run": run,
+        "graph": graph,
+        "primary": primary,
+        "graph_host": host_of(graph),
+        "primary_host": host_of(primary),
+    }
+
+
+@pytest.fixture(scope="module")
+def graph_endpoint(
+    mirrored: dict[str, Any], ingress: str, platform: Any
+) -> Iterator[tuple[str, str]]:
+    """(base URL, Host header) of the InferenceGraph: the Istio ingress when it routes the
+    graph's host, else a port-forward to the router Service (Standard mode may expose a
+    graph only inside the cluster)."""
+    body = v1_body(sample_rows())
+    path = f"/v1/models/{SERVED_MODEL_NAME}:predict"
+    host = mirrored["graph_host"]
+
+    def via_ingress() -> bool:
+        with httpx.Client(timeout=30, trust_env=False) as http:
+            return http.post(ingress + path, json=body, headers={"Host": host}).status_code == 200
+
+    try:
+        wait_for(via_ingress, timeout=120, interval=5, what="graph via ingress")
+        yield ingress, host
+        return
+    except TimeoutError:
+        pass
+    with PortForward(
+        platform.kube,
+        f"svc/{GRAPH}",
+        80,
+        platform.serving_namespace,
+        timeout=120,
+        log_dir=platform.log_dir(),
+    ) as port:
+        yield f"http://127.0.0.1:{port}", ""
+
+
+# ---------------------------------------------------------------------------- tests
+def test_platform_installed_and_ready(platform: Any) -> None:
+    """(1) Every stage of the release is installed; Airflow and MLflow pods are Ready."""
+    from airflow_project.release.plan import STAGES
+
+    kube, ns, release = platform.kube, platform.namespace, platform.release
+    revisions = kube.json("get", "secret", "-n", ns, "-l", f"owner=helm,name={release}")["items"]
+    by_version = sorted(revisions, key=lambda s: int(s["metadata"]["labels"]["version"]))
+    assert by_version, f"no helm release {release} in namespace {ns}"
+    assert by_version[-1]["metadata"]["labels"]["status"] == "deployed", (
+        f"latest revision of {release}: {by_version[-1]['metadata']['labels']}"
+    )
+    assert len(by_version) >= len(STAGES), (
+        f"expected >= {len(STAGES)} revisions (one per stage), got {len(by_version)}"
+    )
+    info = kube.json("get", "configmap", f"{release}-release-info", "-n", ns)["data"]
+    assert info["stages"].split(",") == ["crds", "controllers", "kserve", "platform", "airflow"], (
+        info
+    )
+    assert info["imageTag"] == platform.settings.image_tag, info
+
+    for component in ("scheduler", "api-server", "dag-processor", "triggerer"):
+        selector = f"tier=airflow,component={component},release={release}"
+        wait_for(
+            lambda sel=selector: kube.ready_pods(ns, sel),
+            timeout=600,
+            interval=10,
+            what=f"a Ready Airflow {component} pod ({selector})",
+            describe=lambda: kube.out("get", "pods", "-n", ns, "-o", "wide", check=False),
+        )
+    mlflow_selector = os.environ.get("MLOPS_E2E_MLFLOW_SELECTOR") or "app.kubernetes.io/name=mlflow"
+    wait_for(
+        lambda: kube.ready_pods(ns, mlflow_selector),
+        timeout=600,
+        interval=10,
+        what=f"a Ready MLflow pod ({mlflow_selector})",
+    )
+
+
+def test_pipeline_prepare_then_train_registers_model(trained: dict[str, Any]) -> None:
+    """(2) raw export -> prepare_dataset -> (asset) train_model -> MLflow registry."""
+    assert trained["prepare"]["state"] == "success"
+    assert trained["train"]["state"] == "success"
+    assert trained["train"]["run_type"] == "asset_triggered"
+    model = trained["model"]
+    assert model.get("latest_versions"), f"no version of {MODEL_NAME} registered: {model}"
+    aliases = {a["alias"]: a["version"] for a in model.get("aliases", [])}
+    assert "champion" in aliases and "challenger" in aliases, f"aliases: {aliases}"
+
+
+def test_deploy_model_v1_and_v2_through_ingress(deployed: dict[str, Any], ingress: str) -> None:
+    """(3) deploy_model -> InferenceService Ready; V1 and V2 through the Istio ingress."""
+    rows = sample_rows()
+    v1 = post_until_ok(
+        f"{ingress}/v1/models/{SERVED_MODEL_NAME}:predict", v1_body(rows), deployed["host"]
+    )
+    predictions = v1.json()["predictions"]
+    assert len(predictions) == len(rows) and all(is_number(p) for p in predictions), v1.text
+
+    v2 = post_until_ok(
+        f"{ingress}/v2/models/{SERVED_MODEL_NAME}/infer", v2_body(rows), deployed["host"]
+    )
+    outputs = v2.json()["outputs"]
+    data = outputs[0]["data"]
+    assert len(data) == len(rows) and all(is_number(p) for p in data), v2.text
+
+
+def test_traffic_mirroring_graph_answers_like_primary(
+    mirrored: dict[str, Any], graph_endpoint: tuple[str, str], ingress: str
+) -> None:
+    """(4) deploy_traffic_mirroring -> InferenceGraph Ready; its answer is the primary's."""
+    body = v1_body(sample_rows())
+    path = f"/v1/models/{SERVED_MODEL_NAME}:predict"
+    base, host = graph_endpoint
+    through_graph = post_until_ok(base + path, body, host).json()
+    from_primary = post_until_ok(ingress + path, body, mirrored["primary_host"]).json()
+    assert through_graph["predictions"] == pytest.approx(from_primary["predictions"]), (
+        f"graph {through_graph} != primary {from_primary}"
+    )
+
+
+def _stats_ok(folder: Path) -> tuple[int, int]:
+    """(requests, failures) of the Aggregated row of the newest Locust *_stats.csv."""
+    files = sorted(folder.glob("*_stats.csv"), key=lambda p: p.stat().st_mtime)
+    assert files, f"no Locust stats CSV in {folder}"
+    with files[-1].open(newline="") as fh:
+        for row in csv.DictReader(fh):
+            if row.get("Name") == "Aggregated":
+                return int(row["Request Count"]), int(row["Failure Count"])
+    raise AssertionError(f"{files[-1]} has no Aggregated row")
+
+
+FALLBACK_LOCUSTFILE = """
+import json, os
+from locust import HttpUser, constant, task
+
+HOST = os.environ["E2E_HOST_HEADER"]
+PATH = os.environ["E2E_PATH"]
+BODY = os.environ["E2E_BODY"]
+
+class Predictor(HttpUser):
+    wait_time = constant(0.2)
+
+    @task
+    def predict(self):
+        self.client.post(PATH, data=BODY, name="v1 predict",
+                         headers={"Host": HOST, "Content-Type": "application/json"})
+"""
+
+
+def test_short_locust_run_has_no_failures(
+    deployed: dict[str, Any], graph_endpoint: tuple[str, str], ingress: str, platform: Any
+) -> None:
+    """(5) A short headless Locust run against the ingress: zero failed requests."""
+    out = platform.log_dir() / "locust"
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("*_stats*.csv"):
+        old.unlink()
+    run_time = os.environ.get("MLOPS_E2E_LOCUST_RUN_TIME") or "20s"
+    graph_base, graph_host = graph_endpoint
+    env = {**os.environ, "NO_PROXY": "127.0.0.1,localhost"}
+    if (REPO / "loadtest" / "run.py").exists():
+        argv = [
+            sys.executable,
+            "-m",
+            "loadtest.run",
+            "ci",
+            "--target",
+            "both",
+            "--predictor-url",
+            ingress,
+            "--graph-url",
+            graph_base,
+            "--host-header",
+            deployed["host"],
+            "--model-name",
+            SERVED_MODEL_NAME,
+            "--users",
+            "2",
+            "--spawn-rate",
+            "2",
+            "--run-time",
+            run_time,
+            "--p95-ms",
+            os.environ.get("MLOPS_E2E_LOCUST_P95_MS") or "10000",
+            "--reports-dir",
+            str(out),
+        ]
+        if graph_host:
+            argv += ["--graph-host-header", graph_host]
+    else:  # the project's runner is absent: plain Locust as a subprocess (never imported)
+        locustfile = out / "e2e_locustfile.py"
+        locustfile.write_text(FALLBACK_LOCUSTFILE)
+        locust = Path(sys.executable).parent / "locust"
+        argv = [
+            str(locust if locust.exists() else "locust"),
+            "-f",
+            str(locustfile),
+            "--headless",
+            "--host",
+            ingress,
+            "--users",
+            "2",
+            "--spawn-rate",
+            "2",
+            "--run-time",
+            run_time,
+            "--csv",
+            str(out / "e2e"),
+            "--only-summary",
+            "--exit-code-on-error",
+            "1",
+        ]
+        import json
+
+        env |= {
+            "E2E_HOST_HEADER": deployed["host"],
+            "E2E_PATH": f"/v1/models/{SERVED_MODEL_NAME}:predict",
+            "E2E_BODY": json.dumps(v1_body(sample_rows())),
+        }
+    proc = subprocess.run(
+        argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False
+    )
+    requests, failures = _stats_ok(out)
+    assert proc.returncode == 0, (
+        f"locust run failed (exit {proc.returncode}):\n{(proc.stdout + proc.stderr)[-3000:]}"
+    )
+    assert requests > 0, "Locust sent no requests"
+    assert failures == 0, f"{failures} of {requests} requests failed (reports in {out})"
+
+
+def test_rbac_worker_may_deploy_only_in_serving_namespace(platform: Any) -> None:
+    """(6) The worker's service account manages InferenceServices in `serving` only."""
+    sa = platform.settings.worker_service_account
+    kube = platform.kube
+    assert kube.can_i(
+        "create", "inferenceservices.serving.kserve.io", platform.serving_namespace, sa
+    )
+    assert kube.can_i("create", "inferencegraphs.serving.kserve.io", platform.serving_namespace, sa)
+    assert not kube.can_i("create", "inferenceservices.serving.kserve.io", "default", sa)
+    assert not kube.can_i("create", "inferenceservices.serving.kserve.io", platform.namespace, sa)

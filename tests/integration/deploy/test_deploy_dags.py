@@ -1,0 +1,129 @@
+"""deploy_model and deploy_traffic_mirroring through dag.test() on the local target: real
+MLflow server (Azurite artifacts), real predictor and router processes over HTTP."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import httpx
+import pytest
+
+from airflow_project.serving.targets import LocalTarget, _pid_alive
+from airflow_project.wachttijden.schema import MODEL_NAME
+
+pytestmark = pytest.mark.integration
+
+NS = "wachttijden-serving"  # constants.DEFAULT_NAMESPACE: no MLOPS_SERVING_NAMESPACE locally
+ROWS = [
+    {"TYPE_WACHTTIJD": "Behandeling", "SPECIALISME": "Orthopedie (305)",
+     "ROAZ_REGIO": "Acute Zorg Oost", "TYPE_ZORGINSTELLING": "Ziekenhuis"},
+    {"TYPE_WACHTTIJD": "Diagnostiek", "SPECIALISME": "Cardiologie (320)",
+     "ROAZ_REGIO": "Netwerk Acute Zorg West", "TYPE_ZORGINSTELLING": "Kliniek"},
+]
+V1 = "/v1/models/wachttijden:predict"
+V2 = "/v2/models/wachttijden/infer"
+
+
+def _dag(dag_id: str):
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag()
+    assert not bag.import_errors
+    return bag.dags[dag_id]
+
+
+def _expected(mlflow_uri: str, version: str, rows) -> list[float]:
+    import mlflow.sklearn
+    import pandas as pd
+
+    mlflow.set_tracking_uri(mlflow_uri)
+    return mlflow.sklearn.load_model(f"models:/{MODEL_NAME}/{version}").predict(pd.DataFrame(rows)).tolist()
+
+
+def _v2_version(url: str) -> str:
+    body = {"parameters": {"content_type": "pd"},
+            "inputs": [{"name": k, "datatype": "BYTES", "shape": [1], "data": [v]} for k, v in ROWS[0].items()]}
+    r = httpx.post(url + V2, json=body, timeout=30)
+    assert r.status_code == 200, r.text
+    return r.json()["model_version"]
+
+
+def test_deploy_model_serves_the_champion_and_redeploys_another_version(local_deploy):
+    versions, mlflow_uri = local_deploy["versions"], local_deploy["mlflow"]
+    run = _dag("deploy_model").test(run_conf={"model": "champion", "service_name": "wachttijden"})
+    assert run.state == "success"
+
+    target = LocalTarget(NS)
+    record = target.state("InferenceService", "wachttijden")
+    url = target.url("InferenceService", "wachttijden")
+    assert record["argv"][4] == f"models:/{MODEL_NAME}/{versions['champion']}"  # pinned by number
+    r = httpx.post(url + V1, json={"instances": ROWS}, timeout=30)
+    assert r.status_code == 200, r.text
+    assert r.json() == {"predictions": _expected(mlflow_uri, versions["champion"], ROWS)}
+    assert _v2_version(url) == versions["champion"]
+    assert _pid_alive(record["pid"])  # outlives the task
+
+    # another version by number: same port, new process, new model
+    run = _dag("deploy_model").test(run_conf={"model": versions["challenger"], "service_name": "wachttijden"})
+    assert run.state == "success"
+    again = target.state("InferenceService", "wachttijden")
+    assert again["port"] == record["port"] and again["pid"] != record["pid"]
+    assert not _pid_alive(record["pid"])
+    assert _v2_version(url) == versions["challenger"]
+
+    # the same again: nothing restarts
+    assert _dag("deploy_model").test(
+        run_conf={"model": versions["challenger"], "service_name": "wachttijden"}).state == "success"
+    assert target.state("InferenceService", "wachttijden")["pid"] == again["pid"]
+
+
+@pytest.mark.parametrize(("model", "message"), [
+    ("999", "model 'wachttijden' has no version 999 in the MLflow registry"),
+    ("no-such-alias", "model 'wachttijden' has no alias 'no-such-alias' in the MLflow registry"),
+])
+def test_deploy_model_fails_clearly_for_a_missing_version(local_deploy, capfd, model, message):
+    run = _dag("deploy_model").test(run_conf={"model": model, "service_name": "wachttijden-missing"})
+    assert run.state == "failed"
+    log = "".join(capfd.readouterr())
+    assert message in log
+    assert "existing versions: " in log and f"champion -> {local_deploy['versions']['champion']}" in log
+    assert LocalTarget(NS).state("InferenceService", "wachttijden-missing") is None
+
+
+def test_deploy_traffic_mirroring_graph_and_shadow_comparison(local_deploy):
+    from mlflow import MlflowClient
+
+    versions, mlflow_uri = local_deploy["versions"], local_deploy["mlflow"]
+    run = _dag("deploy_traffic_mirroring").test(run_conf={"sample_size": 150})
+    assert run.state == "success"
+
+    target = LocalTarget(NS)
+    graph_url = target.url("InferenceGraph", "wachttijden-graph")
+    shadow = target.state("InferenceService", "wachttijden-shadow")
+    request_id = f"it-{uuid.uuid4().hex}"
+    r = httpx.post(graph_url, json={"instances": ROWS}, headers={"x-request-id": request_id}, timeout=30)
+    assert r.status_code == 200, r.text
+    assert r.json() == {"predictions": _expected(mlflow_uri, versions["champion"], ROWS)}
+    # the shadow got the same request (its prediction log line carries the request id)
+    deadline = time.monotonic() + 5
+    while request_id not in open(shadow["log"]).read() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    line = next(l for l in open(shadow["log"]) if request_id in l and l.startswith("{"))
+    record = json.loads(line)
+    assert record["model_version"] == versions["challenger"]
+    assert record["outputs"] == _expected(mlflow_uri, versions["challenger"], ROWS)
+
+    client = MlflowClient(mlflow_uri)
+    experiment = client.get_experiment_by_name("wachttijden-shadow")
+    [comparison] = client.search_runs([experiment.experiment_id],
+                                      filter_string=f"tags.airflow_run_id = '{run.run_id}'")
+    metrics, params = comparison.data.metrics, comparison.data.params
+    assert metrics["rows"] == 150
+    assert 0 <= metrics["share_within_1_week"] <= 1
+    assert metrics["mae_primary_vs_shadow"] > 0  # tree vs linear: they differ
+    assert {"mae_primary", "mae_shadow", "max_abs_diff_weeks"} <= set(metrics)
+    assert params["primary_version"] == versions["champion"]
+    assert params["shadow_version"] == versions["challenger"]
+    assert params["dataset"] == local_deploy["dataset"]

@@ -200,7 +200,7 @@ def e2e_settings(request: pytest.FixtureRequest) -> E2ESettings:
         registry=registry,
         image_tag=_image_tag(),
         skip_deploy=_env_flag("MLOPS_E2E_SKIP_DEPLOY"),
-        deploy_timeout=_env_float("MLOPS_E2E_DEPLOY_TIMEOUT", 5400.0),
+        deploy_timeout=_env_float("MLOPS_E2E_INSTALL_TIMEOUT", 5400.0),
         reports_dir=REPO / "reports" / "e2e",
     )
 
@@ -266,22 +266,19 @@ def kind_cluster(request: pytest.FixtureRequest, e2e_settings: E2ESettings) -> I
             kind_path=kind_bin,
             kubectl_path=kubectl_bin,
         )
-    cluster.create(config_file=config_file)  # re-uses an existing cluster of that name
-    # A re-used cluster may have been created with another kubeconfig: refresh it.
-    subprocess.run(
-        [
-            str(kind_bin),
-            "export",
-            "kubeconfig",
-            "--name",
-            s.cluster_name,
-            "--kubeconfig",
-            str(kubeconfig),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
+    existing = subprocess.run(
+        [str(kind_bin), "get", "clusters"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    if s.cluster_name in existing:
+        # KindCluster.create() re-uses it but reads the kubeconfig as is: refresh it first
+        # (the cluster keeps the port mappings it was created with).
+        print(f"\nre-using kind cluster {s.cluster_name!r}")
+        subprocess.run(
+            [str(kind_bin), "export", "kubeconfig", "--name", s.cluster_name,
+             "--kubeconfig", str(kubeconfig)],
+            check=True, capture_output=True, text=True,
+        )  # fmt: skip
+    cluster.create(config_file=config_file)
     try:
         yield cluster
     finally:
@@ -472,6 +469,8 @@ def _airflow_credentials(platform: Platform, pod: str) -> list[tuple[str, str]]:
 def airflow(platform: Platform) -> Iterator[Any]:
     """An AirflowClient (airflow_project.local.airflow_api) through a port-forward to one
     api-server pod (the simple auth manager's password is per pod)."""
+    import httpx
+
     from airflow_project.local.airflow_api import AirflowApiError, AirflowClient
 
     pod = _api_server_pod(platform)
@@ -484,13 +483,18 @@ def airflow(platform: Platform) -> Iterator[Any]:
         log_dir=platform.log_dir(),
     ) as port:
         base = f"http://127.0.0.1:{port}"
+        probe = AirflowClient(base, "", None, timeout=10)
+        try:
+            wait_for(probe.health, timeout=300, interval=5, what=f"Airflow API health on {pod}")
+        finally:
+            probe.close()
         client = None
         errors = []
         for user, password in _airflow_credentials(platform, pod):
             candidate = AirflowClient(base, user, password, timeout=60)
             try:
                 candidate.login()
-            except (AirflowApiError, KeyError, ValueError) as exc:
+            except (AirflowApiError, httpx.HTTPError, KeyError, ValueError) as exc:
                 errors.append(str(exc))
                 candidate.close()
                 continue

@@ -230,7 +230,7 @@ def deployed(trained: dict[str, Any], airflow: Any, platform: Any) -> dict[str, 
     """deploy_model run (champion) and its InferenceService Ready."""
     wait_dags(airflow, DEPLOY_DAGS)
     run_id = trigger(airflow, "deploy_model", {"model": "champion", "service_name": ISVC})
-    run = wait_run(airflow, "deploy_model", run_id, _timeout("DEPLOY", 2400))
+    run = wait_run(airflow, "deploy_model", run_id, _timeout("DEPLOY_DAG", 2400))
     isvc = platform.kube.wait_condition(
         "inferenceservice", ISVC, platform.serving_namespace, timeout=600
     )
@@ -243,7 +243,7 @@ def mirrored(deployed: dict[str, Any], airflow: Any, platform: Any) -> dict[str,
     run_id = trigger(
         airflow, "deploy_traffic_mirroring", {"mirror_mode": "graph", "sample_size": 50}
     )
-    run = wait_run(airflow, "deploy_traffic_mirroring", run_id, _timeout("DEPLOY", 2400))
+    run = wait_run(airflow, "deploy_traffic_mirroring", run_id, _timeout("DEPLOY_DAG", 2400))
     ns = platform.serving_namespace
     graph = platform.kube.wait_condition("inferencegraph", GRAPH, ns, timeout=600)
     primary = platform.kube.wait_condition("inferenceservice", PRIMARY, ns, timeout=600)
@@ -307,7 +307,10 @@ def test_platform_installed_and_ready(platform: Any) -> None:
     assert info["stages"].split(",") == ["crds", "controllers", "kserve", "platform", "airflow"], (
         info
     )
-    assert info["imageTag"] == platform.settings.image_tag, info
+    assert info["imageTag"] == platform.settings.image_tag, (
+        f"installed image tag {info['imageTag']!r} != {platform.settings.image_tag!r} "
+        "(with MLOPS_E2E_SKIP_DEPLOY=1 set MLOPS_E2E_IMAGE_TAG to the deployed tag)"
+    )
 
     for component in ("scheduler", "api-server", "dag-processor", "triggerer"):
         selector = f"tier=airflow,component={component},release={release}"
@@ -471,12 +474,14 @@ def test_short_locust_run_has_no_failures(
     proc = subprocess.run(
         argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False
     )
-    requests, failures = _stats_ok(out)
-    assert proc.returncode == 0, (
-        f"locust run failed (exit {proc.returncode}):\n{(proc.stdout + proc.stderr)[-3000:]}"
+    output = (proc.stdout + proc.stderr)[-3000:]
+    assert list(out.glob("*_stats.csv")), (
+        f"Locust wrote no stats (exit {proc.returncode}):\n{output}"
     )
+    requests, failures = _stats_ok(out)
+    assert failures == 0, f"{failures} of {requests} requests failed (reports in {out}):\n{output}"
+    assert proc.returncode == 0, f"locust run failed (exit {proc.returncode}):\n{output}"
     assert requests > 0, "Locust sent no requests"
-    assert failures == 0, f"{failures} of {requests} requests failed (reports in {out})"
 
 
 def test_rbac_worker_may_deploy_only_in_serving_namespace(platform: Any) -> None:

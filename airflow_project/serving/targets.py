@@ -186,14 +186,13 @@ def kubernetes_api(conn_id: str | None = None) -> Any:
     except ImportError:
         KubernetesHook = None
     if KubernetesHook is not None:
+        hook = KubernetesHook(conn_id=conn_id)
         try:
-            hook = KubernetesHook(conn_id=conn_id)
             hook.get_connection(conn_id)  # raises when the connection is not defined
-            return client.CustomObjectsApi(hook.api_client)
-        except Exception as exc:
-            if type(exc).__name__ not in {"AirflowNotFoundException", "AirflowException"}:
-                raise
+        except Exception as exc:  # noqa: BLE001 - not found, or no Airflow context: fall back
             log.info("no Airflow connection %r (%s): using in-cluster config or kubeconfig", conn_id, exc)
+        else:
+            return client.CustomObjectsApi(hook.api_client)
     try:
         config.load_incluster_config()
     except config.ConfigException:
@@ -266,10 +265,13 @@ class KubernetesTarget:
 
     @staticmethod
     def _object_url(obj: Mapping[str, Any]) -> str | None:
+        """The in-cluster address (`status.address.url`). `status.url` may be an ingress host
+        the Airflow worker cannot reach, so it is not used (see `_fallback_url`)."""
         status = obj.get("status") or {}
-        return (status.get("address") or {}).get("url") or status.get("url")
+        return (status.get("address") or {}).get("url")
 
     def _fallback_url(self, kind: str, name: str) -> str:
+        """Service hosts KServe creates in Standard (raw) mode: `<isvc>-predictor`, `<graph>`."""
         if kind == INFERENCE_SERVICE:
             return f"http://{name}{PREDICTOR_SERVICE_SUFFIX}.{self.namespace}.svc.cluster.local"
         return f"http://{name}.{self.namespace}.svc.cluster.local"
@@ -573,6 +575,13 @@ class LocalTarget:
                 cwd=self.home, start_new_session=True, close_fds=True,
             )
         proc.returncode = 0  # we never wait() on it here: silence Popen's ResourceWarning
+        # Until exec() is done the child shows our own command line, and `_running` (which
+        # checks it against pid reuse) would call it a stranger: wait for the exec.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not _pid_alive(proc.pid, ("airflow_project.serving",)):
+            if not _pid_alive(proc.pid):
+                break  # exited already: wait_ready reports it with the log
+            time.sleep(0.02)
         return proc.pid
 
     def _stop(self, record: Mapping[str, Any], timeout: float = 15.0) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
@@ -108,9 +109,10 @@ def test_deploy_traffic_mirroring_graph_and_shadow_comparison(local_deploy):
     assert r.json() == {"predictions": _expected(mlflow_uri, versions["champion"], ROWS)}
     # the shadow got the same request (its prediction log line carries the request id)
     deadline = time.monotonic() + 5
-    while request_id not in open(shadow["log"]).read() and time.monotonic() < deadline:
+    shadow_log = Path(shadow["log"])
+    while request_id not in shadow_log.read_text() and time.monotonic() < deadline:
         time.sleep(0.1)
-    line = next(l for l in open(shadow["log"]) if request_id in l and l.startswith("{"))
+    line = next(x for x in shadow_log.read_text().splitlines() if request_id in x and x.startswith("{"))
     record = json.loads(line)
     assert record["model_version"] == versions["challenger"]
     assert record["outputs"] == _expected(mlflow_uri, versions["challenger"], ROWS)

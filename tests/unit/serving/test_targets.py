@@ -301,7 +301,9 @@ def local(tmp_path, monkeypatch):
     base = free_port()
     target = LocalTarget(NS, home=tmp_path / "home", base_port=base, python=str(fake), poll_interval=0.05)
     yield target
+    pids = [record["pid"] for record in target.objects()]
     target.delete_all()
+    assert not [pid for pid in pids if targets._pid_alive(pid)], "processes left running"
 
 
 def _alive(pid: int) -> bool:
@@ -407,3 +409,47 @@ def test_local_port_taken_by_another_program_is_skipped_at_allocation(local):
         sock.listen()
         local.apply(ISVC)
     assert local.state("InferenceService", "wachttijden-primary")["port"] > local.base_port
+
+
+def test_graph_url_is_the_in_cluster_service_not_the_ingress_host():
+    api = FakeCustomObjectsApi()
+    target = k8s(api)
+    target.apply(GRAPH)
+    api.objects[("inferencegraphs", "wachttijden-graph")]["status"] = {
+        "url": "http://wachttijden-graph-serving.example.com", **_ready("True")}
+    assert target.wait_ready("InferenceGraph", "wachttijden-graph", 5) == (
+        "http://wachttijden-graph.serving.svc.cluster.local")
+
+
+def test_missing_connection_falls_back_to_in_cluster_then_kubeconfig(monkeypatch):
+    import airflow.providers.cncf.kubernetes.hooks.kubernetes as hooks
+    from kubernetes import client, config
+
+    class Hook:
+        def __init__(self, conn_id):
+            pass
+
+        def get_connection(self, conn_id):
+            raise RuntimeError(f"The conn_id `{conn_id}` isn't defined")
+
+    loaded = []
+
+    def incluster():
+        loaded.append("incluster")
+        raise config.ConfigException("not in a pod")
+
+    monkeypatch.setattr(hooks, "KubernetesHook", Hook)
+    monkeypatch.setattr(config, "load_incluster_config", incluster)
+    monkeypatch.setattr(config, "load_kube_config", lambda: loaded.append("kubeconfig"))
+    assert isinstance(targets.kubernetes_api("kubernetes_serving"), client.CustomObjectsApi)
+    assert loaded == ["incluster", "kubeconfig"]
+
+
+def test_local_delete_right_after_apply_stops_the_new_process(local):
+    """The child's command line is only ours after exec(): apply waits for it, so an
+    immediate delete still recognises (and stops) the process."""
+    for _ in range(3):
+        local.apply(ISVC)
+        pid = local.state("InferenceService", "wachttijden-primary")["pid"]
+        local.delete("InferenceService", "wachttijden-primary")
+        assert not _alive(pid)

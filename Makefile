@@ -109,3 +109,29 @@ chart-test: helm ## chart, plan, requirements and scan tests
 e2e: install ## build images, then run the kind end-to-end tests (Docker + internet, ~8 CPU/16 GiB)
 	$(MAKE) image IMAGE_TAG=$(IMAGE_TAG) REGISTRY=$(REGISTRY)
 	MLOPS_E2E=1 MLOPS_E2E_IMAGE_TAG=$(IMAGE_TAG) REGISTRY=$(REGISTRY) $(PYTEST) tests/e2e -v -rs
+
+## ---- load tests and benchmarks
+# Locust always runs as a subprocess (importing it monkey-patches with gevent). Targets
+# default to the local platform (predictor http://127.0.0.1:8100, graph http://127.0.0.1:8101,
+# model wachttijden); LOADTEST_* environment variables override them (loadtest/settings.py,
+# the one place for these defaults), and so do these make variables:
+#   TARGET=predictor|graph|both   HOST_HEADER=<isvc host> GRAPH_HOST_HEADER=<graph host> (Istio ingress)
+#   PREDICTOR_URL=  GRAPH_URL=  USERS=  RUN_TIME=  P95_MS=   (loadtest-ci: defaults 4 users, 30s, 250 ms)
+# See loadtest/README.md.
+.PHONY: loadtest loadtest-ci bench
+LOADTEST_ARGS = $(if $(TARGET),--target $(TARGET)) \
+  $(if $(HOST_HEADER),--host-header '$(HOST_HEADER)') \
+  $(if $(GRAPH_HOST_HEADER),--graph-host-header '$(GRAPH_HOST_HEADER)') \
+  $(if $(PREDICTOR_URL),--predictor-url '$(PREDICTOR_URL)') \
+  $(if $(GRAPH_URL),--graph-url '$(GRAPH_URL)') \
+  $(if $(USERS),--users $(USERS)) $(if $(RUN_TIME),--run-time $(RUN_TIME)) \
+  $(if $(P95_MS),--p95-ms $(P95_MS))
+
+loadtest: install ## Locust web UI on 127.0.0.1:8089 (TARGET=predictor|graph|both, HOST_HEADER= for an Istio ingress)
+	$(PY) -m loadtest.run ui $(LOADTEST_ARGS)
+
+loadtest-ci: install ## headless Locust, fixed users/time; fails on any error or p95 > P95_MS; reports/loadtest*
+	$(PY) -m loadtest.run ci $(LOADTEST_ARGS) --reports-dir reports
+
+bench: install ## serving benchmark: predictor vs MLServer vs HTTP floor, graph modes (reports/bench-serving.md)
+	$(PY) -m loadtest.bench_serving $(BENCH_ARGS)

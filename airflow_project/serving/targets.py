@@ -663,6 +663,32 @@ class LocalTarget:
             self.delete(record["kind"], record["name"])
 
 
+def local_serving_objects(home: Path | None = None) -> list[dict[str, Any]]:
+    """Every object the local controller runs under `home` (default `$MLOPS_HOME`), all
+    namespaces, each record with `running` (for `mlops status`)."""
+    home = Path(home) if home else LocalTarget().home
+    records = []
+    for folder in sorted(p for p in (home / "serving").glob("*") if p.is_dir()):
+        target = LocalTarget(folder.name, home=home)
+        for record in target.objects():
+            record.pop("manifest", None)
+            records.append({**record, "running": target._running(record)})
+    return records
+
+
+def stop_local_serving(home: Path | None = None) -> list[str]:
+    """Stop and forget every local serving object under `home` (for `mlops down`); ports
+    stay allocated. Returns `<namespace>/<Kind>/<name>` of what was removed."""
+    home = Path(home) if home else LocalTarget().home
+    removed = []
+    for folder in sorted(p for p in (home / "serving").glob("*") if p.is_dir()):
+        target = LocalTarget(folder.name, home=home)
+        names = [f"{folder.name}/{r['kind']}/{r['name']}" for r in target.objects()]
+        target.delete_all()
+        removed += names
+    return removed
+
+
 # --------------------------------------------------------------------------- choosing
 def default_namespace() -> str:
     return os.environ.get(NAMESPACE_ENV) or DEFAULT_NAMESPACE

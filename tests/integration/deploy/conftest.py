@@ -58,13 +58,20 @@ def serving_home(tmp_path_factory):
     """MLOPS_HOME of the local serving controller; every process it started is stopped at the end."""
     home = tmp_path_factory.mktemp("mlops-home")
     yield home
-    from airflow_project.serving.targets import LocalTarget, _pid_alive
+    import time
 
-    pids = []
-    for folder in (home / "serving").glob("*/"):
-        target = LocalTarget(folder.name, home=home)
-        pids += [record["pid"] for record in target.objects()]
-        target.delete_all()
+    from airflow_project.serving.targets import (
+        _pid_alive,
+        local_serving_objects,
+        stop_local_serving,
+    )
+
+    pids = [record["pid"] for record in local_serving_objects(home)]
+    started = time.monotonic()
+    removed = stop_local_serving(home)
+    assert len(removed) == len(pids)
+    assert local_serving_objects(home) == []
+    print(f"stopped {len(pids)} serving processes in {time.monotonic() - started:.1f}s")
     assert not [pid for pid in pids if _pid_alive(pid)], "serving processes left running"
 
 

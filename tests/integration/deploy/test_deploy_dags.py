@@ -129,3 +129,39 @@ def test_deploy_traffic_mirroring_graph_and_shadow_comparison(local_deploy):
     assert params["primary_version"] == versions["champion"]
     assert params["shadow_version"] == versions["challenger"]
     assert params["dataset"] == local_deploy["dataset"]
+
+
+def test_virtualservice_mode_uses_a_local_mirror_router(local_deploy):
+    from mlflow import MlflowClient
+
+    run = _dag("deploy_traffic_mirroring").test(run_conf={"mirror_mode": "virtualservice", "sample_size": 40})
+    assert run.state == "success"
+    target = LocalTarget(NS)
+    mirror_url = target.url("VirtualService", "wachttijden-primary-mirror")
+    r = httpx.post(mirror_url + V1, json={"instances": ROWS}, timeout=30)
+    assert r.status_code == 200, r.text
+    assert r.json() == {"predictions": _expected(local_deploy["mlflow"], local_deploy["versions"]["champion"], ROWS)}
+    client = MlflowClient(local_deploy["mlflow"])
+    experiment = client.get_experiment_by_name("wachttijden-shadow")
+    [comparison] = client.search_runs([experiment.experiment_id],
+                                      filter_string=f"tags.airflow_run_id = '{run.run_id}'")
+    assert comparison.data.tags["mirror_mode"] == "virtualservice"
+    assert comparison.data.params["entry_url"] == mirror_url
+    assert comparison.data.metrics["rows"] == 40
+
+
+def test_deploy_local_demo_reuses_what_the_dag_deployed(local_deploy):
+    from airflow_project.deploy_tasks import deploy_local_demo
+    from airflow_project.serving.targets import local_serving_objects
+
+    target = LocalTarget(NS)
+    before = {r["name"]: r["pid"] for r in local_serving_objects()}
+    demo = deploy_local_demo()
+    assert demo["graph_url"] == target.url("InferenceGraph", "wachttijden-graph")
+    assert demo["predictor_url"] == target.url("InferenceService", "wachttijden-primary")
+    assert (demo["primary_version"], demo["shadow_version"]) == (
+        local_deploy["versions"]["champion"], local_deploy["versions"]["challenger"])
+    assert demo["sample_request"]["instances"] and len(demo["sample_response"]["predictions"]) == 1
+    after = {r["name"]: r["pid"] for r in local_serving_objects()}
+    assert after == before  # nothing changed: nothing restarted
+    assert all(r["running"] for r in local_serving_objects())

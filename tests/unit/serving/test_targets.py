@@ -9,6 +9,7 @@ with real detached processes in milliseconds.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
@@ -453,3 +454,37 @@ def test_local_delete_right_after_apply_stops_the_new_process(local):
         pid = local.state("InferenceService", "wachttijden-primary")["pid"]
         local.delete("InferenceService", "wachttijden-primary")
         assert not _alive(pid)
+
+
+def test_local_process_outlives_the_task_process_and_its_group(local):
+    """Like a LocalExecutor task: a process (own group) applies and exits, then its whole
+    group is killed (the task supervisor's killpg). The served process must keep serving."""
+    import signal
+    import subprocess
+
+    code = textwrap.dedent(
+        f"""
+        from pathlib import Path
+        from airflow_project.serving import manifests
+        from airflow_project.serving.targets import LocalTarget
+        t = LocalTarget({NS!r}, home=Path({str(local.home)!r}), base_port={local.base_port}, python={local.python!r})
+        t.apply(manifests.inference_service("wachttijden-primary", "models:/wachttijden/3",
+                                            manifests.ServingConfig(namespace={NS!r})))
+        t.wait_ready("InferenceService", "wachttijden-primary", 20)
+        print("deployed", flush=True)
+        import time; time.sleep(60)
+        """
+    )
+    task = subprocess.Popen([sys.executable, "-c", code], start_new_session=True, stdout=subprocess.PIPE, text=True)
+    try:
+        assert task.stdout.readline().strip() == "deployed"
+        os.killpg(task.pid, signal.SIGKILL)  # the task's whole process group
+        assert task.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(task.pid, signal.SIGKILL)
+        task.stdout.close()
+    record = local.state("InferenceService", "wachttijden-primary")
+    assert _alive(record["pid"])
+    with urllib.request.urlopen(record["url"] + "/v2/models/wachttijden/ready", timeout=5) as r:
+        assert r.status == 200

@@ -8,6 +8,7 @@ JWT, sent as a bearer token on every `/api/v2` call.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from typing import Any, Self
 from urllib.parse import quote
 
@@ -31,11 +32,13 @@ def iso(moment: dt.datetime) -> str:
 
 
 class AirflowClient:
-    def __init__(self, base_url: str, username: str, password: str | None, timeout: float = 30.0) -> None:
+    def __init__(self, base_url: str, username: str, password: str | None, timeout: float = 30.0,
+                 transport: httpx.BaseTransport | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.username = username
         self.password = password
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, trust_env=False)
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, trust_env=False,
+                                  transport=transport)
         self._token: str | None = None
 
     def close(self) -> None:
@@ -61,9 +64,12 @@ class AirflowClient:
     def login(self) -> str:
         if self.password is None:
             raise AirflowApiError("the Airflow admin password file does not exist yet")
-        response = self._http.post(
-            "/auth/token", json={"username": self.username, "password": self.password}
-        )
+        try:
+            response = self._http.post(
+                "/auth/token", json={"username": self.username, "password": self.password}
+            )
+        except httpx.TransportError as exc:
+            raise AirflowApiError(f"Airflow API at {self.base_url} unreachable: {exc}") from exc
         if response.status_code not in (200, 201):
             raise AirflowApiError(
                 f"login to Airflow as {self.username!r} failed: HTTP {response.status_code} {response.text[:200]}"
@@ -72,16 +78,33 @@ class AirflowClient:
         return self._token
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One API call: logs in when needed, again once on 401, and retries transport errors.
+
+        The api-server drops the connection after an unhandled error (HTTP 500), so
+        the next call on that kept-alive connection can fail with a reset: retried.
+        """
         if self._token is None:
             self.login()
-        for attempt in (1, 2):
-            headers = {"Authorization": f"Bearer {self._token}", **kwargs.pop("headers", {})}
-            response = self._http.request(method, path, headers=headers, **kwargs)
-            if response.status_code == 401 and attempt == 1:
+        extra_headers = kwargs.pop("headers", {})
+        relogged = False
+        attempt = 0
+        while True:
+            attempt += 1
+            headers = {"Authorization": f"Bearer {self._token}", **extra_headers}
+            try:
+                response = self._http.request(method, path, headers=headers, **kwargs)
+            except httpx.TransportError as exc:
+                if attempt >= 3:
+                    raise AirflowApiError(
+                        f"{method} {path}: Airflow API at {self.base_url} unreachable: {exc}"
+                    ) from exc
+                time.sleep(0.5 * attempt)
+                continue
+            if response.status_code == 401 and not relogged:
+                relogged = True
                 self.login()
                 continue
             return response
-        return response  # pragma: no cover - loop always returns
 
     def _json(self, method: str, path: str, ok: tuple[int, ...] = (200,), **kwargs: Any) -> Any:
         response = self.request(method, path, **kwargs)

@@ -33,6 +33,7 @@ import signal
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -662,8 +663,21 @@ def up(config: LocalConfig | None = None, rows: int = 20000, timeout: float = 12
         print("\nmlops up: interrupted; started services keep running (`make down` stops them)",
               file=err, flush=True)
         return 130
+    except Exception as exc:  # noqa: BLE001 - one line for humans, the traceback in a file
+        log = _write_traceback(config)
+        print(f"mlops up: unexpected error: {type(exc).__name__}: {exc}", file=err, flush=True)
+        print(f"mlops up: the traceback is in {log}; `make down` stops the services", file=err, flush=True)
+        return 1
     print(summary, file=report.out, flush=True)
     return 0
+
+
+def _write_traceback(config: LocalConfig) -> Path:
+    config.logs.mkdir(parents=True, exist_ok=True)
+    path = config.logs / "mlops-up.log"
+    with open(path, "a") as log:
+        log.write(f"\n=== {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M:%S} UTC\n{traceback.format_exc()}")
+    return path
 
 
 @contextlib.contextmanager

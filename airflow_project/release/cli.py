@@ -21,33 +21,28 @@ import sys
 from . import chart, devsecrets, plan, project, requirements, tools
 
 
+def _current_context() -> str:
+    """The current kubectl context, or '' when kubectl or a kubeconfig is missing."""
+    try:
+        return subprocess.run(
+            ["kubectl", "config", "current-context"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        ).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
 def _detect_env(requested: str) -> str:
     if requested != "auto":
         return requested
-    try:
-        ctx = subprocess.run(
-            ["kubectl", "config", "current-context"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=False,
-        ).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        ctx = ""
-    return "kind" if ctx.startswith("kind-") else "production"
+    return "kind" if _current_context().startswith("kind-") else "production"
 
 
 def _kind_cluster() -> str:
-    try:
-        ctx = subprocess.run(
-            ["kubectl", "config", "current-context"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=False,
-        ).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        ctx = ""
+    ctx = _current_context()
     return ctx.removeprefix("kind-") if ctx.startswith("kind-") else "kind"
 
 

@@ -435,6 +435,27 @@ def markdown(report: dict) -> str:
             lines.append(f"| {LABELS.get(name, name)} | {s['throughput_rps']:.0f} | {s['p50_ms']:.3f} | "
                          f"{s['p95_ms']:.3f} | {s['p99_ms']:.3f} | {s['errors']} | {spread[0]} | {spread[1]} |")
     ml = report["mlserver"]
+    t, lat = report["summary"]["throughput"], report["summary"]["latency"]
+    if all(k in t for k in ("floor", "predictor-v1", "graph-mirror", "graph-sequence")):
+        hop = lat["graph-mirror"]["p50_ms"] - lat["predictor-v1"]["p50_ms"]
+        seq = lat["graph-sequence"]["p50_ms"] - 2 * lat["predictor-v1"]["p50_ms"]
+        lines += [
+            "",
+            "## Derived",
+            "",
+            (f"- The generator is not the bottleneck: it drove the floor at {t['floor']['throughput_rps']:.0f} "
+            f"req/s, {t['floor']['throughput_rps'] / max(t['predictor-v2']['throughput_rps'], 1):.1f}x the "
+            "predictor's throughput, on the same CPU budget."),
+            (f"- Router hop (mirror p50 - direct p50, concurrency 1): {hop:.3f} ms per request; "
+            f"Sequence overhead beyond two direct calls: {seq:.3f} ms."),
+            (f"- Server time per request at saturation (1 / throughput; all server processes share "
+            f"{len(env['pinning']['servers']) or 'all'} CPU): floor {1000 / t['floor']['throughput_rps']:.3f} ms, predictor V2 "
+            f"{1000 / t['predictor-v2']['throughput_rps']:.3f} ms, predictor V1 "
+            f"{1000 / t['predictor-v1']['throughput_rps']:.3f} ms, MLServer "
+            f"{1000 / t['mlserver-v2']['throughput_rps']:.3f} ms, graph Sequence "
+            f"{1000 / t['graph-sequence']['throughput_rps']:.3f} ms, graph mirror "
+            f"{1000 / t['graph-mirror']['throughput_rps']:.3f} ms."),
+        ]
     lines += [
         "",
         "## How it was measured",

@@ -65,9 +65,10 @@ class _Conn(asyncio.Protocol):
         self.transport = None
 
 
-def _request_bytes(method: str, path: str, host: str, body: bytes) -> bytes:
+def _request_bytes(method: str, path: str, host: str, body: bytes, extra: dict[str, str] | None = None) -> bytes:
+    more = "".join(f"{k}: {v}\r\n" for k, v in (extra or {}).items())
     head = (f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: keep-alive\r\n\r\n").encode()
+            f"Content-Length: {len(body)}\r\nConnection: keep-alive\r\n{more}\r\n").encode()
     return head + body
 
 
@@ -94,13 +95,14 @@ def percentile(sorted_values: list[int] | array, q: float) -> float:
 
 
 async def run(url: str, bodies: list[bytes], concurrency: int, duration: float, warmup: float,
-              host_header: str | None = None, expect: str = "none", timeout: float = 30.0) -> dict:
+              host_header: str | None = None, expect: str = "none", timeout: float = 30.0,
+              headers: dict[str, str] | None = None) -> dict:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
-    requests = [_request_bytes("POST", path, host_header or parts.netloc, b) for b in bodies]
+    requests = [_request_bytes("POST", path, host_header or parts.netloc, b, headers) for b in bodies]
     loop = asyncio.get_running_loop()
     t_start = time.perf_counter_ns()
     measure_from = t_start + int(warmup * 1e9)
@@ -204,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=float, default=2.0)
     p.add_argument("--host-header")
     p.add_argument("--expect", choices=["v1", "v2", "none"], default="none")
+    p.add_argument("--header", action="append", default=[], help="extra request header 'Name: value'")
     p.add_argument("--cpu", type=int, action="append", help="pin this process to these CPUs")
     args = p.parse_args(argv)
     if args.cpu:
@@ -217,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         pass
     result = asyncio.run(run(args.url, bodies, args.concurrency, args.duration, args.warmup,
-                             args.host_header, args.expect))
+                             args.host_header, args.expect,
+                             headers={k.strip(): v.strip() for k, v in (h.split(":", 1) for h in args.header)}))
     json.dump(result, sys.stdout)
     sys.stdout.write("\n")
     return 0

@@ -24,10 +24,56 @@ from loadtest.settings import Settings
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 
+STATS_HEADER = (
+    '"Type","Name","Request Count","Failure Count","Median Response Time","Average Response Time",'
+    '"Min Response Time","Max Response Time","Average Content Size","Requests/s","Failures/s",'
+    '"50%","66%","75%","80%","90%","95%","98%","99%","99.9%","99.99%","100%"\n'
+)
+
+
+def _stats(tmp_path, rows):
+    path = tmp_path / "x_stats.csv"
+    lines = [f'"POST","{name}",{n},{fails},3,3,1,9,20,50.0,0.0,3,3,4,4,5,{p95},7,8,9,9,9\n'
+             for name, n, fails, p95 in rows]
+    path.write_text(STATS_HEADER + "".join(lines))
+    return path
+
+
+def test_slo_check_reads_locust_csv(tmp_path):
+    from loadtest import slo
+
+    ok = slo.check(_stats(tmp_path, [("graph V1", 100, 0, 6), ("Aggregated", 100, 0, 6)]), p95_ms=10)
+    assert ok.ok, ok.problems
+    failed = slo.check(_stats(tmp_path, [("graph V1", 100, 2, 6), ("Aggregated", 100, 2, 6)]), p95_ms=10)
+    assert not failed.ok and any("2 of 100 requests failed" in p for p in failed.problems)
+    slow = slo.check(_stats(tmp_path, [("graph V1", 100, 0, 60), ("Aggregated", 100, 0, 60)]), p95_ms=10)
+    assert any("p95 60 ms > 10 ms" in p for p in slow.problems)
+    empty = slo.check(_stats(tmp_path, [("Aggregated", 0, 0, 0)]), p95_ms=10)
+    assert "no requests were made" in empty.problems
+    assert not slo.check(tmp_path / "missing_stats.csv", p95_ms=10).ok
+
+
+def test_settings_from_env_defaults_and_overrides():
+    defaults = Settings.from_env({})
+    assert (defaults.predictor_url, defaults.graph_url, defaults.model_name) == (
+        "http://127.0.0.1:8100", "http://127.0.0.1:8101", "wachttijden")
+    custom = Settings.from_env({"LOADTEST_PREDICTOR_URL": "http://gw:8080/", "LOADTEST_TARGET": "graph",
+                                "LOADTEST_HOST_HEADER": "isvc.example.com"})
+    assert custom.predictor_url == "http://gw:8080"
+    assert custom.graph_host_header == "isvc.example.com"
+    assert custom.user_classes == ["GraphUser"]
+    assert Settings.from_env(custom.to_env()) == custom
+    with pytest.raises(ValueError, match="LOADTEST_TARGET"):
+        Settings.from_env({"LOADTEST_TARGET": "everything"})
+
+
 def test_headless_locust_run_has_zero_failures(primary, shadow, router_factory, tmp_path):
+    # test_serving_live kills the shadow in its fault tests; this module runs first, but stay
+    # independent of the order: a dead shadow is replaced by the primary.
+    shadow_url = shadow.url if shadow.proc.poll() is None else primary.url
     router = router_factory({
         "graph": manifests.inference_graph("wachttijden-graph", "wachttijden-primary", "wachttijden-shadow"),
-        "services": {"wachttijden-primary": primary.url, "wachttijden-shadow": shadow.url},
+        "services": {"wachttijden-primary": primary.url, "wachttijden-shadow": shadow_url},
         "mode": "graph",
     })
     settings = Settings(

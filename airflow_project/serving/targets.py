@@ -376,13 +376,31 @@ def _pid_alive(pid: int | None, must_contain: tuple[str, ...] = ()) -> bool:
 
 
 def _http_ok(url: str, timeout: float = 2.0) -> bool:
+    import http.client
     import urllib.error
     import urllib.request
 
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             return 200 <= response.status < 300
-    except (urllib.error.URLError, OSError, ValueError):
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError):
+        return False
+
+
+def _listens(pid: int, port: int) -> bool:
+    """Whether process `pid` listens on `port`. Checked before any HTTP probe: connecting
+    to a port nobody listens on can, in the ephemeral range, connect the socket to itself
+    (TCP self-connect), which both fakes an answer and keeps the port from the server."""
+    try:
+        import psutil
+
+        proc = psutil.Process(pid)
+        return any(
+            c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
+            for p in (proc, *proc.children(recursive=True))
+            for c in p.net_connections(kind="tcp")
+        )
+    except Exception:  # noqa: BLE001 - gone or not inspectable: not listening
         return False
 
 
@@ -621,7 +639,8 @@ class LocalTarget:
             record = self.state(kind, name)
             if record is None:
                 raise DeployError(f"{kind} {self.namespace}/{name} is not deployed on the local target")
-            if _http_ok(record["url"] + record["ready_path"]) and self._running(record):
+            if (_listens(record["pid"], record["port"]) and _http_ok(record["url"] + record["ready_path"])
+                    and self._running(record)):
                 return record["url"]
             if not self._running(record):
                 raise DeployError(

@@ -180,7 +180,16 @@ def _process(record: PidRecord) -> psutil.Process | None:
         # can move by one between reads: compare with a 2s tolerance.
         if record.create_time is not None and abs(proc.create_time() - record.create_time) > 2.0:
             return None
-        if not cmdline_matches(record.argv, proc.cmdline()):
+        cmdline = proc.cmdline()
+        for _ in range(10):  # empty for a moment while the process is still being exec'ed
+            if cmdline:
+                break
+            time.sleep(0.05)
+            cmdline = proc.cmdline()
+        if not cmdline:
+            # still unreadable: the start time (checked above) is then the identity
+            return proc if record.create_time is not None else None
+        if not cmdline_matches(record.argv, cmdline):
             return None
         return proc
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):

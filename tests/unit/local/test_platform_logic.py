@@ -25,8 +25,16 @@ def config(tmp_path: Path) -> LocalConfig:
     return LocalConfig(root=tmp_path / "home", ports=Ports(azurite=1, mlflow=2, airflow=3))
 
 
+def _started(process: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
+    """Wait until the kernel shows the new command line (empty for a moment after exec)."""
+    deadline = time.monotonic() + 5
+    while not psutil.Process(process.pid).cmdline() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return process
+
+
 def _sleeper() -> subprocess.Popen[bytes]:
-    return subprocess.Popen(["sleep", "60"], start_new_session=True)
+    return _started(subprocess.Popen(["sleep", "60"], start_new_session=True))
 
 
 def _record_for(process: subprocess.Popen[bytes], name: str = "sleeper", argv: list[str] | None = None) -> PidRecord:
@@ -100,7 +108,7 @@ def test_record_alive_needs_same_process_and_command_line() -> None:
 
 
 def test_stop_records_stops_own_process_group_and_leaves_foreign_processes(tmp_path: Path) -> None:
-    ours = subprocess.Popen(["sh", "-c", "sleep 60 & sleep 60"], start_new_session=True)
+    ours = _started(subprocess.Popen(["sh", "-c", "sleep 60 & sleep 60"], start_new_session=True))
     foreign = _sleeper()
     try:
         time.sleep(0.3)
@@ -237,7 +245,8 @@ def test_status_when_nothing_runs(config: LocalConfig) -> None:
 
 
 def test_status_reports_a_live_service(config: LocalConfig) -> None:
-    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    process = _started(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                                        start_new_session=True))
     try:
         record = PidRecord("azurite", process.pid, config.ports.azurite, [sys.executable, "-c"],
                            create_time=psutil.Process(process.pid).create_time())
@@ -299,8 +308,8 @@ def test_processes_of_the_home_without_pid_file_are_reported_not_killed(config: 
     (config.root / "azurite").mkdir(parents=True)
     marker = str(config.root / "azurite")
     code = "import time; time.sleep(60)"
-    stray = subprocess.Popen([sys.executable, "-c", code, marker], start_new_session=True)
-    tracked = subprocess.Popen([sys.executable, "-c", code, marker], start_new_session=True)
+    stray = _started(subprocess.Popen([sys.executable, "-c", code, marker], start_new_session=True))
+    tracked = _started(subprocess.Popen([sys.executable, "-c", code, marker], start_new_session=True))
     try:
         platform.write_pid_record(config.run, _record_for(tracked, "azurite", [sys.executable, "-c"]))
         strays = {p.pid: platform._describe(p) for p in platform.stray_processes(config)}
@@ -318,3 +327,18 @@ def test_processes_of_the_home_without_pid_file_are_reported_not_killed(config: 
         for p in (stray, tracked):
             p.kill()
             p.wait()
+
+
+def test_an_unreadable_command_line_falls_back_to_the_start_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Right after exec the kernel shows an empty command line for a moment."""
+    process = _sleeper()
+    try:
+        record = _record_for(process)
+        monkeypatch.setattr(platform.time, "sleep", lambda seconds: None)
+        monkeypatch.setattr(psutil.Process, "cmdline", lambda self: [])
+        assert platform.record_alive(record)
+        record.create_time = None
+        assert not platform.record_alive(record)
+    finally:
+        process.kill()
+        process.wait()

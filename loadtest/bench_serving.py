@@ -317,38 +317,52 @@ def summarize(results: list[dict]) -> dict:
     }
 
 
-def ratios(summary: dict[str, dict[str, dict]]) -> list[dict]:
-    t, lat = summary["throughput"], summary["latency"]
+def _metric(result: dict, metric: str) -> float:
+    return result["throughput_rps"] if metric == "rps" else result["latency_ms"][metric]
+
+
+RATIO_SPECS = [
+    # name, level, numerator (target, metric), denominator (target, metric), op, bound, how
+    ("predictor / MLServer throughput", "throughput", ("predictor-v2", "rps"), ("mlserver-v2", "rps"),
+     ">=", 3.0, "V2 pandas body, same payloads"),
+    ("predictor p99 / MLServer p99", "throughput", ("predictor-v2", "p99"), ("mlserver-v2", "p99"),
+     "<=", 1.0, "no worse p99"),
+    ("predictor / HTTP floor throughput", "throughput", ("predictor-v2", "rps"), ("floor", "rps"),
+     ">=", 0.5, "V2 body"),
+    ("mirror p50 / direct p50", "latency", ("graph-mirror", "p50"), ("predictor-v1", "p50"),
+     "<=", 1.15, "V1 body, concurrency 1"),
+    ("sequence p50 / direct p50", "latency", ("graph-sequence", "p50"), ("predictor-v1", "p50"),
+     "<=", 2.2, "V1 body, concurrency 1"),
+    ("predictor V1 / HTTP floor throughput (info)", "throughput", ("predictor-v1", "rps"), ("floor", "rps"),
+     None, None, ""),
+    ("mirror p50 / direct p50 under load (info)", "throughput", ("graph-mirror", "p50"), ("predictor-v1", "p50"),
+     None, None, ""),
+    ("sequence p50 / direct p50 under load (info)", "throughput", ("graph-sequence", "p50"),
+     ("predictor-v1", "p50"), None, None, ""),
+    ("predictor / MLServer p50 at concurrency 1 (info)", "latency", ("predictor-v2", "p50"),
+     ("mlserver-v2", "p50"), None, None, ""),
+]
+
+
+def ratios(raw: dict[str, dict[str, list[dict]]]) -> list[dict]:
+    """Each ratio per round (both cells of a round ran minutes apart at most), then the median.
+
+    Per-round ratios cancel much of the machine's slow drift (other jobs starting and
+    stopping); the range over rounds is reported next to the median.
+    """
     rows = []
-
-    def add(name: str, value: float, target: float, op: str, level: str, how: str) -> None:
-        ok = value >= target if op == ">=" else value <= target
-        rows.append({"name": name, "value": round(value, 3), "target": f"{op} {target}", "met": ok,
+    for name, level, (num_t, num_m), (den_t, den_m), op, bound, how in RATIO_SPECS:
+        nums, dens = raw[level].get(num_t, []), raw[level].get(den_t, [])
+        per_round = [_metric(n, num_m) / _metric(d, den_m) for n, d in zip(nums, dens) if _metric(d, den_m)]
+        if not per_round:
+            continue
+        value = statistics.median(per_round)
+        met = None if op is None else (value >= bound if op == ">=" else value <= bound)
+        rounds_met = None if op is None else sum((v >= bound) if op == ">=" else (v <= bound) for v in per_round)
+        rows.append({"name": name, "value": round(value, 3), "min": round(min(per_round), 3),
+                     "max": round(max(per_round), 3), "per_round": [round(v, 3) for v in per_round],
+                     "target": "-" if op is None else f"{op} {bound}", "met": met, "rounds_met": rounds_met,
                      "level": level, "how": how})
-
-    add("predictor / MLServer throughput", t["predictor-v2"]["throughput_rps"] / t["mlserver-v2"]["throughput_rps"],
-        3.0, ">=", "throughput", "V2 pandas body, same payloads")
-    add("predictor p99 / MLServer p99", t["predictor-v2"]["p99_ms"] / t["mlserver-v2"]["p99_ms"],
-        1.0, "<=", "throughput", "no worse p99")
-    add("predictor / HTTP floor throughput", t["predictor-v2"]["throughput_rps"] / t["floor"]["throughput_rps"],
-        0.5, ">=", "throughput", "V2 body")
-    add("mirror p50 / direct p50", lat["graph-mirror"]["p50_ms"] / lat["predictor-v1"]["p50_ms"],
-        1.15, "<=", "latency", "V1 body, concurrency 1")
-    add("sequence p50 / direct p50", lat["graph-sequence"]["p50_ms"] / lat["predictor-v1"]["p50_ms"],
-        2.2, "<=", "latency", "V1 body, concurrency 1")
-    # For information: the same ratios at the other level.
-    info = [
-        ("predictor V1 / HTTP floor throughput (info)",
-         t["predictor-v1"]["throughput_rps"] / t["floor"]["throughput_rps"], "throughput"),
-        ("mirror p50 / direct p50 under load (info)",
-         t["graph-mirror"]["p50_ms"] / t["predictor-v1"]["p50_ms"], "throughput"),
-        ("sequence p50 / direct p50 under load (info)",
-         t["graph-sequence"]["p50_ms"] / t["predictor-v1"]["p50_ms"], "throughput"),
-        ("predictor / MLServer p50 at concurrency 1 (info)",
-         lat["predictor-v2"]["p50_ms"] / lat["mlserver-v2"]["p50_ms"], "latency"),
-    ]
-    for name, value, level in info:
-        rows.append({"name": name, "value": round(value, 3), "target": "-", "met": None, "level": level, "how": ""})
     return rows
 
 
@@ -418,12 +432,18 @@ def markdown(report: dict) -> str:
         "",
         "## Targets",
         "",
-        "| ratio | value | target | met | level | how |",
-        "|---|---:|---|---|---|---|",
+        ("Median of the per-round ratios (a ratio is taken within one round, then the median over rounds); "
+        "*range* is min - max over rounds; *met* judges the median."),
+        "",
+        "| ratio | median | range | target | met | rounds met | level | how |",
+        "|---|---:|---|---|---|---|---|---|",
     ]
+    n_rounds = report["config"]["rounds"]
     for r in report["ratios"]:
         met = "-" if r["met"] is None else ("yes" if r["met"] else "**NO**")
-        lines.append(f"| {r['name']} | {r['value']:.2f} | {r['target']} | {met} | {r['level']} | {r['how']} |")
+        rounds_met = "-" if r["rounds_met"] is None else f"{r['rounds_met']}/{n_rounds}"
+        lines.append(f"| {r['name']} | {r['value']:.2f} | {r['min']:.2f} - {r['max']:.2f} | {r['target']} | "
+                     f"{met} | {rounds_met} | {r['level']} | {r['how']} |")
     for level, title in (("throughput", f"Throughput level: concurrency {cfg['throughput_concurrency']}"),
                          ("latency", "Latency level: concurrency 1")):
         lines += ["", f"## {title}", "",
@@ -624,7 +644,7 @@ def main(argv: list[str] | None = None) -> int:
                        "generator": "loadtest.loadgen (asyncio+uvloop+httptools, closed loop, keep-alive)"},
             "environment": env_info,
             "summary": summary,
-            "ratios": ratios(summary) if not args.only else [],
+            "ratios": ratios(raw),
             "targets": TARGETS,
             "raw": raw,
             "loadavg_end": [round(x, 2) for x in os.getloadavg()],

@@ -36,7 +36,7 @@ down: ## stop the local platform (keeps data; PURGE=1 deletes .local/)
 	$(MLOPS) down $(if $(PURGE),--purge,)
 
 status: ## show the local platform's processes
-	$(MLOPS) status
+	-@$(MLOPS) status
 
 ## ---------------------------------------------------------------- tests
 .PHONY: test test-unit test-integration lint

@@ -27,3 +27,11 @@ os.environ.update(
         "NO_PROXY": "127.0.0.1,localhost",
     }
 )
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    """Remove the session's folder (Airflow DB, service data) unless asked to keep it."""
+    import shutil
+
+    if os.environ.get("MLOPS_KEEP_TEST_HOME") != "1":
+        shutil.rmtree(_SESSION_HOME, ignore_errors=True)

@@ -96,7 +96,7 @@ class LocalConfig:
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
-            tmp.write_text(secrets.token_urlsafe(32))
+            tmp.write_text(secrets.token_urlsafe(64))
             tmp.chmod(0o600)
             tmp.replace(path)
         return path.read_text().strip()

@@ -16,7 +16,7 @@ from airflow_project.wachttijden.schema import MODEL_NAME
 
 pytestmark = pytest.mark.integration
 
-NS = "wachttijden-serving"  # constants.DEFAULT_NAMESPACE: no MLOPS_SERVING_NAMESPACE locally
+NS = "serving"  # constants.DEFAULT_NAMESPACE: no MLOPS_SERVING_NAMESPACE locally
 ROWS = [
     {"TYPE_WACHTTIJD": "Behandeling", "SPECIALISME": "Orthopedie (305)",
      "ROAZ_REGIO": "Acute Zorg Oost", "TYPE_ZORGINSTELLING": "Ziekenhuis"},

@@ -47,7 +47,7 @@ class BlobRef:
         return f"{self.container}/{self.path}"
 
     @classmethod
-    def parse(cls, text: str) -> "BlobRef":
+    def parse(cls, text: str) -> BlobRef:
         """`container/path/in/container` -> BlobRef; the container must be a known one."""
         container, _, path = text.strip().strip("/").partition("/")
         if container not in CONTAINERS or not path:
@@ -63,17 +63,17 @@ class BlobNotFoundError(FileNotFoundError):
 
 
 class DataLake:
-    def __init__(self, client: "BlobServiceClient") -> None:
+    def __init__(self, client: BlobServiceClient) -> None:
         self.client = client
 
     @classmethod
-    def from_connection_string(cls, connection_string: str) -> "DataLake":
+    def from_connection_string(cls, connection_string: str) -> DataLake:
         from azure.storage.blob import BlobServiceClient
 
         return cls(BlobServiceClient.from_connection_string(connection_string))
 
     @classmethod
-    def from_airflow(cls, conn_id: str = CONNECTION_ID) -> "DataLake":
+    def from_airflow(cls, conn_id: str = CONNECTION_ID) -> DataLake:
         from airflow.providers.microsoft.azure.hooks.wasb import WasbHook
 
         return cls(WasbHook(wasb_conn_id=conn_id).get_conn())

@@ -22,7 +22,6 @@ import platform
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -56,7 +55,8 @@ def measure(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
         "sys.exit(rc)\n"
     )
     result = subprocess.run([sys.executable, "-c", probe, *argv], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            check=False)
     last = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "{}"
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed:\n{result.stderr[-3000:]}")
@@ -113,7 +113,7 @@ def run(sizes: list[int]) -> list[Measurement]:
             results.append(Measurement(rows, "cli", s1 + s2, max(m1, m2)))
 
             print(f"[{rows} rows] DAG path ...", flush=True)
-            day = dt.datetime(2030, 1, 1 + index, tzinfo=dt.timezone.utc)
+            day = dt.datetime(2030, 1, 1 + index, tzinfo=dt.UTC)
             lake.write(BlobRef(RAW_CONTAINER, dataset_path(day)), raw.read_bytes())
             seconds, peak = measure(
                 [sys.executable, "-c", DAG_RUNNER, day.isoformat(),
@@ -131,7 +131,7 @@ def report(results: list[Measurement]) -> str:
     lines = [
         "# Pipeline benchmark: prepare + train",
         "",
-        f"- when: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}",
+        f"- when: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M UTC}",
         f"- machine: {os.cpu_count()} cores, Python {platform.python_version()}, {platform.machine()}",
         "- CLI path: `mlops data prepare` + `mlops train` on local files, MLflow server on Azurite",
         "- DAG path: raw blob on Azurite, `prepare_dataset` + `train_model` via `dag.test()`",

@@ -18,22 +18,15 @@ Manual trigger only.
 
 from __future__ import annotations
 
-import datetime as dt
-
 from airflow.sdk import Param, dag, task
 
-IO_RETRIES = {
-    "retries": 2,
-    "retry_delay": dt.timedelta(seconds=10),
-    "retry_exponential_backoff": True,
-    "max_retry_delay": dt.timedelta(minutes=2),
-}
+from airflow_project.dag_defaults import IO_RETRIES, START_DATE
 
 
 @dag(
     dag_id="deploy_model",
     schedule=None,
-    start_date=dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
+    start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
     default_args=IO_RETRIES,

@@ -22,23 +22,17 @@ Deploy target: `MLOPS_DEPLOY_TARGET` (`local` default, or `kubernetes`). Manual 
 
 from __future__ import annotations
 
-import datetime as dt
-
 from airflow.sdk import Param, dag, task
 
-IO_RETRIES = {
-    "retries": 2,
-    "retry_delay": dt.timedelta(seconds=10),
-    "retry_exponential_backoff": True,
-    "max_retry_delay": dt.timedelta(minutes=2),
-}
+from airflow_project.dag_defaults import IO_RETRIES, START_DATE
+
 NAME_PATTERN = "^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$"
 
 
 @dag(
     dag_id="deploy_traffic_mirroring",
     schedule=None,
-    start_date=dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
+    start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
     default_args=IO_RETRIES,

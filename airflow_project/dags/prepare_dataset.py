@@ -12,24 +12,16 @@ Set the **raw_path** param to process another raw file than the logical date's.
 
 from __future__ import annotations
 
-import datetime as dt
-
 from airflow.sdk import Param, dag, task
 
 from airflow_project.assets import PREPROCESSED_DATASET
-
-IO_RETRIES = {
-    "retries": 3,
-    "retry_delay": dt.timedelta(seconds=10),
-    "retry_exponential_backoff": True,
-    "max_retry_delay": dt.timedelta(minutes=5),
-}
+from airflow_project.dag_defaults import IO_RETRIES, START_DATE
 
 
 @dag(
     dag_id="prepare_dataset",
     schedule="@daily",
-    start_date=dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc),
+    start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
     default_args=IO_RETRIES,
@@ -49,7 +41,7 @@ def prepare_dataset():
     @task
     def select_features(**context) -> str:
         """Keep WACHTTIJD and the four features of the raw export."""
-        from airflow_project.dag_tasks import fail_on_bad_data, raw_input, data_lake
+        from airflow_project.dag_tasks import data_lake, fail_on_bad_data, raw_input
         from airflow_project.pipeline_steps import select_features as step
 
         with fail_on_bad_data():

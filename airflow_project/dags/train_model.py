@@ -14,21 +14,19 @@ event's path, the newest dataset in the `preprocessed` container.
 
 from __future__ import annotations
 
-import datetime as dt
-
 from airflow.sdk import Param, dag, task
 
 from airflow_project.assets import PREPROCESSED_DATASET
+from airflow_project.dag_defaults import IO_RETRIES, START_DATE
 
 
 @dag(
     dag_id="train_model",
     schedule=[PREPROCESSED_DATASET],
-    start_date=dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc),
+    start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
-    default_args={"retries": 2, "retry_delay": dt.timedelta(seconds=15),
-                  "retry_exponential_backoff": True},
+    default_args=IO_RETRIES,
     tags=["wachttijden", "training", "mlflow"],
     doc_md=__doc__,
     params={

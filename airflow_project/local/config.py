@@ -43,7 +43,7 @@ class Ports:
     serving: int = 8100  # first port handed to local model servers and routers
 
     @classmethod
-    def from_env(cls) -> "Ports":
+    def from_env(cls) -> Ports:
         return cls(
             azurite=_env_port("MLOPS_AZURITE_PORT", cls.azurite),
             mlflow=_env_port("MLOPS_MLFLOW_PORT", cls.mlflow),

@@ -161,7 +161,7 @@ class ServiceProcess:
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> "ServiceProcess":
+    def start(self) -> ServiceProcess:
         if not port_is_free(self.spec.port):
             raise PrerequisiteError(
                 f"{self.spec.name}: port {self.spec.port} on 127.0.0.1 is already in use; "
@@ -177,7 +177,7 @@ class ServiceProcess:
         log.close()
         return self
 
-    def wait_ready(self) -> "ServiceProcess":
+    def wait_ready(self) -> ServiceProcess:
         deadline = time.monotonic() + self.spec.startup_timeout
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:

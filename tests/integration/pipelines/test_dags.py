@@ -18,7 +18,7 @@ from airflow_project.wachttijden.schema import COLUMNS, MODEL_NAME
 
 pytestmark = pytest.mark.integration
 
-DAY = dt.datetime(2024, 3, 7, tzinfo=dt.timezone.utc)
+DAY = dt.datetime(2024, 3, 7, tzinfo=dt.UTC)
 
 
 def _dag(dag_id: str):

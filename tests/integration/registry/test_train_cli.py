@@ -17,7 +17,7 @@ MLOPS = str(Path(sys.executable).parent / "mlops")
 
 def mlops(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([MLOPS, *args], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, **(env or {})})
+                          env={**os.environ, **(env or {})}, check=False)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ HEADER = "WACHTTIJD;TYPE_WACHTTIJD;SPECIALISME;ROAZ_REGIO;TYPE_ZORGINSTELLING"
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([MLOPS, *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([MLOPS, *args], capture_output=True, text=True, timeout=120, check=False)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,16 @@
+"""Defaults every DAG shares (light: imported by DAG files at parse time)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+START_DATE = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+
+# Tasks talk to blob storage, MLflow and Kubernetes: transient failures are retried
+# with exponential backoff. Bad input fails at once instead (AirflowFailException).
+IO_RETRIES = {
+    "retries": 2,
+    "retry_delay": dt.timedelta(seconds=10),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": dt.timedelta(minutes=2),
+}

@@ -142,9 +142,19 @@ class AirflowClient:
     def get_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
         return self._json("GET", f"/api/v2/dags/{quote(dag_id)}/dagRuns/{quote(run_id, safe='')}")
 
-    def trigger(self, dag_id: str, logical_date: dt.datetime, note: str | None = None) -> httpx.Response:
-        """Trigger a run; the caller handles 409 (a run for that logical date exists)."""
-        body: dict[str, Any] = {"logical_date": iso(logical_date), "conf": {}}
+    def trigger(self, dag_id: str, logical_date: dt.datetime | None, note: str | None = None, *,
+                conf: dict[str, Any] | None = None, run_id: str | None = None) -> httpx.Response:
+        """Trigger a run; the caller handles 409 (a run for that logical date or run id exists).
+
+        `logical_date=None` triggers a run without a logical date (Airflow 3: any number of
+        those per DAG); `conf` becomes the run's params; `run_id` names the run (else Airflow's
+        `manual__<time>`).
+        """
+        body: dict[str, Any] = {
+            "logical_date": None if logical_date is None else iso(logical_date), "conf": dict(conf or {}),
+        }
+        if run_id:
+            body["dag_run_id"] = run_id
         if note:
             body["note"] = note
         return self.request("POST", f"/api/v2/dags/{quote(dag_id)}/dagRuns", json=body)

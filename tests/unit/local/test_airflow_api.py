@@ -104,3 +104,24 @@ def test_an_unexpected_error_in_up_is_one_line_plus_a_traceback_file(
     assert lines[0] == "mlops up: unexpected error: ValueError: something odd"
     assert "Traceback" in (config.logs / "mlops-up.log").read_text()
     assert "Traceback" not in err.getvalue()
+
+
+def test_trigger_sends_conf_run_id_and_an_optional_logical_date() -> None:
+    import datetime as dt
+    import json
+
+    bodies: list[dict] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/auth/token":
+            return httpx.Response(201, json={"access_token": "t"})
+        assert request.url.path == "/api/v2/dags/train_model/dagRuns"
+        bodies.append(json.loads(request.content))
+        return httpx.Response(200, json={"dag_run_id": "x"})
+
+    with _client(handler) as client:
+        client.trigger("train_model", dt.datetime(2026, 1, 2, tzinfo=dt.UTC), note="n")
+        client.trigger("train_model", None, conf={"estimator": "random_forest"}, run_id="mlops_up__x")
+    assert bodies[0] == {"logical_date": "2026-01-02T00:00:00Z", "conf": {}, "note": "n"}
+    assert bodies[1] == {"logical_date": None, "conf": {"estimator": "random_forest"},
+                         "dag_run_id": "mlops_up__x"}

@@ -19,6 +19,39 @@ failed is retried (its failed tasks are cleared). The same applies to the
 `train_model` run that the Asset event of that `prepare_dataset` run created.
 Re-running `up` therefore never retrains or registers a duplicate model
 version; the next day (new logical date) does.
+
+A second model
+--------------
+Shadow serving needs two versions. When `champion` and `challenger` point at the
+same version after the day's training (the first day, or a new version that won),
+`up` triggers `train_model` once more through the REST API with conf
+`{"estimator": "random_forest", "input_path": <today's preprocessed dataset>}`
+under the fixed run id `mlops_up__random_forest__<YYYY-MM-DD>`: at most one extra
+training per day, reused (or retried, or followed) like the runs above. The
+promotion rule decides who is champion. If the random forest wins, both aliases
+move to it, and the shadow is the newest other version (the previous champion).
+
+Serving
+-------
+`up` then deploys the champion as primary and the other version as shadow with
+the `deploy_traffic_mirroring` DAG (mirror_mode `graph`, versions passed by
+number, service names `wachttijden-primary`, `wachttijden-shadow`,
+`wachttijden-graph` in the default serving namespace) and follows that run like
+the others; the DAG also logs the shadow comparison to MLflow experiment
+`wachttijden-shadow`. The "predictor URL" is the primary InferenceService of that
+DAG (the champion's own model server): no separate `deploy_model` run, which
+would only start a third process serving the same version.
+
+Re-runs skip the DAG when the local serving controller (`$MLOPS_HOME/serving/`)
+already runs all three objects, ready, with the wanted versions; a mirroring run
+still queued or running is followed instead of starting another one. So the
+decision rests on what actually serves, not on Airflow history: after `down`
+(which stops serving) the next `up` redeploys. Before the first deployment `up`
+reserves the ports of the three objects in the controller's persisted port
+allocation in the order primary, graph, shadow, so a fresh home gets the
+loadtest defaults: predictor on `MLOPS_SERVING_PORT` (8100), graph on 8101,
+shadow on 8102. `up` ends with the three URLs, a ready-to-paste `curl` for the
+predictor and the graph with a real sample row, and the answers it got itself.
 """
 
 from __future__ import annotations
@@ -28,6 +61,7 @@ import datetime as dt
 import fcntl
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -35,10 +69,11 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
+import httpx
 import psutil
 
 from airflow_project.local.airflow_api import (
@@ -62,6 +97,16 @@ from airflow_project.local.services import (
 
 PREPARE_DAG = "prepare_dataset"
 TRAIN_DAG = "train_model"
+MIRROR_DAG = "deploy_traffic_mirroring"
+JOB_DAGS: tuple[str, ...] = (PREPARE_DAG, TRAIN_DAG, MIRROR_DAG)
+SECOND_ESTIMATOR = "random_forest"
+PRIMARY_SERVICE = "wachttijden-primary"
+SHADOW_SERVICE = "wachttijden-shadow"
+GRAPH_NAME = "wachttijden-graph"
+MIRROR_MODE = "graph"
+# The InferenceService and InferenceGraph kinds of the local serving controller.
+INFERENCE_SERVICE = "InferenceService"
+INFERENCE_GRAPH = "InferenceGraph"
 MODEL_METRICS = ("r2", "mae", "rmse", "baseline_mae")
 
 AZURITE = "azurite"
@@ -262,8 +307,9 @@ def stray_processes(config: LocalConfig) -> list[psutil.Process]:
 
     A process belongs to the home when its command line names a path inside it
     (Azurite's --location, MLflow's SQLite file) or its AIRFLOW_HOME is the
-    home's Airflow folder. Pid-file processes, their descendants and this
-    process's own ancestry are excluded. Only reported, never signalled.
+    home's Airflow folder. Pid-file processes, the local serving controller's
+    model servers and routers (`serving/`), their descendants and this process's
+    own ancestry are excluded. Only reported, never signalled.
     """
     root = str(config.root.resolve())
     airflow_home = str(config.airflow_home.resolve())
@@ -281,6 +327,13 @@ def stray_processes(config: LocalConfig) -> list[psutil.Process]:
             known.update(c.pid for c in proc.children(recursive=True))
         except psutil.Error:
             pass
+    for obj in _serving_records(config):
+        if obj.get("running") and obj.get("pid"):
+            known.add(int(obj["pid"]))
+            try:
+                known.update(c.pid for c in psutil.Process(int(obj["pid"])).children(recursive=True))
+            except psutil.Error:
+                pass
     strays: list[psutil.Process] = []
     for proc in psutil.process_iter(["pid", "cmdline"]):
         if proc.pid in known:
@@ -569,13 +622,78 @@ def collect_status(config: LocalConfig) -> list[StatusRow]:
     return rows
 
 
+# ---------------------------------------------------------------------------- serving objects
+def _serving_records(config: LocalConfig) -> list[dict[str, Any]]:
+    """The local serving controller's objects under the home (all namespaces), with `running`."""
+    from airflow_project.serving.targets import local_serving_objects
+
+    try:
+        return local_serving_objects(config.root)
+    except (OSError, ValueError, KeyError):
+        return []
+
+
+def _http_ready(url: str, timeout: float = 2.0) -> bool:
+    try:
+        return httpx.get(url, timeout=timeout, trust_env=False).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def serving_objects(config: LocalConfig) -> list[dict[str, Any]]:
+    """`_serving_records` plus `ready` (the readiness endpoint answers 200) for running ones."""
+    objects = _serving_records(config)
+    for obj in objects:
+        obj["ready"] = bool(obj.get("running")) and _http_ready(f"{obj.get('url')}{obj.get('ready_path') or ''}")
+    return objects
+
+
+def format_serving(objects: list[dict[str, Any]]) -> str:
+    """The serving part of `mlops status`: one line per InferenceService / graph router."""
+    header = ("SERVING", "KIND", "STATE", "PID", "PORT", "READY", "URL")
+    table = [header] + [
+        (
+            f"{obj.get('namespace', '?')}/{obj.get('name', '?')}", str(obj.get("kind", "?")),
+            "running" if obj.get("running") else "stopped",
+            str(obj.get("pid") or "-") if obj.get("running") else "-",
+            str(obj.get("port") or "-"),
+            ("yes" if obj.get("ready") else "no") if obj.get("running") else "-",
+            str(obj.get("url") or "-"),
+        )
+        for obj in objects
+    ]
+    widths = [max(len(line[i]) for line in table) for i in range(len(header) - 1)]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(line[:-1], widths)) + "  " + line[-1]
+        for line in table
+    )
+
+
+def _stop_serving(config: LocalConfig, out: IO[str], err: IO[str]) -> list[str]:
+    from airflow_project.serving.targets import stop_local_serving
+
+    if not (config.root / "serving").is_dir():
+        return []
+    try:
+        removed = stop_local_serving(config.root)
+    except Exception as exc:  # noqa: BLE001 - the services must still be stopped
+        print(f"mlops down: could not stop the local serving objects: {type(exc).__name__}: {exc}", file=err)
+        return []
+    for name in removed:
+        print(f"stopped serving {name}", file=out)
+    return removed
+
+
 # ---------------------------------------------------------------------------- status / down
 def status(config: LocalConfig | None = None, out: IO[str] | None = None) -> int:
-    """Print each service's state; 0 when all are running and ready, 1 otherwise."""
+    """Print each service's and serving object's state; 0 when all are running and ready."""
     config = config or LocalConfig()
     out = out or sys.stdout
     rows = collect_status(config)
     print(format_status(rows), file=out)
+    serving = serving_objects(config)
+    if serving:
+        print("\n" + format_serving(serving), file=out)
     if any(row.state == "running" for row in rows):
         password = config.airflow_password()
         if password and any(r.name == API_SERVER and r.state == "running" for r in rows):
@@ -585,7 +703,9 @@ def status(config: LocalConfig | None = None, out: IO[str] | None = None) -> int
     else:
         print("\nThe local platform is not running (start it with `make up`).", file=out)
     _warn_strays(config, out)
-    return 0 if all(row.state == "running" and row.ready for row in rows) else 1
+    services_ok = all(row.state == "running" and row.ready for row in rows)
+    serving_ok = all(obj.get("running") and obj.get("ready") for obj in serving)
+    return 0 if services_ok and serving_ok else 1
 
 
 def down(config: LocalConfig | None = None, purge: bool = False, out: IO[str] | None = None,
@@ -594,6 +714,9 @@ def down(config: LocalConfig | None = None, purge: bool = False, out: IO[str] | 
     config = config or LocalConfig()
     out = out or sys.stdout
     err = err or sys.stderr
+    # Model servers and routers first: they load models through MLflow, and they were
+    # started by Airflow tasks in sessions of their own (not descendants of a service).
+    stopped_serving = _stop_serving(config, out, err)
     records = read_pid_records(config.run)
     # All at once (SIGTERM, then SIGKILL after 10s): the triggerer alone takes ~12s to exit
     # gracefully, and nothing is lost by not waiting for Airflow before storage.
@@ -606,7 +729,7 @@ def down(config: LocalConfig | None = None, purge: bool = False, out: IO[str] | 
         else:
             print(f"{record.name} was not running (removed stale pid file)", file=out)
         remove_pid_record(config.run, record.name)
-    if not records:
+    if not records and not stopped_serving:
         print("nothing to stop: no process of the local platform is running", file=out)
     _warn_strays(config, err)
     leftovers = [r.name for r in read_pid_records(config.run).values() if record_alive(r)]
@@ -625,7 +748,7 @@ def down(config: LocalConfig | None = None, purge: bool = False, out: IO[str] | 
     return 0
 
 
-PURGED_FOLDERS = ("logs", "run", "azurite", "mlflow", "airflow")
+PURGED_FOLDERS = ("logs", "run", "azurite", "mlflow", "airflow", "serving")
 
 
 def purge_data(config: LocalConfig) -> str:
@@ -854,14 +977,25 @@ def _upload_raw_export(config: LocalConfig, rows: int, report: Reporter) -> str:
 def _run_job(config: LocalConfig, report: Reporter, deadline: float) -> str:
     password = _wait_for(lambda: config.airflow_password(), deadline, "the Airflow admin password file")
     with AirflowClient(config.airflow_url, AIRFLOW_ADMIN_USER, password) as api:
-        _wait_for_dags(api, report, deadline)
+        _wait_for_dags(api, report, deadline, dag_ids=JOB_DAGS)
         logical_date = dt.datetime.combine(_today(), dt.time(0), tzinfo=dt.UTC)
         prepare = _ensure_prepare_run(api, logical_date, report)
         prepare = _follow_run(api, PREPARE_DAG, prepare, report, deadline)
         train = _find_asset_run(api, prepare["dag_run_id"], report, deadline)
         train = _follow_run(api, TRAIN_DAG, train, report, deadline)
-    model = _model_summary(config)
-    return _final_summary(config, password, model, report)
+        registry = _registry_state(config)
+        if needs_second_model(registry):
+            report(f"only one model version behind champion/challenger (version {registry.champion}): "
+                   f"training a second estimator ({SECOND_ESTIMATOR}) so that there is a shadow to serve")
+            second = _ensure_second_model_run(api, _today(), report)
+            _follow_run(api, TRAIN_DAG, second, report, deadline)
+            registry = _registry_state(config)
+        primary, shadow = serving_versions(registry)
+        endpoints = _ensure_mirroring(api, config, primary, shadow, report, deadline)
+    models = [_model_summary(config, version, registry) for version in dict.fromkeys((primary, shadow))]
+    demo = _try_it(endpoints)
+    comparison = _shadow_comparison(config)
+    return _final_summary(config, password, models, endpoints, demo, comparison, report)
 
 
 def _wait_for(probe: Callable[[], Any], deadline: float, what: str, interval: float = 1.0) -> Any:
@@ -875,13 +1009,14 @@ def _wait_for(probe: Callable[[], Any], deadline: float, what: str, interval: fl
 
 
 def _wait_for_dags(api: AirflowClient, report: Reporter, deadline: float,
-                   wait: float = 300.0, wait_with_errors: float = 60.0) -> None:
-    """Until both DAGs are parsed; import errors that persist for a minute fail early."""
-    report(f"waiting for the DAGs {PREPARE_DAG} and {TRAIN_DAG} to be parsed")
+                   wait: float = 300.0, wait_with_errors: float = 60.0,
+                   dag_ids: tuple[str, ...] = (PREPARE_DAG, TRAIN_DAG)) -> None:
+    """Until the DAGs are parsed; import errors that persist for a minute fail early."""
+    report(f"waiting for the DAGs {', '.join(dag_ids[:-1])} and {dag_ids[-1]} to be parsed")
     started = time.monotonic()
     errors_reported: set[str] = set()
     while True:
-        dags = {dag_id: api.get_dag(dag_id) for dag_id in (PREPARE_DAG, TRAIN_DAG)}
+        dags = {dag_id: api.get_dag(dag_id) for dag_id in dag_ids}
         if all(dags.values()):
             break
         errors = api.import_errors()
@@ -1042,6 +1177,100 @@ def _failure_message(api: AirflowClient, dag_id: str, run_id: str, tasks: list[d
     return message
 
 
+# ---------------------------------------------------------------------------- models
+@dataclass(frozen=True)
+class RegistryState:
+    """Registered versions of the model and where its aliases point (version numbers)."""
+
+    versions: tuple[int, ...]
+    champion: int | None
+    challenger: int | None
+
+
+def needs_second_model(state: RegistryState) -> bool:
+    """True when champion and challenger are one version (or missing): nothing to shadow yet."""
+    return len({v for v in (state.champion, state.challenger) if v is not None}) < 2
+
+
+def serving_versions(state: RegistryState) -> tuple[int, int]:
+    """(primary, shadow): the champion, and the challenger when it differs, else the newest
+    other version (the previous champion, after a challenger won); the champion itself
+    when it is the only version."""
+    if state.champion is None:
+        raise PlatformError("the MLflow registry has no champion version to serve")
+    if state.challenger is not None and state.challenger != state.champion:
+        return state.champion, state.challenger
+    others = [v for v in state.versions if v != state.champion]
+    return state.champion, max(others) if others else state.champion
+
+
+def _mlflow_client(config: LocalConfig) -> Any:
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=config.mlflow_uri, registry_uri=config.mlflow_uri)
+
+
+def _registry_state(config: LocalConfig) -> RegistryState:
+    from mlflow.exceptions import MlflowException
+
+    from airflow_project.registry import CHALLENGER, CHAMPION
+    from airflow_project.wachttijden.schema import MODEL_NAME
+
+    client = _mlflow_client(config)
+    versions = tuple(sorted(int(v.version) for v in client.search_model_versions(f"name='{MODEL_NAME}'")))
+    if not versions:
+        raise PlatformError(f"{TRAIN_DAG} succeeded but MLflow has no version of model {MODEL_NAME!r}")
+    aliases: dict[str, int | None] = {}
+    for alias in (CHAMPION, CHALLENGER):
+        try:
+            aliases[alias] = int(client.get_model_version_by_alias(MODEL_NAME, alias).version)
+        except MlflowException:
+            aliases[alias] = None
+    return RegistryState(versions=versions, champion=aliases[CHAMPION], challenger=aliases[CHALLENGER])
+
+
+def second_model_run_id(day: dt.date) -> str:
+    return f"mlops_up__{SECOND_ESTIMATOR}__{day:%Y-%m-%d}"
+
+
+def second_model_conf(day: dt.date) -> dict[str, Any]:
+    """train_model params of the second model: today's preprocessed dataset, another estimator."""
+    from airflow_project.datalake import PREPROCESSED_CONTAINER, dataset_path
+
+    return {"estimator": SECOND_ESTIMATOR, "input_path": f"{PREPROCESSED_CONTAINER}/{dataset_path(day)}"}
+
+
+def _existing_run(api: AirflowClient, dag_id: str, run_id: str) -> dict[str, Any] | None:
+    try:
+        return api.get_run(dag_id, run_id)
+    except AirflowApiError as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def _ensure_second_model_run(api: AirflowClient, day: dt.date, report: Reporter) -> dict[str, Any]:
+    """The day's extra train_model run (fixed run id): reused, retried or newly triggered."""
+    run_id = second_model_run_id(day)
+    for _ in range(2):
+        run = _existing_run(api, TRAIN_DAG, run_id)
+        if run is not None:
+            return _reuse_run(api, TRAIN_DAG, run, report)
+        conf = second_model_conf(day)
+        response = api.trigger(TRAIN_DAG, None, note="second model, triggered by mlops up",
+                               conf=conf, run_id=run_id)
+        if response.status_code in (200, 201):
+            report(f"triggered {TRAIN_DAG} run {run_id} (estimator {conf['estimator']}, "
+                   f"input {conf['input_path']})")
+            return response.json()
+        if response.status_code != 409:
+            raise AirflowApiError(
+                f"triggering {TRAIN_DAG} failed: HTTP {response.status_code} {response.text[:300]}",
+                response.status_code,
+            )
+    raise PlatformError(f"could not trigger or find the {TRAIN_DAG} run {run_id}")
+
+
 @dataclass
 class ModelSummary:
     name: str
@@ -1049,29 +1278,22 @@ class ModelSummary:
     aliases: list[str]
     metrics: dict[str, float]
     decision: str
-    champion: str | None
+    estimator: str = ""
 
 
-def _model_summary(config: LocalConfig) -> ModelSummary:
-    from mlflow import MlflowClient
-
-    from airflow_project.registry import CHALLENGER, CHAMPION, champion_version
+def _model_summary(config: LocalConfig, version: int, registry: RegistryState) -> ModelSummary:
+    from airflow_project.registry import CHALLENGER, CHAMPION
     from airflow_project.wachttijden.schema import MODEL_NAME
 
-    client = MlflowClient(tracking_uri=config.mlflow_uri, registry_uri=config.mlflow_uri)
-    versions = client.search_model_versions(f"name='{MODEL_NAME}'")
-    if not versions:
-        raise PlatformError(f"{TRAIN_DAG} succeeded but MLflow has no version of model {MODEL_NAME!r}")
-    latest = max(versions, key=lambda v: int(v.version))
-    latest = client.get_model_version(MODEL_NAME, latest.version)
-    run = client.get_run(latest.run_id)
+    client = _mlflow_client(config)
+    mv = client.get_model_version(MODEL_NAME, str(version))
+    run = client.get_run(mv.run_id)
     metrics = {k: float(v) for k, v in run.data.metrics.items() if k in MODEL_METRICS}
-    decision = (latest.tags or {}).get("promotion_decision") or run.data.tags.get("promotion_decision", "")
-    champion = champion_version(client)
-    aliases = [a for a in (getattr(latest, "aliases", None) or []) if a in (CHAMPION, CHALLENGER)]
+    decision = (mv.tags or {}).get("promotion_decision") or run.data.tags.get("promotion_decision", "")
+    aliases = [a for a, v in ((CHALLENGER, registry.challenger), (CHAMPION, registry.champion)) if v == version]
     return ModelSummary(
-        name=MODEL_NAME, version=str(latest.version), aliases=sorted(aliases), metrics=metrics,
-        decision=decision, champion=None if champion is None else str(champion.version),
+        name=MODEL_NAME, version=str(version), aliases=aliases, metrics=metrics, decision=decision,
+        estimator=run.data.params.get("estimator", ""),
     )
 
 
@@ -1079,21 +1301,271 @@ def format_metrics(metrics: dict[str, float]) -> str:
     return "  ".join(f"{k}={metrics[k]:.3f}" for k in MODEL_METRICS if k in metrics) or "(no metrics)"
 
 
-def _final_summary(config: LocalConfig, password: str, model: ModelSummary, report: Reporter) -> str:
-    aliases = f" (alias: {', '.join(model.aliases)})" if model.aliases else ""
-    champion = "" if model.champion in (None, model.version) else f"; champion is version {model.champion}"
+# ---------------------------------------------------------------------------- serving
+@dataclass(frozen=True)
+class Endpoints:
+    """Base URLs of what `up` deployed, and the versions behind them."""
+
+    predictor: str
+    graph: str
+    shadow: str
+    primary_version: int
+    shadow_version: int
+    namespace: str
+    deployed: bool = True  # False: found running, the mirroring DAG was skipped
+
+    @property
+    def predictor_v1(self) -> str:
+        from airflow_project.serving.constants import predict_path
+
+        return self.predictor + predict_path(_served_model_name())
+
+    @property
+    def shadow_v1(self) -> str:
+        from airflow_project.serving.constants import predict_path
+
+        return self.shadow + predict_path(_served_model_name())
+
+
+def _served_model_name() -> str:
+    from airflow_project.serving.constants import SERVED_MODEL_NAME
+
+    return SERVED_MODEL_NAME
+
+
+def model_uri(version: int) -> str:
+    from airflow_project.wachttijden.schema import MODEL_NAME
+
+    return f"models:/{MODEL_NAME}/{version}"
+
+
+def mirroring_conf(primary: int, shadow: int) -> dict[str, Any]:
+    """deploy_traffic_mirroring params: versions pinned by number, the DAG's default names."""
+    return {
+        "primary_model": str(primary), "shadow_model": str(shadow),
+        "primary_service": PRIMARY_SERVICE, "shadow_service": SHADOW_SERVICE, "graph_name": GRAPH_NAME,
+        "mirror_mode": MIRROR_MODE, "timeout_seconds": 300,
+    }
+
+
+def _record_model_uri(obj: dict[str, Any]) -> str | None:
+    argv = [str(a) for a in obj.get("argv") or []]
+    for i, arg in enumerate(argv[:-1]):
+        if arg == "--model-uri":
+            return argv[i + 1]
+    return None
+
+
+def find_mirroring(objects: list[dict[str, Any]], namespace: str, primary: int,
+                   shadow: int) -> Endpoints | None:
+    """The endpoints when primary, shadow and graph all run and are ready with these
+    versions in `namespace`; None when anything is missing, stopped or serves another version."""
+    by_key = {(o.get("namespace"), o.get("kind"), o.get("name")): o for o in objects}
+    wanted = ((INFERENCE_SERVICE, PRIMARY_SERVICE, primary), (INFERENCE_SERVICE, SHADOW_SERVICE, shadow),
+              (INFERENCE_GRAPH, GRAPH_NAME, None))
+    urls: list[str] = []
+    for kind, name, version in wanted:
+        obj = by_key.get((namespace, kind, name))
+        if obj is None or not obj.get("running") or not obj.get("ready", True) or not obj.get("url"):
+            return None
+        if version is not None and _record_model_uri(obj) != model_uri(version):
+            return None
+        urls.append(str(obj["url"]).rstrip("/"))
+    return Endpoints(predictor=urls[0], shadow=urls[1], graph=urls[2], primary_version=primary,
+                     shadow_version=shadow, namespace=namespace)
+
+
+def _serving_namespace() -> str:
+    from airflow_project.serving.targets import default_namespace
+
+    return default_namespace()
+
+
+def _reserve_serving_ports(config: LocalConfig, namespace: str) -> None:
+    """Allocate primary, graph, shadow ports in this order (no-op for names that have one):
+    a fresh home gets predictor 8100, graph 8101, shadow 8102 (the loadtest defaults)
+    whatever order the DAG's parallel tasks deploy in."""
+    from airflow_project.serving.targets import LocalTarget
+
+    target = LocalTarget(namespace, home=config.root, base_port=config.ports.serving)
+    with target._locked():  # port_for must run under the controller's lock
+        for kind, name in ((INFERENCE_SERVICE, PRIMARY_SERVICE), (INFERENCE_GRAPH, GRAPH_NAME),
+                           (INFERENCE_SERVICE, SHADOW_SERVICE)):
+            target.port_for(kind, name)
+
+
+def _ensure_mirroring(api: AirflowClient, config: LocalConfig, primary: int, shadow: int,
+                      report: Reporter, deadline: float) -> Endpoints:
+    """Champion as primary, the other version as shadow, behind a graph: reused when it
+    already serves these versions, else deployed by a deploy_traffic_mirroring run."""
+    namespace = _serving_namespace()
+    found = find_mirroring(serving_objects(config), namespace, primary, shadow)
+    if found is not None:
+        report(f"serving already runs version {primary} (primary) and {shadow} (shadow) behind "
+               f"{GRAPH_NAME}: not redeploying")
+        return replace(found, deployed=False)
+    active = [r for r in api.runs(MIRROR_DAG, order_by="-run_after", limit=10)
+              if r.get("state") in ("queued", "running")]
+    if active:
+        report(f"{MIRROR_DAG} run {active[0]['dag_run_id']} is {active[0].get('state')}: following it first")
+        _follow_run(api, MIRROR_DAG, active[0], report, deadline)
+        found = find_mirroring(serving_objects(config), namespace, primary, shadow)
+        if found is not None:
+            return found
+    _reserve_serving_ports(config, namespace)
+    run_id = f"mlops_up__v{primary}-v{shadow}__{dt.datetime.now(dt.UTC):%Y-%m-%dT%H-%M-%S}"
+    response = api.trigger(MIRROR_DAG, None, note="deployed by mlops up",
+                           conf=mirroring_conf(primary, shadow), run_id=run_id)
+    if response.status_code not in (200, 201):
+        raise AirflowApiError(
+            f"triggering {MIRROR_DAG} failed: HTTP {response.status_code} {response.text[:300]}",
+            response.status_code,
+        )
+    report(f"triggered {MIRROR_DAG} run {run_id} (primary version {primary}, shadow version {shadow}, "
+           f"mirror mode {MIRROR_MODE})")
+    _follow_run(api, MIRROR_DAG, response.json(), report, deadline)
+    objects = serving_objects(config)
+    found = find_mirroring(objects, namespace, primary, shadow)
+    if found is None:
+        seen = ", ".join(f"{o.get('kind')} {o.get('namespace')}/{o.get('name')} "
+                         f"({'ready' if o.get('ready') else 'running' if o.get('running') else 'stopped'})"
+                         for o in objects) or "none"
+        raise PlatformError(
+            f"{MIRROR_DAG} run {run_id} succeeded, but the local serving controller does not run "
+            f"{PRIMARY_SERVICE} (version {primary}), {SHADOW_SERVICE} (version {shadow}) and {GRAPH_NAME} "
+            f"ready in namespace {namespace!r} (found: {seen}); see {config.logs / 'serving'}"
+        )
+    return found
+
+
+# ---------------------------------------------------------------------------- try it
+def sample_instance() -> dict[str, str]:
+    """A real row of the NZa export (values from `wachttijden.categories`), in feature order."""
+    from airflow_project.wachttijden import categories
+    from airflow_project.wachttijden.schema import FEATURES
+
+    row = {
+        "TYPE_WACHTTIJD": "Behandeling", "SPECIALISME": "Orthopedie (305)",
+        "ROAZ_REGIO": "Acute Zorg Oost", "TYPE_ZORGINSTELLING": "Ziekenhuis",
+    }
+    allowed = {
+        "TYPE_WACHTTIJD": categories.TYPES_WACHTTIJD, "SPECIALISME": categories.SPECIALISMEN,
+        "ROAZ_REGIO": categories.ROAZ_REGIOS, "TYPE_ZORGINSTELLING": categories.TYPES_ZORGINSTELLING,
+    }
+    assert all(row[k] in allowed[k] for k in row), "sample row must use category values"
+    return {k: row[k] for k in FEATURES}
+
+
+def sample_request() -> dict[str, Any]:
+    return {"instances": [sample_instance()]}
+
+
+def curl_command(url: str, body: dict[str, Any]) -> str:
+    """A ready-to-paste curl for a JSON POST (shell-quoted)."""
+    data = json.dumps(body, ensure_ascii=False)
+    return f"curl -s -X POST {shlex.quote(url)} -H 'Content-Type: application/json' -d {shlex.quote(data)}"
+
+
+@dataclass(frozen=True)
+class TryIt:
+    name: str
+    url: str
+    curl: str
+    answer: str  # the body the service returned
+
+
+def _ask(url: str, body: dict[str, Any]) -> str:
+    try:
+        response = httpx.post(url, json=body, timeout=30.0, trust_env=False)
+    except httpx.HTTPError as exc:
+        raise PlatformError(f"POST {url} failed: {type(exc).__name__}: {exc}") from exc
+    if response.status_code != 200:
+        raise PlatformError(f"POST {url} answered HTTP {response.status_code}: {response.text[:300]}")
+    try:
+        return json.dumps(response.json(), ensure_ascii=False)
+    except ValueError:
+        return response.text.strip()
+
+
+def _try_it(endpoints: Endpoints) -> list[TryIt]:
+    """Send the sample request to the predictor and the graph, as the printed curl would."""
+    body = sample_request()
+    out = []
+    for name, url in (("predictor", endpoints.predictor_v1), ("graph", endpoints.graph + "/")):
+        out.append(TryIt(name, url, curl_command(url, body), _ask(url, body)))
+    return out
+
+
+@dataclass(frozen=True)
+class ShadowComparison:
+    experiment: str
+    url: str
+    metrics: dict[str, float]
+    run_name: str = ""
+
+
+COMPARISON_METRICS = ("mae_primary_vs_shadow", "share_within_1_week", "mae_primary", "mae_shadow")
+
+
+def _shadow_comparison(config: LocalConfig) -> ShadowComparison | None:
+    """The MLflow experiment of the shadow comparison and its newest run's metrics."""
+    from airflow_project.deploy_tasks import SHADOW_EXPERIMENT
+
+    client = _mlflow_client(config)
+    experiment = client.get_experiment_by_name(SHADOW_EXPERIMENT)
+    if experiment is None:
+        return None
+    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)
+    metrics = {k: float(v) for k, v in (runs[0].data.metrics.items() if runs else []) if k in COMPARISON_METRICS}
+    return ShadowComparison(
+        experiment=SHADOW_EXPERIMENT, url=f"{config.mlflow_uri}/#/experiments/{experiment.experiment_id}",
+        metrics=metrics, run_name=runs[0].info.run_name if runs else "",
+    )
+
+
+def format_serving_summary(endpoints: Endpoints, demo: list[TryIt],
+                           comparison: ShadowComparison | None) -> list[str]:
+    state = "deployed" if endpoints.deployed else "already running"
+    lines = [
+        (f"  Predictor   {endpoints.predictor_v1}   (champion, version {endpoints.primary_version}; "
+         f"InferenceService {endpoints.namespace}/{PRIMARY_SERVICE}, {state})"),
+        (f"  Graph       {endpoints.graph}   (InferenceGraph {endpoints.namespace}/{GRAPH_NAME}: every request "
+         f"to shadow and primary, the primary answers; any POST path)"),
+        (f"  Shadow      {endpoints.shadow_v1}   (version {endpoints.shadow_version}; "
+         f"InferenceService {endpoints.namespace}/{SHADOW_SERVICE})"),
+    ]
+    if comparison is not None:
+        shown = "  ".join(f"{k}={comparison.metrics[k]:.3f}" for k in COMPARISON_METRICS if k in comparison.metrics)
+        lines.append(f"  Comparison  MLflow experiment {comparison.experiment}: {comparison.url}")
+        if shown:
+            lines.append(f"              {comparison.run_name + ': ' if comparison.run_name else ''}{shown}")
+    lines.append("")
+    lines.append("Try it (the answers are what up got just now):")
+    for item in demo:
+        lines.append(f"  {item.curl}")
+        lines.append(f"  -> {item.answer}")
+    return lines
+
+
+def _final_summary(config: LocalConfig, password: str, models: list[ModelSummary], endpoints: Endpoints,
+                   demo: list[TryIt], comparison: ShadowComparison | None, report: Reporter) -> str:
     lines = [
         "",
-        f"The local platform is up and the job has run (took {report.elapsed()}).",
+        f"The local platform is up, the job has run and the champion is served (took {report.elapsed()}).",
         f"  Airflow UI  {config.airflow_url}   user {AIRFLOW_ADMIN_USER}   password {password}",
         f"  MLflow UI   {config.mlflow_uri}",
-        f"  Model       {model.name} version {model.version}{aliases}{champion}",
-        f"              {format_metrics(model.metrics)}",
     ]
-    if model.decision:
-        lines.append(f"              {model.decision}")
+    for i, model in enumerate(models):
+        aliases = f" (alias: {', '.join(model.aliases)})" if model.aliases else ""
+        estimator = f" {model.estimator}" if model.estimator else ""
+        lines.append(f"  {'Model' if i == 0 else '':<10}  {model.name} version {model.version}{aliases}{estimator}")
+        lines.append(f"              {format_metrics(model.metrics)}")
+        if model.decision:
+            lines.append(f"              {model.decision}")
+    lines += format_serving_summary(endpoints, demo, comparison)
     lines += [
-        f"  Logs        {config.logs}/ (services: <name>.log, tasks: airflow/)",
+        "",
+        f"  Logs        {config.logs}/ (services: <name>.log, tasks: airflow/, model servers: serving/)",
         "  Status      mlops status",
         "  Stop        make down   (keeps data; `make down PURGE=1` deletes it)",
     ]

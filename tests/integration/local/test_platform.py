@@ -1,30 +1,45 @@
 """`mlops up` / `status` / `down` for real: Azurite, MLflow and Airflow as processes.
 
 One `up` cycle for the whole module (a few minutes on 2 cores): a fresh
-MLOPS_HOME and free ports, then the job must have run end to end; a second
-`up` reuses everything; `down` stops exactly our processes and keeps the data.
+MLOPS_HOME and free ports, then the job must have run end to end (prepare,
+train, a second model, the champion and the mirroring graph served); a second
+`up` reuses everything, serving included; `down` stops exactly our processes,
+the model servers and the router too, and keeps the data.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import io
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 
 from airflow_project.local import platform
 from airflow_project.local.airflow_api import AirflowClient
 from airflow_project.local.config import AIRFLOW_ADMIN_USER, LocalConfig
-from airflow_project.local.services import free_port
+from airflow_project.local.services import free_port, port_is_free
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1500)]
 
 ROWS = 3000
+
+
+def _serving_base_port(span: int = 10) -> int:
+    """Serving ports below the ephemeral range (32768+), like the default 8100."""
+    import random
+
+    for _ in range(200):
+        base = random.randrange(20000, 32000 - span)
+        if all(port_is_free(p) for p in range(base, base + span)):
+            return base
+    raise RuntimeError("no free port range between 20000 and 32000")
 
 
 @dataclass
@@ -51,6 +66,8 @@ def first_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpResult]:
         env.setenv("MLOPS_AZURITE_PORT", str(free_port()))
         env.setenv("MLOPS_MLFLOW_PORT", str(free_port()))
         env.setenv("MLOPS_AIRFLOW_PORT", str(free_port()))
+        env.setenv("MLOPS_SERVING_PORT", str(_serving_base_port()))
+        env.delenv("MLOPS_SERVING_NAMESPACE", raising=False)
         config = LocalConfig()
         assert config.root == home
         try:
@@ -79,6 +96,14 @@ def _live_pids(config: LocalConfig) -> dict[str, int]:
     }
 
 
+def _serving_pids(config: LocalConfig) -> dict[str, int]:
+    return {o["name"]: o["pid"] for o in platform.serving_objects(config) if o["running"]}
+
+
+def _run_counts(api: AirflowClient) -> tuple[int, ...]:
+    return tuple(len(api.runs(d)) for d in platform.JOB_DAGS)
+
+
 def _model_versions(config: LocalConfig) -> list[str]:
     from mlflow import MlflowClient
 
@@ -96,9 +121,13 @@ def test_up_runs_the_whole_job(first_up: UpResult, api: AirflowClient) -> None:
     assert "train_model.train_and_register: success" in out
     assert f"Airflow UI  {config.airflow_url}   user admin   password {config.airflow_password()}" in out
     assert f"MLflow UI   {config.mlflow_uri}" in out
-    assert "Model       wachttijden version 1 (alias: challenger, champion)" in out
+    # a second estimator was trained because champion == challenger after the first run
+    assert "training a second estimator (random_forest)" in out
+    assert "train_model run mlops_up__random_forest__" in out
+    assert "wachttijden version 1" in out and "wachttijden version 2" in out
     for metric in ("r2=", "mae=", "rmse=", "baseline_mae="):
         assert metric in out
+    assert "deploy_traffic_mirroring.compare_shadow: success" in out
     assert str(config.logs) in out and "make down" in out
 
     prepare = api.runs_for_logical_date("prepare_dataset", _today_midnight())
@@ -107,12 +136,47 @@ def test_up_runs_the_whole_job(first_up: UpResult, api: AirflowClient) -> None:
     assert [r["state"] for r in train] == ["success"]
     events = api.upstream_asset_events("train_model", train[0]["dag_run_id"])
     assert any(e["source_run_id"] == prepare[0]["dag_run_id"] for e in events)
-    assert _model_versions(config) == ["1"]
+    assert _model_versions(config) == ["1", "2"]
+    second = api.get_run("train_model", f"mlops_up__random_forest__{_today_midnight():%Y-%m-%d}")
+    assert second["state"] == "success"
+    assert second["conf"]["estimator"] == "random_forest"
+    assert [r["state"] for r in api.runs("deploy_traffic_mirroring")] == ["success"]
 
     # services log under <root>/logs, task logs under <root>/logs/airflow
     for name in platform.SERVICE_NAMES:
         assert (config.logs / f"{name}.log").stat().st_size > 0
     assert list((config.logs / "airflow").rglob("*.log"))
+
+
+def _summary_value(out: str, label: str) -> str:
+    line = next(line for line in out.splitlines() if line.startswith(f"  {label}"))
+    return line.split()[1]
+
+
+def test_up_serves_the_champion_and_the_graph(first_up: UpResult) -> None:
+    """The printed URLs answer a V1 prediction over HTTP, and the printed answers are real."""
+    assert first_up.code == 0, first_up.err + first_up.out
+    out = first_up.out
+    base = first_up.config.ports.serving
+    predictor, graph, shadow = (_summary_value(out, k) for k in ("Predictor", "Graph", "Shadow"))
+    # reserved in this order: the loadtest defaults' layout (predictor base, graph base + 1)
+    assert predictor == f"http://127.0.0.1:{base}/v1/models/wachttijden:predict"
+    assert graph == f"http://127.0.0.1:{base + 1}"
+    assert shadow == f"http://127.0.0.1:{base + 2}/v1/models/wachttijden:predict"
+    body = platform.sample_request()
+    answers = {}
+    for name, url in (("predictor", predictor), ("graph", graph + "/"), ("shadow", shadow)):
+        response = httpx.post(url, json=body, timeout=30, trust_env=False)
+        assert response.status_code == 200, (name, response.text)
+        [prediction] = response.json()["predictions"]
+        assert 0 <= prediction < 200
+        answers[name] = response.json()
+    assert answers["graph"] == answers["predictor"]  # the primary answers through the graph
+    # the curl lines are printed with the answer up got
+    assert platform.curl_command(predictor, body) in out
+    assert platform.curl_command(graph + "/", body) in out
+    assert f"-> {json.dumps(answers['predictor'])}" in out
+    assert "Comparison  MLflow experiment wachttijden-shadow: " in out
 
 
 def test_status_shows_every_service_running_and_ready(first_up: UpResult) -> None:
@@ -123,6 +187,12 @@ def test_status_shows_every_service_running_and_ready(first_up: UpResult) -> Non
     assert all(line.split()[4] == "yes" for line in table)
     assert first_up.config.airflow_url in out.getvalue()
     assert "have no pid file" not in out.getvalue()  # every process of the home is accounted for
+    serving = out.getvalue().split("\n\n")[1].splitlines()
+    assert serving[0].split()[:2] == ["SERVING", "KIND"]
+    rows = sorted((line.split()[0], line.split()[1], line.split()[2], line.split()[5]) for line in serving[1:])
+    assert rows == [("serving/wachttijden-graph", "InferenceGraph", "running", "yes"),
+                    ("serving/wachttijden-primary", "InferenceService", "running", "yes"),
+                    ("serving/wachttijden-shadow", "InferenceService", "running", "yes")]
 
 
 def test_a_port_taken_by_another_process_gives_a_clear_message(first_up: UpResult, tmp_path: Path) -> None:
@@ -142,16 +212,19 @@ def test_a_port_taken_by_another_process_gives_a_clear_message(first_up: UpResul
 def test_up_again_reuses_everything(first_up: UpResult, api: AirflowClient) -> None:
     config = first_up.config
     before = _live_pids(config)
-    runs_before = (len(api.runs("prepare_dataset")), len(api.runs("train_model")))
+    serving_before = _serving_pids(config)
+    runs_before = _run_counts(api)
     again = _run_up(config)
     assert again.code == 0, again.err + again.out
     for name in platform.SERVICE_NAMES:
         assert f"{name} already running (pid {before[name]}), reusing it" in again.out
     assert "already succeeded: reusing it (no new run)" in again.out
     assert "already in the data lake" in again.out
+    assert "not redeploying" in again.out and "already running)" in again.out
     assert _live_pids(config) == before
-    assert (len(api.runs("prepare_dataset")), len(api.runs("train_model"))) == runs_before
-    assert _model_versions(config) == ["1"]
+    assert _serving_pids(config) == serving_before
+    assert _run_counts(api) == runs_before
+    assert _model_versions(config) == ["1", "2"]
     assert again.seconds < 60
 
 
@@ -174,9 +247,17 @@ def test_down_stops_our_processes_and_keeps_data(first_up: UpResult) -> None:
     pids = _live_pids(config)
     assert set(pids) == set(platform.SERVICE_NAMES)
     descendants = [c for pid in pids.values() for c in psutil.Process(pid).children(recursive=True)]
+    serving = _serving_pids(config)
+    assert sorted(serving) == ["wachttijden-graph", "wachttijden-primary", "wachttijden-shadow"]
     out, err = io.StringIO(), io.StringIO()
     assert platform.down(config, out=out, err=err) == 0
     assert err.getvalue() == ""
+    for kind, name in (("InferenceGraph", "wachttijden-graph"), ("InferenceService", "wachttijden-primary"),
+                       ("InferenceService", "wachttijden-shadow")):
+        assert f"stopped serving serving/{kind}/{name}" in out.getvalue()
+    for pid in serving.values():
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert platform.serving_objects(config) == []
     for name, pid in pids.items():
         assert f"stopped {name} (pid {pid})" in out.getvalue()
     for pid in pids.values():

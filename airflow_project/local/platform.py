@@ -1555,10 +1555,12 @@ def _final_summary(config: LocalConfig, password: str, models: list[ModelSummary
         f"  Airflow UI  {config.airflow_url}   user {AIRFLOW_ADMIN_USER}   password {password}",
         f"  MLflow UI   {config.mlflow_uri}",
     ]
-    for i, model in enumerate(models):
+    roles = ("primary", "shadow") if len(models) > 1 else ("primary and shadow",)
+    for i, (model, role) in enumerate(zip(models, roles)):
         aliases = f" (alias: {', '.join(model.aliases)})" if model.aliases else ""
         estimator = f" {model.estimator}" if model.estimator else ""
-        lines.append(f"  {'Model' if i == 0 else '':<10}  {model.name} version {model.version}{aliases}{estimator}")
+        lines.append(f"  {'Model' if i == 0 else '':<10}  {model.name} version {model.version}{aliases}{estimator}"
+                     f", served as {role}")
         lines.append(f"              {format_metrics(model.metrics)}")
         if model.decision:
             lines.append(f"              {model.decision}")

@@ -125,6 +125,7 @@ def test_up_runs_the_whole_job(first_up: UpResult, api: AirflowClient) -> None:
     assert "training a second estimator (random_forest)" in out
     assert "train_model run mlops_up__random_forest__" in out
     assert "wachttijden version 1" in out and "wachttijden version 2" in out
+    assert ", served as primary" in out and ", served as shadow" in out
     for metric in ("r2=", "mae=", "rmse=", "baseline_mae="):
         assert metric in out
     assert "deploy_traffic_mirroring.compare_shadow: success" in out
@@ -215,6 +216,7 @@ def test_up_again_reuses_everything(first_up: UpResult, api: AirflowClient) -> N
     serving_before = _serving_pids(config)
     runs_before = _run_counts(api)
     again = _run_up(config)
+    print(f"second up took {again.seconds:.1f}s:\n{again.out}{again.err}")
     assert again.code == 0, again.err + again.out
     for name in platform.SERVICE_NAMES:
         assert f"{name} already running (pid {before[name]}), reusing it" in again.out

@@ -1388,10 +1388,8 @@ def _reserve_serving_ports(config: LocalConfig, namespace: str) -> None:
     from airflow_project.serving.targets import LocalTarget
 
     target = LocalTarget(namespace, home=config.root, base_port=config.ports.serving)
-    with target._locked():  # port_for must run under the controller's lock
-        for kind, name in ((INFERENCE_SERVICE, PRIMARY_SERVICE), (INFERENCE_GRAPH, GRAPH_NAME),
-                           (INFERENCE_SERVICE, SHADOW_SERVICE)):
-            target.port_for(kind, name)
+    target.reserve_ports([(INFERENCE_SERVICE, PRIMARY_SERVICE), (INFERENCE_GRAPH, GRAPH_NAME),
+                          (INFERENCE_SERVICE, SHADOW_SERVICE)])
 
 
 def _ensure_mirroring(api: AirflowClient, config: LocalConfig, primary: int, shadow: int,

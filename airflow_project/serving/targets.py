@@ -55,7 +55,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -496,6 +496,12 @@ class LocalTarget:
         ports[key] = port
         self._write_json(self.state_dir / "ports.json", ports)
         return port
+
+    def reserve_ports(self, objects: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        """Allocate ports for (kind, name) pairs in this order, so callers get predictable
+        ports whatever order the objects are later deployed in (no-op for known names)."""
+        with self._locked():
+            return {(kind, name): self.port_for(kind, name) for kind, name in objects}
 
     # ---- the protocol
     def apply(self, manifest: Mapping[str, Any]) -> None:

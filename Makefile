@@ -103,7 +103,7 @@ chart-test: helm ## chart, plan, requirements and scan tests
 
 ## ---- end-to-end (kind)
 # Builds the images first, then tests/e2e creates a kind cluster (pinned kind and node
-# image, see tests/e2e/README.md), loads the images, runs the staged install and the
+# image, see README.md, "End-to-end tests on kind"), loads the images, runs the staged install and the
 # pipeline/serving/load/RBAC checks. MLOPS_E2E_KEEP=1 keeps the cluster afterwards.
 .PHONY: e2e
 e2e: install ## build images, then run the kind end-to-end tests (Docker + internet, ~8 CPU/16 GiB)

@@ -14,7 +14,7 @@ Session fixtures, in order:
   staged install `python -m airflow_project.release deploy --env kind ...`.
 - `airflow`, `mlflow_url`, `datalake`, `ingress`: port-forwards and clients.
 
-Knobs (environment): see tests/e2e/README.md.
+Knobs (environment): see README.md, "End-to-end tests on kind".
 """
 
 from __future__ import annotations

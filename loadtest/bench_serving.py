@@ -32,11 +32,13 @@ are reported as met or missed, the exit code is 0 unless the benchmark could not
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.metadata
 import json
 import os
 import platform
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -123,15 +125,31 @@ class Server:
         raise TimeoutError(f"{self.name} not ready after {timeout:.0f}s:\n{tail(self.log)}")
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        from airflow_project.local.services import stop_process_group
+        stop_all([self])
 
-        stop_process_group(self.proc.pid, timeout=10)
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            pass
+
+def stop_all(servers: list[Server], timeout: float = 15.0) -> None:
+    """SIGTERM every server's process group at once, reap, SIGKILL what is left after `timeout`.
+
+    (Polling the group with killpg(pid, 0) would wait on our own unreaped zombie leaders.)
+    """
+    running = [s.proc for s in servers if s.proc is not None and s.proc.poll() is None]
+    for proc in running:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while running and time.monotonic() < deadline:
+        running = [p for p in running if p.poll() is None]
+        time.sleep(0.1)
+    for proc in running:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(5)
+    for s in servers:  # children left behind in a group whose leader exited (MLServer workers)
+        if s.proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(s.proc.pid, signal.SIGKILL)
 
 
 def tail(path: Path, lines: int = 30) -> str:
@@ -657,8 +675,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {args.reports_dir / 'bench-serving.md'} and bench-serving.json", flush=True)
         return 0
     finally:
-        for s in reversed(servers):
-            s.stop()
+        stop_all(servers)
         if args.keep:
             print(f"kept {work}")
         else:

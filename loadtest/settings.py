@@ -7,8 +7,8 @@ platform (`mlops up`): the predictor on the serving base port 8100, the graph ro
 
 | variable                      | default                  | meaning                                        |
 |-------------------------------|--------------------------|------------------------------------------------|
-| LOADTEST_PREDICTOR_URL        | http://127.0.0.1:8100    | base URL of the KServe predictor (or ingress)  |
-| LOADTEST_GRAPH_URL            | http://127.0.0.1:8101    | base URL of the InferenceGraph router          |
+| LOADTEST_PREDICTOR_URL        | http://127.0.0.1:8100 (*)| base URL of the KServe predictor (or ingress)  |
+| LOADTEST_GRAPH_URL            | http://127.0.0.1:8101 (*)| base URL of the InferenceGraph router          |
 | LOADTEST_MODEL_NAME           | wachttijden              | served model name in `/v1/models/<name>`       |
 | LOADTEST_HOST_HEADER          | (none)                   | Host header for the predictor (Istio ingress)  |
 | LOADTEST_GRAPH_HOST_HEADER    | LOADTEST_HOST_HEADER     | Host header for the graph (Istio ingress)      |
@@ -20,6 +20,10 @@ platform (`mlops up`): the predictor on the serving base port 8100, the graph ro
 | LOADTEST_RUN_TIME             | 30s                      | headless run: duration                         |
 | LOADTEST_P95_MS               | 250                      | headless run: fail when p95 (ms) is above this |
 | LOADTEST_REPORTS_DIR          | reports                  | where HTML and CSV reports are written         |
+
+(*) With `MLOPS_SERVING_PORT=P` set (the local platform's serving base port), the defaults
+follow it: predictor on P, graph on P + 1 (`mlops up` allocates primary, graph, shadow in
+that order from the base port).
 
 With an Istio ingress, point both URLs at the ingress gateway and set the Host headers
 to the InferenceService / InferenceGraph hostnames (`kubectl get isvc,ig`), e.g.
@@ -72,9 +76,14 @@ class Settings:
             return value if value else default
 
         host_header = get("LOADTEST_HOST_HEADER", "")
+        predictor_default, graph_default = DEFAULT_PREDICTOR_URL, DEFAULT_GRAPH_URL
+        base = get("MLOPS_SERVING_PORT", "")
+        if base.isdigit():
+            predictor_default = f"http://127.0.0.1:{int(base)}"
+            graph_default = f"http://127.0.0.1:{int(base) + 1}"
         settings = cls(
-            predictor_url=get("LOADTEST_PREDICTOR_URL", DEFAULT_PREDICTOR_URL).rstrip("/"),
-            graph_url=get("LOADTEST_GRAPH_URL", DEFAULT_GRAPH_URL).rstrip("/"),
+            predictor_url=get("LOADTEST_PREDICTOR_URL", predictor_default).rstrip("/"),
+            graph_url=get("LOADTEST_GRAPH_URL", graph_default).rstrip("/"),
             model_name=get("LOADTEST_MODEL_NAME", DEFAULT_MODEL_NAME),
             host_header=host_header,
             graph_host_header=get("LOADTEST_GRAPH_HOST_HEADER", host_header),

@@ -63,6 +63,8 @@ def test_settings_from_env_defaults_and_overrides():
     assert custom.graph_host_header == "isvc.example.com"
     assert custom.user_classes == ["GraphUser"]
     assert Settings.from_env(custom.to_env()) == custom
+    moved = Settings.from_env({"MLOPS_SERVING_PORT": "9100"})
+    assert (moved.predictor_url, moved.graph_url) == ("http://127.0.0.1:9100", "http://127.0.0.1:9101")
     with pytest.raises(ValueError, match="LOADTEST_TARGET"):
         Settings.from_env({"LOADTEST_TARGET": "everything"})
 

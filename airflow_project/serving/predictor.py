@@ -378,6 +378,19 @@ class _Batch:
     started: float = field(default_factory=time.perf_counter)
 
 
+try:
+    import orjson as _orjson
+
+    def _log_dumps(record: dict[str, Any]) -> str:
+        try:
+            return _orjson.dumps(record).decode()
+        except TypeError:  # e.g. a string with a lone surrogate: json copes
+            return json.dumps(record, ensure_ascii=False)
+except ImportError:  # pragma: no cover - orjson is a kserve dependency
+    def _log_dumps(record: dict[str, Any]) -> str:
+        return json.dumps(record, ensure_ascii=False)
+
+
 def prediction_logger() -> logging.Logger:
     """The JSON-lines prediction log on stdout (its own handler; not propagated)."""
     logger = logging.getLogger(PREDICTION_LOGGER)
@@ -459,19 +472,28 @@ class WachttijdenModel(Model):
         )
 
     def _log_prediction(self, batch: _Batch, predictions: list[float]) -> None:
+        self.log_prediction(batch.protocol, batch.request_id, batch.rows, predictions, batch.started)
+
+    def log_prediction(
+        self, protocol: str, request_id: str, rows: Sequence[tuple[str, ...]], predictions: list[float], started: float
+    ) -> None:
+        """One JSON line per prediction (also called by the server's raw-ASGI fast path)."""
+        logger = self._log
+        if not logger.isEnabledFor(logging.INFO):
+            return
         record = {
             "event": "prediction",
             "ts": time.time(),
-            "request_id": batch.request_id,
+            "request_id": request_id,
             "model_name": self.name,
             "registered_model": self.registered_name,
             "model_version": self.model_version,
-            "protocol": batch.protocol,
-            "inputs": [dict(zip(FEATURE_COLUMNS, row)) for row in batch.rows],
+            "protocol": protocol,
+            "inputs": [dict(zip(FEATURE_COLUMNS, row)) for row in rows],
             "outputs": predictions,
-            "latency_ms": round((time.perf_counter() - batch.started) * 1000, 3),
+            "latency_ms": round((time.perf_counter() - started) * 1000, 3),
         }
-        self._log.info(json.dumps(record, ensure_ascii=False))
+        logger.info(_log_dumps(record))
 
     def get_input_types(self) -> list[dict]:
         return [{"name": f, "datatype": "BYTES", "shape": [-1]} for f in FEATURE_COLUMNS]

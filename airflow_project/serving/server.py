@@ -11,12 +11,18 @@ KServe serves its endpoints on one module-level FastAPI app (`kserve.model_serve
 - request-validation errors (FastAPI's 422 for V2 bodies that do not match the Open
   Inference Protocol schema) rendered as `{"error": "<field>: <problem>", "detail": [...]}`
   without echoing the input.
+
+`PredictFastPath` (installed by `serve()`) answers valid JSON V1/V2 predict requests
+without FastAPI/pydantic and delegates everything else to the KServe app; see its
+docstring for what it handles and which Prometheus metrics it updates.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
+import uuid
 from typing import Any
 
 from airflow_project.serving.constants import DEFAULT_HTTP_PORT, MAX_BODY_BYTES
@@ -165,6 +171,11 @@ def install_guards(app: Any, max_body_bytes: int = MAX_BODY_BYTES) -> Any:
     return app
 
 
+def fast_path_app(app: Any, model: Any, max_body_bytes: int = MAX_BODY_BYTES) -> Any:
+    """`app` (KServe's FastAPI app, guards installed) behind the predict fast path."""
+    return PredictFastPath(app, model, max_body_bytes)
+
+
 def build_model(model_uri: str, name: str, tracking_uri: str | None = None) -> Any:
     from airflow_project.serving.predictor import WachttijdenModel
 
@@ -189,5 +200,282 @@ def serve(
     server = ModelServer(http_port=port, enable_grpc=False, workers=1, enable_docs_url=False)
     install_guards(kserve_model_server.app, max_body_bytes)
     harden_dataplane(server.dataplane)
+    # KServe hands this module global to uvicorn as the app (it registers its routes and
+    # middlewares on `kserve_model_server.app` itself): serve the fast path in front of it.
+    kserve_model_server.FASTAPI_APP_IMPORT_STRING = fast_path_app(kserve_model_server.app, model, max_body_bytes)
     log.info("serving %s (%s, version %s) on port %d", name, model.model_uri, model.model_version, port)
     server.start([model])
+
+
+# --------------------------------------------------------------------------- fast path
+try:  # orjson ships with kserve; json is the fallback
+    import orjson as _orjson
+
+    _loads: Any = _orjson.loads
+    _JSON_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError)
+
+    def _dumps(obj: Any) -> bytes:
+        return _orjson.dumps(obj)
+except ImportError:  # pragma: no cover - orjson is a kserve dependency
+    _loads = json.loads
+    _JSON_ERRORS = (ValueError, TypeError, UnicodeDecodeError, RecursionError)
+
+    def _dumps(obj: Any) -> bytes:
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _plain_float(x: float) -> bool:
+    """True when orjson and Python's repr write `x` identically (no exponent, finite)."""
+    a = abs(x)
+    return a == 0.0 or 1e-4 <= a < 1e16
+
+
+def _v1_rows(body: Any, features: tuple[str, ...], max_rows: int) -> list[tuple[str, ...]] | None:
+    """Rows of a valid V1 body (exactly what `parse_v1` accepts), else None."""
+    if type(body) is not dict or len(body) != 1:
+        return None
+    instances = body.get("instances")
+    if type(instances) is not list or not 0 < len(instances) <= max_rows:
+        return None
+    wanted = set(features)
+    rows = []
+    for instance in instances:
+        if type(instance) is not dict or instance.keys() != wanted:
+            return None
+        row = tuple(instance[f] for f in features)
+        for value in row:
+            if type(value) is not str:
+                return None
+        rows.append(row)
+    return rows
+
+
+_V2_TOP = frozenset(("id", "parameters", "inputs", "outputs"))
+_V2_INPUT = frozenset(("name", "shape", "datatype", "data", "parameters"))
+
+
+def _v2_rows(body: Any, features: tuple[str, ...], max_rows: int) -> tuple[list[tuple[str, ...]], str | None] | None:
+    """(rows, body id) of a canonical valid V2 JSON body, else None.
+
+    Accepts a strict subset of what KServe's pydantic schema plus `parse_v2` accept (no
+    coercions: ints are ints, strings are strings); everything else goes to KServe.
+    """
+    if type(body) is not dict or not body.keys() <= _V2_TOP:
+        return None
+    body_id = body.get("id")
+    if body_id is not None and type(body_id) is not str:
+        return None
+    params = body.get("parameters")
+    if params is not None and not (type(params) is dict and (not params or params == {"content_type": "pd"})):
+        return None
+    if body.get("outputs") is not None:
+        return None
+    inputs = body.get("inputs")
+    if type(inputs) is not list or len(inputs) != len(features):
+        return None
+    by_name: dict[str, Any] = {}
+    for inp in inputs:
+        if type(inp) is not dict or not inp.keys() <= _V2_INPUT or inp.get("parameters") is not None:
+            return None
+        name = inp.get("name")
+        if type(name) is not str or name in by_name:
+            return None
+        by_name[name] = inp
+    if by_name.keys() != set(features):
+        return None
+    columns = []
+    n_rows = -1
+    for f in features:
+        inp = by_name[f]
+        if inp.get("datatype") != "BYTES":
+            return None
+        shape = inp.get("shape")
+        data = inp.get("data")
+        if type(shape) is not list or type(data) is not list:
+            return None
+        if len(shape) == 2:
+            if type(shape[1]) is not int or shape[1] != 1:
+                return None
+            values = []
+            for row in data:
+                if type(row) is not list or len(row) != 1:
+                    return None
+                values.append(row[0])
+        elif len(shape) == 1:
+            values = data
+        else:
+            return None
+        n = shape[0]
+        if type(n) is not int or n != len(values) or (n_rows >= 0 and n != n_rows):
+            return None
+        n_rows = n
+        for value in values:
+            if type(value) is not str:
+                return None
+        columns.append(values)
+    if not 0 < n_rows <= max_rows:
+        return None
+    return list(zip(*columns)), body_id
+
+
+class PredictFastPath:
+    """Raw ASGI layer in front of KServe's FastAPI app for the two predict routes.
+
+    Handles `POST /v1/models/<name>:predict` and `POST /v2/models/<name>/infer` (JSON
+    body, `Content-Type: application/json`) for the one loaded `WachttijdenModel`:
+    reads the body (bounded by `max_body_bytes`), parses it with orjson, validates it,
+    answers from the model's `TablePredictor`, writes the same JSON KServe would write
+    and emits the same one-line prediction log (`WachttijdenModel.log_prediction`).
+
+    Everything else goes, unchanged, to the KServe app: other paths and methods, other
+    content types, binary V2 (`inference-header-content-length`), CloudEvents (`ce-*`
+    headers), a model that is not ready, an oversized body (KServe's guard answers 413),
+    and ANY body that is not plain-valid (malformed JSON, schema or validation problems,
+    values pydantic would coerce, ...): the fast path never produces an error response
+    itself, so status codes and messages stay those of the KServe path.
+
+    Responses carry `x-request-id` (the client's or a generated one; the id that is in the
+    prediction log line). Bodies are byte-identical to KServe's; KServe's own path does not
+    add `x-request-id`.
+
+    Metrics: a fast-path request updates KServe's Prometheus histograms
+    `request_preprocess_seconds` (parse + validate), `request_predict_seconds` and
+    `request_postprocess_seconds` (response encoding) with the model's label, as
+    `kserve.Model.__call__` does. It does NOT pass KServe's timing-asgi middleware, so
+    the per-request `kserve.trace` timing log lines are not written for fast-path
+    requests (they still are for delegated ones).
+    """
+
+    def __init__(self, app: Any, model: Any, max_body_bytes: int = MAX_BODY_BYTES) -> None:
+        from kserve.metrics import POST_HIST_TIME, PRE_HIST_TIME, PREDICT_HIST_TIME
+
+        from airflow_project.serving.constants import FEATURE_COLUMNS, MAX_INSTANCES
+
+        self.app = app
+        self.model = model
+        self.max_body_bytes = max_body_bytes
+        self.features = tuple(FEATURE_COLUMNS)
+        self.max_rows = MAX_INSTANCES
+        self.v1_path = f"/v1/models/{model.name}:predict"
+        self.v2_path = f"/v2/models/{model.name}/infer"
+        self._pre = PRE_HIST_TIME.labels(model_name=model.name)
+        self._predict = PREDICT_HIST_TIME.labels(model_name=model.name)
+        self._post = POST_HIST_TIME.labels(model_name=model.name)
+        # The constant prefix of every V2 response (field order as KServe writes it).
+        self._v2_head = (
+            b'{"model_name":' + _dumps(model.name) + b',"model_version":' + _dumps(str(model.model_version))
+            + b',"id":'
+        )
+
+    def __getattr__(self, name: str) -> Any:  # behave like the wrapped app for callers that inspect it
+        return getattr(self.app, name)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        path = scope["path"]
+        if path == self.v1_path:
+            v2 = False
+        elif path == self.v2_path:
+            v2 = True
+        else:
+            return await self.app(scope, receive, send)
+        json_type = False
+        request_id = b""
+        declared = -1
+        for key, value in scope["headers"]:
+            if key == b"content-type":
+                json_type = value == b"application/json"
+            elif key == b"content-length":
+                declared = int(value) if value.isdigit() else self.max_body_bytes + 1
+            elif key == b"x-request-id":
+                if request_id:
+                    return await self.app(scope, receive, send)  # duplicate: leave it to KServe
+                request_id = value
+            elif key.startswith(b"ce-") or key in (b"inference-header-content-length", b"content-encoding"):
+                return await self.app(scope, receive, send)
+        if not json_type or declared > self.max_body_bytes or not self.model.ready:
+            return await self.app(scope, receive, send)
+
+        # read the body (bounded); on overflow hand what was read plus the rest to KServe
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # client went away
+            chunk = message.get("body", b"")
+            if chunk:
+                chunks.append(chunk)
+                total += len(chunk)
+            if total > self.max_body_bytes:
+                return await self.app(scope, _replay(b"".join(chunks), receive, True), send)
+            if not message.get("more_body", False):
+                break
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+        started = time.perf_counter()
+        try:
+            doc = _loads(body)
+        except _JSON_ERRORS:
+            doc = None
+        parsed = None
+        if doc is not None:
+            parsed = _v2_rows(doc, self.features, self.max_rows) if v2 else _v1_rows(doc, self.features, self.max_rows)
+        if parsed is None:
+            return await self.app(scope, _replay(body, receive, False), send)
+        if v2:
+            rows, body_id = parsed  # type: ignore[misc]
+        else:
+            rows, body_id = parsed, None  # type: ignore[assignment]
+        rid = request_id.decode("latin-1") if request_id else (body_id if v2 and body_id else str(uuid.uuid4()))
+        t_pre = time.perf_counter()
+        predictions = self.model.predictor.predict(rows)
+        t_pred = time.perf_counter()
+        for x in predictions:
+            if not _plain_float(x):  # NaN/inf or exponent notation: let KServe encode it
+                return await self.app(scope, _replay(body, receive, False), send)
+        try:
+            if v2:
+                out = (
+                    self._v2_head + _dumps(body_id or rid)
+                    + b',"parameters":null,"outputs":[{"name":"predictions","shape":['
+                    + str(len(predictions)).encode() + b'],"datatype":"FP64","parameters":null,"data":'
+                    + _dumps(predictions) + b"}]}"
+                )
+            else:
+                out = b'{"predictions":' + _dumps(predictions) + b"}"
+            rid_header = rid.encode("latin-1")
+        except (TypeError, ValueError, UnicodeEncodeError):
+            return await self.app(scope, _replay(body, receive, False), send)
+        t_post = time.perf_counter()
+        self._pre.observe(t_pre - started)
+        self._predict.observe(t_pred - t_pre)
+        self._post.observe(t_post - t_pred)
+        self.model.log_prediction("v2" if v2 else "v1", rid, rows, predictions, started)
+        await send({
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-length", str(len(out)).encode()),
+                (b"content-type", b"application/json"),
+                (b"x-request-id", rid_header),
+            ],
+        })
+        await send({"type": "http.response.body", "body": out})
+
+
+def _replay(body: bytes, receive: Any, more: bool) -> Any:
+    """A `receive` that yields `body` first (then, when `more`, the rest of the stream)."""
+    sent = False
+
+    async def replay() -> Any:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": more}
+        if more:
+            return await receive()
+        return await receive()  # after the body: disconnect notifications
+
+    return replay

@@ -1,0 +1,214 @@
+"""The predictor's raw-ASGI fast path (`server.PredictFastPath`): same answers as KServe's
+FastAPI path for valid requests, and every bad input delegated to KServe unchanged."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from airflow_project.serving.constants import PREDICTION_LOGGER
+from tests.unit.serving.test_serving_predictor import BAD_V1, BAD_V2, ROW, V1, V2, v2_body
+
+
+@pytest.fixture(scope="module")
+def fast(client, model, max_body):
+    """The KServe app (as built by the `client` fixture) behind the fast path, plus a
+    counter of requests that reached KServe."""
+    from fastapi.testclient import TestClient
+    from kserve import model_server as kserve_model_server
+
+    from airflow_project.serving.server import fast_path_app
+
+    delegated: list[str] = []
+    app = kserve_model_server.app
+
+    async def counting(scope, receive, send):
+        if scope["type"] == "http":
+            delegated.append(scope["path"])
+        await app(scope, receive, send)
+
+    wrapped = fast_path_app(counting, model, max_body)
+    with TestClient(wrapped, raise_server_exceptions=False) as c:
+        c.delegated = delegated
+        yield c
+
+
+def _post(c, path, body, **headers):
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return c.post(path, content=raw, headers={"content-type": "application/json", **headers})
+
+
+ROWS = [ROW, dict(ROW, SPECIALISME="Orthopedie (305)"), dict(ROW, ROAZ_REGIO="Onbekende regio"),
+        {k: "never seen" for k in ROW}]
+VALID = [
+    ("v1 one row", V1, {"instances": [ROW]}),
+    ("v1 rows", V1, {"instances": ROWS}),
+    ("v2 pd", V2, v2_body(ROWS)),
+    ("v2 no content type", V2, v2_body(ROWS, pd_content_type=False)),
+    ("v2 2d", V2, v2_body(ROWS, shape_2d=True)),
+    ("v2 no id", V2, {k: v for k, v in v2_body(ROWS).items() if k != "id"}),
+    ("v2 empty id", V2, dict(v2_body(ROWS), id="")),
+    ("v2 null parameters", V2, dict(v2_body(ROWS), parameters=None)),
+]
+
+
+@pytest.mark.parametrize("rid", [None, "rid-42"])
+@pytest.mark.parametrize("case,path,body", VALID, ids=[c[0] for c in VALID])
+def test_valid_requests_are_answered_identically_without_kserve(fast, client, case, path, body, rid):
+    headers = {"x-request-id": rid} if rid else {}
+    fast.delegated.clear()
+    got = _post(fast, path, body, **headers)
+    assert fast.delegated == []  # answered by the fast path
+    want = _post(client, path, body, **headers)
+    assert got.status_code == want.status_code == 200
+    assert got.headers["content-type"] == want.headers["content-type"]
+    if path == V2 and not rid and not body.get("id"):  # generated ids differ: compare the rest
+        g, w = got.json(), want.json()
+        assert g.pop("id") == got.headers["x-request-id"]
+        w.pop("id")
+        assert g == w
+    else:
+        assert got.content == want.content  # byte for byte
+    if rid:
+        assert got.headers["x-request-id"] == rid
+    elif path == V2 and body.get("id"):
+        assert got.headers["x-request-id"] == body["id"]  # the id the log line carries
+    else:
+        assert len(got.headers["x-request-id"]) == 36  # a generated uuid
+
+
+@pytest.mark.parametrize("case,body,message", BAD_V1, ids=[c[0] for c in BAD_V1])
+def test_bad_v1_is_delegated(fast, client, case, body, message):
+    fast.delegated.clear()
+    got = _post(fast, V1, body)
+    assert fast.delegated == [V1]
+    want = _post(client, V1, body)
+    assert (got.status_code, got.content) == (want.status_code, want.content) == (400, want.content)
+    assert message in got.json()["error"]
+
+
+@pytest.mark.parametrize("case,body,status,message", BAD_V2, ids=[c[0] for c in BAD_V2])
+def test_bad_v2_is_delegated(fast, client, case, body, status, message):
+    fast.delegated.clear()
+    got = _post(fast, V2, body)
+    assert fast.delegated == [V2]
+    want = _post(client, V2, body)
+    assert (got.status_code, got.content) == (want.status_code, want.content)
+    assert got.status_code == status and message in got.json()["error"]
+
+
+COERCED_V2 = [  # valid for KServe (pydantic coerces or ignores), but not canonical: delegated
+    ("float shape", dict(v2_body([ROW]), inputs=[dict(i, shape=[1.0]) for i in v2_body([ROW])["inputs"]])),
+    ("outputs requested", dict(v2_body([ROW]), outputs=[{"name": "predictions"}])),
+    ("input parameters", dict(v2_body([ROW]), inputs=[dict(i, parameters={}) for i in v2_body([ROW])["inputs"]])),
+    ("extra top-level field", dict(v2_body([ROW]), extra=1)),
+    ("other parameters", dict(v2_body([ROW]), parameters={"content_type": "pd", "x": 1})),
+]
+
+
+@pytest.mark.parametrize("case,body", COERCED_V2, ids=[c[0] for c in COERCED_V2])
+def test_uncommon_v2_forms_are_delegated(fast, client, case, body):
+    fast.delegated.clear()
+    got = _post(fast, V2, body)
+    assert fast.delegated == [V2]
+    want = _post(client, V2, body)
+    assert (got.status_code, got.content) == (want.status_code, want.content)
+
+
+RAW_BAD = [b"{bad", b"", b"\xff\xfe", b'{"instances": [', b"[" * 5000 + b"]" * 5000, b'{"a": NaN}', b"null", b"[]",
+           b'{"instances": [' + json.dumps(ROW).encode() + b'], "instances": 3}']
+
+
+@pytest.mark.parametrize("path", [V1, V2])
+@pytest.mark.parametrize("body", RAW_BAD)
+def test_malformed_bodies_are_delegated(fast, client, path, body):
+    fast.delegated.clear()
+    got = _post(fast, path, body)
+    assert fast.delegated == [path]
+    want = _post(client, path, body)
+    assert (got.status_code, got.content) == (want.status_code, want.content)
+    assert 400 <= got.status_code < 500
+
+
+def test_other_content_types_paths_and_methods_are_delegated(fast, client):
+    body = json.dumps({"instances": [ROW]}).encode()
+    cases = [
+        ("POST", V1, {"content-type": "text/plain"}),
+        ("POST", V1, {"content-type": "application/json; charset=utf-8"}),
+        ("POST", V1, {"content-type": "application/json", "ce-specversion": "1.0", "ce-id": "1",
+                      "ce-source": "s", "ce-type": "t"}),
+        ("POST", "/v1/models/other:predict", {"content-type": "application/json"}),
+        ("POST", "/v2/models/wachttijden/versions/1/infer", {"content-type": "application/json"}),
+        ("GET", "/v2/models/wachttijden/ready", {}),
+        ("PUT", V1, {"content-type": "application/json"}),
+    ]
+    for method, path, headers in cases:
+        fast.delegated.clear()
+        got = fast.request(method, path, content=body, headers=headers)
+        assert fast.delegated == [path], (method, path, headers)
+        want = client.request(method, path, content=body, headers=headers)
+        assert (got.status_code, got.content) == (want.status_code, want.content)
+    fast.delegated.clear()
+    got = fast.post(V2, content=b"{}xxxx", headers={"content-type": "application/octet-stream",
+                                                       "inference-header-content-length": "2"})
+    assert fast.delegated == [V2] and got.status_code == 400
+
+
+@pytest.mark.parametrize("path", [V1, V2])
+def test_size_limit(fast, max_body, path):
+    big = {"instances": [ROW] * (max_body // 100)}
+    fast.delegated.clear()
+    r = _post(fast, path, big)
+    assert r.status_code == 413 and "exceeds the limit" in r.json()["error"]
+
+    def chunks():  # no Content-Length: counted while streaming, then handed to KServe's guard
+        for _ in range(max_body // 1000 + 2):
+            yield b" " * 1000
+
+    r = fast.post(path, content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413, r.text
+    assert fast.delegated == [path, path]
+
+    def valid_chunks():  # a valid streamed body below the limit is answered by the fast path
+        raw = json.dumps({"instances": [ROW]}).encode()
+        yield raw[:10]
+        yield raw[10:]
+
+    fast.delegated.clear()
+    r = fast.post(V1, content=valid_chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 200 and fast.delegated == []
+
+
+def test_log_line_and_metrics(fast):
+    records: list[str] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record):
+            records.append(record.getMessage())
+
+    def count():
+        text = fast.get("/metrics").text
+        line = next(x for x in text.splitlines() if x.startswith('request_predict_seconds_count{model_name="wachttijden"}'))
+        return float(line.split()[-1])
+
+    before = count()
+    handler = Capture()
+    logging.getLogger(PREDICTION_LOGGER).addHandler(handler)
+    try:
+        r1 = _post(fast, V1, {"instances": [ROW, ROW]}, **{"x-request-id": "abc-123"})
+        r2 = _post(fast, V2, v2_body([ROW]))
+    finally:
+        logging.getLogger(PREDICTION_LOGGER).removeHandler(handler)
+    assert count() == before + 2
+    assert len(records) == 2
+    line = json.loads(records[0])
+    assert line["event"] == "prediction"
+    assert line["request_id"] == "abc-123"
+    assert (line["model_name"], line["model_version"], line["protocol"]) == ("wachttijden", "7", "v1")
+    assert line["inputs"] == [ROW, ROW]
+    assert line["outputs"] == r1.json()["predictions"]
+    v2 = json.loads(records[1])
+    assert v2["protocol"] == "v2"
+    assert v2["request_id"] == "req-1" == r2.json()["id"] == r2.headers["x-request-id"]

@@ -36,6 +36,9 @@ Semantics (from KServe's `cmd/router/main.go`):
   x-b3-*) are forwarded; Content-Type is application/json. The local router adds an
   `x-request-id` when the client sent none, so primary and shadow log the same id.
 
+Steps are called through `PooledClient` (aiohttp, keep-alive connection pool, created
+in the serving loop, closed at shutdown); the HTTP side is a raw ASGI app on uvicorn.
+
 Mirror mode (`"mode": "mirror"`): the local stand-in for Istio `VirtualService.mirror`:
 the request goes to the primary, whose answer (body and status) is returned; a copy is
 sent to the shadow (for `percentage` % of requests) without waiting; shadow failures are
@@ -62,6 +65,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+
+try:
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - orjson ships with kserve
+    _orjson = None
 
 from airflow_project.serving.constants import (
     GRAPH_ROOT_NODE,
@@ -239,6 +247,49 @@ def error_body(cause: str) -> bytes:
     return json.dumps({"error": "Failed to process request", "cause": cause}).encode()
 
 
+class PooledClient:
+    """Keep-alive HTTP client for the graph steps (aiohttp, one connection pool).
+
+    The session is created on first use inside the serving event loop and closed by
+    `aclose()` (the app's lifespan shutdown). `post()` returns (body, status) and turns
+    every transport problem (refused, reset, timeout, unreadable body) into
+    `StepTransportError`, like the httpx path.
+    """
+
+    def __init__(self, timeout: float = ROUTER_DEFAULT_SERVICE_TIMEOUT_S, limit: int = 256) -> None:
+        self.timeout = timeout
+        self.limit = limit
+        self._session: Any = None
+
+    def _open(self) -> Any:
+        import aiohttp
+
+        connector = aiohttp.TCPConnector(limit=self.limit, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=30)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=self.timeout),
+            auto_decompress=True,
+            skip_auto_headers=("User-Agent",),
+            cookie_jar=aiohttp.DummyCookieJar(),  # no state between requests
+        )
+        return self._session
+
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> tuple[bytes, int]:
+        import aiohttp
+
+        session = self._session or self._open()
+        try:
+            async with session.post(url, data=body, headers=headers, allow_redirects=False) as response:
+                return await response.read(), response.status
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise StepTransportError(f"Post {url!r}: {type(exc).__name__}: {exc}") from exc
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
 @dataclass
 class MirrorConfig:
     primary: str
@@ -252,7 +303,8 @@ class Router:
 
     graph: Mapping[str, Any] | None
     resolve_url: Callable[[str], str]
-    client: httpx.AsyncClient
+    client: Any
+    """A `PooledClient` (default) or an `httpx.AsyncClient` (tests inject transports)."""
     mirror: MirrorConfig | None = None
     propagate: tuple[str, ...] = ROUTER_DEFAULT_PROPAGATE_HEADERS
     rng: random.Random = field(default_factory=random.Random)
@@ -270,6 +322,8 @@ class Router:
         return out
 
     async def call_service(self, url: str, body: bytes, headers: Mapping[str, str]) -> tuple[bytes, int]:
+        if not isinstance(self.client, httpx.AsyncClient):
+            return await self.client.post(url, body, headers)
         try:
             response = await self.client.post(url, content=body, headers=dict(headers))
             return response.content, response.status_code
@@ -376,41 +430,74 @@ class Router:
             log.info("shadow %s unreachable (ignored): %s", self.mirror.shadow, exc)
 
 
+_READY_BODY = b'{"ready": true}'
+_GRAPH_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"))
+
+
+def _is_json(content: bytes) -> bool:
+    if _orjson is not None:
+        try:
+            _orjson.loads(content)
+            return True
+        except ValueError:
+            pass  # orjson is stricter (NaN, huge ints): ask json
+    try:
+        json.loads(content)
+        return True
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return False
+
+
 def build_app(router: Router) -> Any:
-    """The ASGI app: `GET /readyz` -> 200, anything else runs the graph."""
-    from starlette.applications import Starlette
-    from starlette.requests import Request
-    from starlette.responses import Response
-    from starlette.routing import Route
+    """The raw ASGI app: `GET /readyz` -> 200, anything else runs the graph.
 
-    async def ready(_request: Request) -> Response:
-        return Response(b'{"ready": true}', media_type="application/json")
+    Same routing as the previous Starlette app: GET/HEAD `/readyz` answers, any path with
+    GET/HEAD/POST/PUT/PATCH/DELETE runs the graph, other methods get 405. The response is
+    `application/json` when the body is JSON. Lifespan shutdown closes the HTTP client.
+    """
 
-    async def graph(request: Request) -> Response:
-        body = await request.body()
-        content, status = await router.handle(body, request.headers)
-        try:
-            json.loads(content)
-            media = "application/json"
-        except (ValueError, UnicodeDecodeError):
-            media = None
-        return Response(content, status_code=status, media_type=media)
+    async def send_response(send: Any, status: int, content: bytes, media: bytes | None) -> None:
+        headers = [(b"content-length", str(len(content)).encode())]
+        if media is not None:
+            headers.append((b"content-type", media))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": content})
 
-    @contextlib.asynccontextmanager
-    async def lifespan(_app: Any) -> Any:
-        try:
-            yield
-        finally:
-            await router.client.aclose()
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    with contextlib.suppress(Exception):
+                        await router.client.aclose()
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if kind != "http":
+            return
+        method = scope["method"]
+        if scope["path"] == ROUTER_READINESS_PATH and method in ("GET", "HEAD"):
+            await send_response(send, 200, _READY_BODY, b"application/json")
+            return
+        if method not in _GRAPH_METHODS:
+            await send_response(send, 405, b"Method Not Allowed", b"text/plain; charset=utf-8")
+            return
+        chunks = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        content, status = await router.handle(body, headers)
+        await send_response(send, status, content, b"application/json" if _is_json(content) else None)
 
-    methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
-    return Starlette(
-        routes=[
-            Route(ROUTER_READINESS_PATH, ready, methods=["GET"]),
-            Route("/{path:path}", graph, methods=methods),
-        ],
-        lifespan=lifespan,
-    )
+    return app
 
 
 def url_resolver(
@@ -439,7 +526,7 @@ def _timeout(graph: Mapping[str, Any] | None) -> float:
     return float(value) if value else ROUTER_DEFAULT_SERVICE_TIMEOUT_S
 
 
-def router_from_file_config(config: Mapping[str, Any], client: httpx.AsyncClient | None = None) -> Router:
+def router_from_file_config(config: Mapping[str, Any], client: Any = None) -> Router:
     """Build a Router from the graph-file dict (format in the module docstring)."""
     mode = config.get("mode", "mirror" if "mirror" in config and "graph" not in config else "graph")
     if mode not in ("graph", "mirror"):
@@ -455,7 +542,7 @@ def router_from_file_config(config: Mapping[str, Any], client: httpx.AsyncClient
     elif graph is None:
         raise ValueError("graph mode needs 'graph'")
     resolve = url_resolver(config.get("services", {}), config.get("model_names"), config.get("protocol", "v1"))
-    client = client or httpx.AsyncClient(timeout=_timeout(graph))
+    client = client or PooledClient(timeout=_timeout(graph))
     return Router(graph=graph, resolve_url=resolve, client=client, mirror=mirror)
 
 
@@ -471,7 +558,7 @@ def run_router(
     import uvicorn
 
     graph = None if mirror is not None else graph_spec
-    router = Router(graph=graph, resolve_url=resolve_url, client=httpx.AsyncClient(timeout=_timeout(graph)), mirror=mirror)
+    router = Router(graph=graph, resolve_url=resolve_url, client=PooledClient(timeout=_timeout(graph)), mirror=mirror)
     uvicorn.run(build_app(router), host=host, port=port, log_level="warning")
 
 

@@ -1,0 +1,108 @@
+"""The router's keep-alive client (`PooledClient`) against real sockets on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from airflow_project.serving.router import MirrorConfig, PooledClient, Router
+
+
+async def _upstream(behaviour):
+    """A tiny HTTP/1.1 keep-alive server; returns (server, port, seen requests)."""
+    seen: list[tuple[str, dict, bytes]] = []
+
+    async def handle(reader, writer):
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                headers = {k.lower(): v.strip() for k, v in (x.split(":", 1) for x in lines[1:] if x)}
+                body = await reader.readexactly(int(headers.get("content-length", "0")))
+                seen.append((lines[0], headers, body))
+                status, payload, delay = behaviour(body)
+                if delay:
+                    await asyncio.sleep(delay)
+                writer.write(f"HTTP/1.1 {status} X\r\ncontent-length: {len(payload)}\r\n\r\n".encode() + payload)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1], seen
+
+
+def test_pooled_client_posts_keeps_alive_and_forwards_headers():
+    async def scenario():
+        server, port, seen = await _upstream(lambda body: (200, b'{"predictions": [1.5]}', 0))
+        url = f"http://127.0.0.1:{port}"
+        router = Router(graph={"spec": {"nodes": {"root": {"routerType": "Sequence", "steps": [
+            {"serviceName": "a"}, {"serviceName": "b", "data": "$response"}]}}}},
+            resolve_url=lambda name: f"{url}/{name}", client=PooledClient(timeout=5))
+        results = [await router.handle(b'{"instances": [1]}', {"x-request-id": "r1", "cookie": "c"}) for _ in range(3)]
+        await router.client.aclose()
+        server.close()
+        return results, seen
+
+    results, seen = asyncio.run(scenario())
+    assert results == [(b'{"predictions": [1.5]}', 200)] * 3
+    assert [s[0] for s in seen] == ["POST /a HTTP/1.1", "POST /b HTTP/1.1"] * 3
+    assert seen[0][2] == b'{"instances": [1]}' and seen[1][2] == b'{"predictions": [1.5]}'
+    for _, headers, _ in seen:
+        assert headers["x-request-id"] == "r1"
+        assert headers["content-type"] == "application/json"
+        assert "cookie" not in headers
+
+
+def test_pooled_client_non_2xx_is_returned_as_is():
+    async def scenario():
+        server, port, _ = await _upstream(lambda body: (400, b'{"error": "bad"}', 0))
+        client = PooledClient(timeout=5)
+        out = await client.post(f"http://127.0.0.1:{port}/x", b"{}", {"content-type": "application/json"})
+        await client.aclose()
+        server.close()
+        return out
+
+    assert asyncio.run(scenario()) == (b'{"error": "bad"}', 400)
+
+
+def test_pooled_client_refused_and_timeout_are_500():
+    async def scenario():
+        server, port, _ = await _upstream(lambda body: (200, b"{}", 1.0))
+        slow = f"http://127.0.0.1:{port}"
+        dead = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        dead_port = dead.sockets[0].getsockname()[1]
+        dead.close()
+        await dead.wait_closed()
+        seq = lambda: {"spec": {"nodes": {"root": {"routerType": "Sequence", "steps": [{"serviceName": "a"}]}}}}  # noqa: E731
+        refused = Router(graph=seq(), resolve_url=lambda n: f"http://127.0.0.1:{dead_port}/x", client=PooledClient(timeout=5))
+        timeout = Router(graph=seq(), resolve_url=lambda n: slow + "/x", client=PooledClient(timeout=0.2))
+        out = [await refused.handle(b"{}", {}), await timeout.handle(b"{}", {})]
+        for r in (refused, timeout):
+            await r.client.aclose()
+        server.close()
+        return out
+
+    (b1, s1), (b2, s2) = asyncio.run(scenario())
+    assert s1 == s2 == 500
+    assert json.loads(b1)["error"] == json.loads(b2)["error"] == "Failed to process request"
+    assert "Post" in json.loads(b1)["cause"] and "Timeout" in json.loads(b2)["cause"]
+
+
+def test_pooled_client_mirror_fire_and_forget():
+    async def scenario():
+        server, port, seen = await _upstream(lambda body: (200, b'{"predictions": [2.0]}', 0))
+        base = f"http://127.0.0.1:{port}"
+        router = Router(graph=None, resolve_url=lambda n: f"{base}/{n}", client=PooledClient(timeout=5),
+                        mirror=MirrorConfig("primary", "shadow"))
+        out = await router.handle(b"{}", {})
+        await asyncio.sleep(0.2)
+        await router.client.aclose()
+        server.close()
+        return out, sorted(s[0] for s in seen)
+
+    out, lines = asyncio.run(scenario())
+    assert out == (b'{"predictions": [2.0]}', 200)
+    assert lines == ["POST /primary HTTP/1.1", "POST /shadow HTTP/1.1"]

@@ -239,5 +239,5 @@ def check_or_die(env: str, namespace: str) -> None:
         )
         for p in problems:
             print(f"  - {p}", file=sys.stderr)
-        print("Create them first (see README.md, "Deploy to Kubernetes").", file=sys.stderr)
+        print("Create them first (see README.md, 'Deploy to Kubernetes').", file=sys.stderr)
         raise SystemExit(2)

@@ -423,6 +423,16 @@ class WachttijdenModel(Model):
         self.registered_name: str | None = None
         self.predictor: TablePredictor | None = None
         self._log = prediction_logger()
+        handlers = self._log.handlers
+        own = handlers[0] if len(handlers) == 1 else None
+        self._own_handler = (
+            own
+            if type(own) is logging.StreamHandler
+            and own.formatter is not None
+            and own.formatter._fmt == "%(message)s"
+            and own.level <= logging.INFO
+            else None
+        )
 
     def load(self) -> bool:
         if self.pipeline is None:
@@ -493,7 +503,20 @@ class WachttijdenModel(Model):
             "outputs": predictions,
             "latency_ms": round((time.perf_counter() - started) * 1000, 3),
         }
-        logger.info(_log_dumps(record))
+        line = _log_dumps(record)
+        handler = self._own_handler
+        if logger.handlers == [handler] and not logger.filters and not handler.filters:
+            # Only our stdout handler with its "%(message)s" format: write the line as
+            # StreamHandler.emit would, without building a LogRecord (findCaller etc.).
+            try:
+                with handler.lock:  # type: ignore[union-attr]
+                    stream = handler.stream  # type: ignore[union-attr]
+                    stream.write(line + handler.terminator)  # type: ignore[union-attr]
+                    stream.flush()
+                return
+            except Exception:  # noqa: BLE001 - let logging report it its own way
+                pass
+        logger.info(line)
 
     def get_input_types(self) -> list[dict]:
         return [{"name": f, "datatype": "BYTES", "shape": [-1]} for f in FEATURE_COLUMNS]

@@ -203,8 +203,32 @@ def serve(
     # KServe hands this module global to uvicorn as the app (it registers its routes and
     # middlewares on `kserve_model_server.app` itself): serve the fast path in front of it.
     kserve_model_server.FASTAPI_APP_IMPORT_STRING = fast_path_app(kserve_model_server.app, model, max_body_bytes)
+    _use_uvloop(server.event_loop)
     log.info("serving %s (%s, version %s) on port %d", name, model.model_uri, model.model_version, port)
     server.start([model])
+
+
+def _use_uvloop(event_loop: str) -> bool:
+    """Run KServe's server on uvloop when its `event_loop` setting allows it.
+
+    `ModelServer.start()` runs its servers with `asyncio.run()`, which creates a loop from
+    the current policy: uvicorn's `loop` setting ("auto" = uvloop when installed) is
+    never applied, so KServe serves on the stdlib loop. Setting the policy first gives
+    the loop KServe's setting asks for.
+    """
+    if event_loop not in ("auto", "uvloop"):
+        return False
+    try:
+        import uvloop
+    except ImportError:
+        return False
+    import asyncio
+
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    # KServe's setup_event_loop() calls asyncio.get_event_loop() outside a running loop,
+    # which uvloop's policy (unlike the stdlib's) does not answer with an implicit loop.
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    return True
 
 
 # --------------------------------------------------------------------------- fast path

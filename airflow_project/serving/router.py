@@ -36,8 +36,9 @@ Semantics (from KServe's `cmd/router/main.go`):
   x-b3-*) are forwarded; Content-Type is application/json. The local router adds an
   `x-request-id` when the client sent none, so primary and shadow log the same id.
 
-Steps are called through `PooledClient` (aiohttp, keep-alive connection pool, created
-in the serving loop, closed at shutdown); the HTTP side is a raw ASGI app on uvicorn.
+Steps are called through `H1Client` (a minimal keep-alive HTTP/1.1 client on asyncio +
+httptools, idle-connection pool per service; `https://` steps go through aiohttp's
+`PooledClient`), closed at shutdown; the HTTP side is a raw ASGI app on uvicorn.
 
 Mirror mode (`"mode": "mirror"`): the local stand-in for Istio `VirtualService.mirror`:
 the request goes to the primary, whose answer (body and status) is returned; a copy is
@@ -290,6 +291,171 @@ class PooledClient:
             self._session = None
 
 
+class _H1Conn(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection (httptools response parser)."""
+
+    def __init__(self, loop: Any) -> None:
+        import httptools
+
+        self.loop = loop
+        self.parser = httptools.HttpResponseParser(self)
+        self.transport: Any = None
+        self.waiter: Any = None
+        self.body: list[bytes] = []
+        self.status = 0
+        self.keep_alive = False
+        self.closed = False
+        self.got_bytes = False
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.got_bytes = True
+        try:
+            self.parser.feed_data(data)
+        except Exception as exc:  # noqa: BLE001 - a malformed response
+            self._fail(exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._fail(exc or ConnectionResetError("connection closed by the service"))
+
+    def _fail(self, exc: BaseException) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc)
+        if self.transport is not None:
+            self.transport.close()
+        self.closed = True
+
+    # httptools callbacks
+    def on_headers_complete(self) -> None:
+        self.status = self.parser.get_status_code()
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        self.keep_alive = self.parser.should_keep_alive()
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def request(self, data: bytes) -> tuple[bytes, int]:
+        self.body = []
+        self.status = 0
+        self.got_bytes = False
+        self.waiter = self.loop.create_future()
+        self.transport.write(data)
+        try:
+            await self.waiter
+        except BaseException:  # failed, timed out or cancelled: the connection is unusable
+            self.closed = True
+            self.transport.close()
+            raise
+        finally:
+            self.waiter = None
+        body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
+        return body, self.status
+
+
+class H1Client:
+    """Minimal keep-alive HTTP/1.1 client for `http://` steps (asyncio + httptools).
+
+    One idle-connection pool per host:port; a request that fails on a reused idle
+    connection before any response byte arrived (the service closed it meanwhile) is
+    retried once on a new connection. `https://` URLs go through aiohttp (`PooledClient`).
+    Every transport problem becomes `StepTransportError`; the timeout covers connect,
+    send and the whole response.
+    """
+
+    def __init__(self, timeout: float = ROUTER_DEFAULT_SERVICE_TIMEOUT_S, max_idle: int = 64) -> None:
+        self.timeout = timeout
+        self.max_idle = max_idle
+        self._idle: dict[tuple[str, int], list[_H1Conn]] = {}
+        self._targets: dict[str, tuple[tuple[str, int], bytes]] = {}
+        self._fallback: PooledClient | None = None
+
+    def _target(self, url: str) -> tuple[tuple[str, int], bytes] | None:
+        target = self._targets.get(url)
+        if target is None:
+            from urllib.parse import urlsplit
+
+            parts = urlsplit(url)
+            if parts.scheme != "http" or not parts.hostname:
+                return None
+            port = parts.port or 80
+            path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            host = parts.hostname if port == 80 else f"{parts.hostname}:{port}"
+            head = f"POST {path} HTTP/1.1\r\nhost: {host}\r\n".encode("latin-1")
+            target = ((parts.hostname, port), head)
+            if len(self._targets) < 1024:
+                self._targets[url] = target
+        return target
+
+    async def _connect(self, addr: tuple[str, int]) -> _H1Conn:
+        loop = asyncio.get_running_loop()
+        _, conn = await loop.create_connection(lambda: _H1Conn(loop), addr[0], addr[1])
+        return conn
+
+    async def _exchange(self, addr: tuple[str, int], data: bytes) -> tuple[bytes, int]:
+        idle = self._idle.setdefault(addr, [])
+        while idle:
+            conn = idle.pop()
+            if conn.closed:
+                continue
+            try:
+                result = await conn.request(data)
+            except (ConnectionError, OSError):
+                if conn.got_bytes:
+                    raise
+                continue  # stale keep-alive connection: try another / a new one
+            self._release(addr, conn)
+            return result
+        conn = await self._connect(addr)
+        result = await conn.request(data)
+        self._release(addr, conn)
+        return result
+
+    def _release(self, addr: tuple[str, int], conn: _H1Conn) -> None:
+        idle = self._idle[addr]
+        if conn.keep_alive and not conn.closed and len(idle) < self.max_idle:
+            idle.append(conn)
+        elif conn.transport is not None:
+            conn.transport.close()
+
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> tuple[bytes, int]:
+        target = self._target(url)
+        if target is None:
+            if self._fallback is None:
+                self._fallback = PooledClient(self.timeout)
+            return await self._fallback.post(url, body, headers)
+        addr, head = target
+        lines = [head]
+        for k, v in headers.items():
+            lines.append(f"{k}: {v}\r\n".encode("latin-1"))
+        lines.append(b"content-length: %d\r\n\r\n" % len(body))
+        lines.append(body)
+        data = b"".join(lines)
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await self._exchange(addr, data)
+        except TimeoutError as exc:
+            raise StepTransportError(f"Post {url!r}: Timeout: no complete answer within {self.timeout} s") from exc
+        except Exception as exc:  # noqa: BLE001 - refused, reset, malformed answer, ...
+            raise StepTransportError(f"Post {url!r}: {type(exc).__name__}: {exc}") from exc
+
+    async def aclose(self) -> None:
+        for idle in self._idle.values():
+            for conn in idle:
+                if conn.transport is not None:
+                    conn.transport.close()
+        self._idle.clear()
+        if self._fallback is not None:
+            await self._fallback.aclose()
+
+
 @dataclass
 class MirrorConfig:
     primary: str
@@ -304,7 +470,8 @@ class Router:
     graph: Mapping[str, Any] | None
     resolve_url: Callable[[str], str]
     client: Any
-    """A `PooledClient` (default) or an `httpx.AsyncClient` (tests inject transports)."""
+    """An `H1Client` (default), a `PooledClient` (aiohttp) or an `httpx.AsyncClient`
+    (tests inject transports): anything with `post(url, body, headers)` and `aclose()`."""
     mirror: MirrorConfig | None = None
     propagate: tuple[str, ...] = ROUTER_DEFAULT_PROPAGATE_HEADERS
     rng: random.Random = field(default_factory=random.Random)
@@ -542,7 +709,7 @@ def router_from_file_config(config: Mapping[str, Any], client: Any = None) -> Ro
     elif graph is None:
         raise ValueError("graph mode needs 'graph'")
     resolve = url_resolver(config.get("services", {}), config.get("model_names"), config.get("protocol", "v1"))
-    client = client or PooledClient(timeout=_timeout(graph))
+    client = client or H1Client(timeout=_timeout(graph))
     return Router(graph=graph, resolve_url=resolve, client=client, mirror=mirror)
 
 
@@ -558,7 +725,7 @@ def run_router(
     import uvicorn
 
     graph = None if mirror is not None else graph_spec
-    router = Router(graph=graph, resolve_url=resolve_url, client=PooledClient(timeout=_timeout(graph)), mirror=mirror)
+    router = Router(graph=graph, resolve_url=resolve_url, client=H1Client(timeout=_timeout(graph)), mirror=mirror)
     uvicorn.run(build_app(router), host=host, port=port, log_level="warning")
 
 

@@ -1,14 +1,18 @@
-"""The router's keep-alive client (`PooledClient`) against real sockets on 127.0.0.1."""
+"""The router's keep-alive clients (`H1Client`, `PooledClient`) against real sockets on 127.0.0.1."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 
-from airflow_project.serving.router import MirrorConfig, PooledClient, Router
+import pytest
+
+from airflow_project.serving.router import H1Client, MirrorConfig, PooledClient, Router
+
+pytestmark = pytest.mark.parametrize("Client", [H1Client, PooledClient])
 
 
-async def _upstream(behaviour):
+async def _upstream(behaviour, close_after_response=False):
     """A tiny HTTP/1.1 keep-alive server; returns (server, port, seen requests)."""
     seen: list[tuple[str, dict, bytes]] = []
 
@@ -25,6 +29,8 @@ async def _upstream(behaviour):
                     await asyncio.sleep(delay)
                 writer.write(f"HTTP/1.1 {status} X\r\ncontent-length: {len(payload)}\r\n\r\n".encode() + payload)
                 await writer.drain()
+                if close_after_response:  # without telling the client: a stale keep-alive
+                    break
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
@@ -34,13 +40,13 @@ async def _upstream(behaviour):
     return server, server.sockets[0].getsockname()[1], seen
 
 
-def test_pooled_client_posts_keeps_alive_and_forwards_headers():
+def test_pooled_client_posts_keeps_alive_and_forwards_headers(Client):
     async def scenario():
         server, port, seen = await _upstream(lambda body: (200, b'{"predictions": [1.5]}', 0))
         url = f"http://127.0.0.1:{port}"
         router = Router(graph={"spec": {"nodes": {"root": {"routerType": "Sequence", "steps": [
             {"serviceName": "a"}, {"serviceName": "b", "data": "$response"}]}}}},
-            resolve_url=lambda name: f"{url}/{name}", client=PooledClient(timeout=5))
+            resolve_url=lambda name: f"{url}/{name}", client=Client(timeout=5))
         results = [await router.handle(b'{"instances": [1]}', {"x-request-id": "r1", "cookie": "c"}) for _ in range(3)]
         await router.client.aclose()
         server.close()
@@ -56,10 +62,10 @@ def test_pooled_client_posts_keeps_alive_and_forwards_headers():
         assert "cookie" not in headers
 
 
-def test_pooled_client_non_2xx_is_returned_as_is():
+def test_pooled_client_non_2xx_is_returned_as_is(Client):
     async def scenario():
         server, port, _ = await _upstream(lambda body: (400, b'{"error": "bad"}', 0))
-        client = PooledClient(timeout=5)
+        client = Client(timeout=5)
         out = await client.post(f"http://127.0.0.1:{port}/x", b"{}", {"content-type": "application/json"})
         await client.aclose()
         server.close()
@@ -68,7 +74,7 @@ def test_pooled_client_non_2xx_is_returned_as_is():
     assert asyncio.run(scenario()) == (b'{"error": "bad"}', 400)
 
 
-def test_pooled_client_refused_and_timeout_are_500():
+def test_pooled_client_refused_and_timeout_are_500(Client):
     async def scenario():
         server, port, _ = await _upstream(lambda body: (200, b"{}", 1.0))
         slow = f"http://127.0.0.1:{port}"
@@ -77,8 +83,8 @@ def test_pooled_client_refused_and_timeout_are_500():
         dead.close()
         await dead.wait_closed()
         seq = lambda: {"spec": {"nodes": {"root": {"routerType": "Sequence", "steps": [{"serviceName": "a"}]}}}}  # noqa: E731
-        refused = Router(graph=seq(), resolve_url=lambda n: f"http://127.0.0.1:{dead_port}/x", client=PooledClient(timeout=5))
-        timeout = Router(graph=seq(), resolve_url=lambda n: slow + "/x", client=PooledClient(timeout=0.2))
+        refused = Router(graph=seq(), resolve_url=lambda n: f"http://127.0.0.1:{dead_port}/x", client=Client(timeout=5))
+        timeout = Router(graph=seq(), resolve_url=lambda n: slow + "/x", client=Client(timeout=0.2))
         out = [await refused.handle(b"{}", {}), await timeout.handle(b"{}", {})]
         for r in (refused, timeout):
             await r.client.aclose()
@@ -91,11 +97,11 @@ def test_pooled_client_refused_and_timeout_are_500():
     assert "Post" in json.loads(b1)["cause"] and "Timeout" in json.loads(b2)["cause"]
 
 
-def test_pooled_client_mirror_fire_and_forget():
+def test_pooled_client_mirror_fire_and_forget(Client):
     async def scenario():
         server, port, seen = await _upstream(lambda body: (200, b'{"predictions": [2.0]}', 0))
         base = f"http://127.0.0.1:{port}"
-        router = Router(graph=None, resolve_url=lambda n: f"{base}/{n}", client=PooledClient(timeout=5),
+        router = Router(graph=None, resolve_url=lambda n: f"{base}/{n}", client=Client(timeout=5),
                         mirror=MirrorConfig("primary", "shadow"))
         out = await router.handle(b"{}", {})
         await asyncio.sleep(0.2)
@@ -106,3 +112,20 @@ def test_pooled_client_mirror_fire_and_forget():
     out, lines = asyncio.run(scenario())
     assert out == (b'{"predictions": [2.0]}', 200)
     assert lines == ["POST /primary HTTP/1.1", "POST /shadow HTTP/1.1"]
+
+
+def test_stale_keep_alive_connection_is_retried(Client):
+    async def scenario():
+        server, port, seen = await _upstream(lambda body: (200, b'{"predictions": [1.0]}', 0), close_after_response=True)
+        client = Client(timeout=5)
+        out = []
+        for _ in range(3):
+            out.append(await client.post(f"http://127.0.0.1:{port}/x", b"{}", {"content-type": "application/json"}))
+            await asyncio.sleep(0.05)  # let the close arrive
+        await client.aclose()
+        server.close()
+        return out, len(seen)
+
+    out, n = asyncio.run(scenario())
+    assert out == [(b'{"predictions": [1.0]}', 200)] * 3
+    assert n == 3

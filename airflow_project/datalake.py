@@ -16,6 +16,9 @@ if TYPE_CHECKING:
     from azure.storage.blob import BlobServiceClient
 
 log = logging.getLogger(__name__)
+# The SDK logs every HTTP request and response (headers included) at INFO: one line
+# per 4 MiB block floods task logs and costs seconds on large files.
+logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
 
 CONNECTION_ID = "wasb_datalake"
 

@@ -57,6 +57,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_port_range(span: int, low: int = 20000, high: int = 32000) -> int:
+    """First port of `span` consecutive free ports below the ephemeral range (32768+),
+    like the default serving port 8100: a port there is never a client socket's own
+    port, so a readiness probe cannot connect to itself (TCP self-connect)."""
+    import random
+
+    for _ in range(200):
+        base = random.randrange(low, high - span)
+        if all(port_is_free(port) for port in range(base, base + span)):
+            return base
+    raise RuntimeError(f"no {span} consecutive free ports between {low} and {high}")
+
+
 def _azurite_blob_binary() -> str:
     local = REPO_ROOT / "node_modules" / ".bin" / "azurite-blob"
     if local.exists():

@@ -9,20 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_project.local.services import port_is_free
-
-
-def _serving_base_port(span: int = 20) -> int:
-    """A base for MLOPS_SERVING_PORT below the ephemeral range (32768+), like the default
-    8100: ports there are never a client socket's own port (no TCP self-connect)."""
-    import random
-
-    for _ in range(200):
-        base = random.randrange(20000, 32000 - span)
-        if all(port_is_free(p) for p in range(base, base + span)):
-            return base
-    raise RuntimeError("no free port range between 20000 and 32000")
-
+from airflow_project.local.services import free_port_range
 
 DATASET_DAY = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)  # newest in the lake
 
@@ -90,7 +77,7 @@ def serving_home(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def serving_base_port() -> int:
-    return _serving_base_port()
+    return free_port_range(20)
 
 
 @pytest.fixture()

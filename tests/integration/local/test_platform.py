@@ -24,22 +24,13 @@ import pytest
 from airflow_project.local import platform
 from airflow_project.local.airflow_api import AirflowClient
 from airflow_project.local.config import AIRFLOW_ADMIN_USER, LocalConfig
-from airflow_project.local.services import free_port, port_is_free
+from airflow_project.local.services import free_port, free_port_range
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1500)]
 
 ROWS = 3000
 
 
-def _serving_base_port(span: int = 10) -> int:
-    """Serving ports below the ephemeral range (32768+), like the default 8100."""
-    import random
-
-    for _ in range(200):
-        base = random.randrange(20000, 32000 - span)
-        if all(port_is_free(p) for p in range(base, base + span)):
-            return base
-    raise RuntimeError("no free port range between 20000 and 32000")
 
 
 @dataclass
@@ -66,7 +57,7 @@ def first_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpResult]:
         env.setenv("MLOPS_AZURITE_PORT", str(free_port()))
         env.setenv("MLOPS_MLFLOW_PORT", str(free_port()))
         env.setenv("MLOPS_AIRFLOW_PORT", str(free_port()))
-        env.setenv("MLOPS_SERVING_PORT", str(_serving_base_port()))
+        env.setenv("MLOPS_SERVING_PORT", str(free_port_range(10)))
         env.delenv("MLOPS_SERVING_NAMESPACE", raising=False)
         config = LocalConfig()
         assert config.root == home

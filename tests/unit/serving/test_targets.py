@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_project.local.services import port_is_free
+from airflow_project.local.services import free_port_range
 from airflow_project.serving import manifests, targets
 from airflow_project.serving.targets import (
     DeployError,
@@ -29,19 +29,6 @@ from airflow_project.serving.targets import (
     LocalTarget,
     target_from_env,
 )
-
-
-def serving_base_port(span: int = 20) -> int:
-    """A base for MLOPS_SERVING_PORT below the ephemeral range (32768+), like the default
-    8100: ports there are never a client socket's own port (no TCP self-connect)."""
-    import random
-
-    for _ in range(200):
-        base = random.randrange(20000, 32000 - span)
-        if all(port_is_free(p) for p in range(base, base + span)):
-            return base
-    raise RuntimeError("no free port range between 20000 and 32000")
-
 
 NS = "serving"
 
@@ -312,7 +299,7 @@ def local(tmp_path, monkeypatch):
     fake.write_text(FAKE_PYTHON)
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     monkeypatch.delenv("FAKE_EXIT", raising=False)
-    base = serving_base_port()
+    base = free_port_range(20)
     target = LocalTarget(NS, home=tmp_path / "home", base_port=base, python=str(fake), poll_interval=0.05)
     yield target
     pids = [record["pid"] for record in target.objects()]

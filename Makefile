@@ -11,7 +11,7 @@ UV_VERSION := 0.13.8
 
 .PHONY: help
 help: ## list targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 ## ---------------------------------------------------------------- setup
 .PHONY: uv install
@@ -29,7 +29,7 @@ node_modules/.bin/azurite: package.json package-lock.json
 
 ## ---------------------------------------------------------------- local platform
 .PHONY: up down status
-up: install ## start Azurite, MLflow, Airflow locally and run the whole job
+up: install ## start Azurite, MLflow, Airflow locally; run the job; serve champion + mirroring graph
 	$(MLOPS) up
 
 down: ## stop the local platform (keeps data; PURGE=1 deletes .local/)

@@ -81,17 +81,7 @@ class BodySizeLimitMiddleware:
                 return
             chunks.append(chunk)
             more = message.get("more_body", False)
-        body = b"".join(chunks)
-        replayed = False
-
-        async def replay() -> Any:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, _replay(b"".join(chunks), receive, False), send)
 
 
 def _validation_error_handler(_request: Any, exc: Any) -> Any:
@@ -498,8 +488,7 @@ def _replay(body: bytes, receive: Any, more: bool) -> Any:
         if not sent:
             sent = True
             return {"type": "http.request", "body": body, "more_body": more}
-        if more:
-            return await receive()
-        return await receive()  # after the body: disconnect notifications
+        # the rest of the stream when `more`, else disconnect notifications
+        return await receive()
 
     return replay

@@ -1,11 +1,14 @@
 """Reading, validating and cleaning the NZa waiting-time export.
 
-Two formats:
+Three formats:
 - raw: the public NZa export, `;`-separated, ISO-8859-1 (UTF-8 with a BOM is
   accepted too), CRLF or LF, any number of extra columns;
 - prepared: UTF-8, `;`-separated, exactly the COLUMNS header, no index column.
-  Both the `intermediate` (features selected) and `preprocessed` (missing values
-  fixed) stages are written in this format.
+  The `preprocessed` stage, the CLI's output and the training input use it;
+- intermediate: the selected COLUMNS as found (all strings), as Parquet. It is
+  only the hand-off between the two prepare tasks, so it is typed and compressed
+  rather than human-readable: at 1M rows ~2 MB instead of ~75 MB of CSV, and
+  about 5x faster to write and read back.
 """
 
 from __future__ import annotations
@@ -67,13 +70,13 @@ def _header(text: str, separator: str) -> list[str]:
     return [name.strip().strip('"') for name in first_line.split(separator)]
 
 
-def _require_columns(header: list[str], source: str, separator: str) -> None:
+def _require_columns(header: list[str], source: str, separator: str | None = None) -> None:
     if header == [""]:
         raise DataValidationError(f"{source}: file is empty (no header line)")
     missing = [column for column in COLUMNS if column not in header]
     if missing:
         hint = ""
-        if len(header) == 1 and ("," in header[0] or "\t" in header[0]):
+        if separator and len(header) == 1 and ("," in header[0] or "\t" in header[0]):
             hint = f" (is it {separator!r}-separated? the header is a single column)"
         raise DataValidationError(
             f"{source}: missing required column(s) {', '.join(missing)}{hint}; "
@@ -167,6 +170,34 @@ def read_selected(data: bytes, source: str) -> pd.DataFrame:
     except UnicodeDecodeError as exc:
         raise DataValidationError(f"{source}: must be UTF-8 ({exc})") from exc
     return _read_columns(text, source, PREPARED_SEPARATOR)
+
+
+def to_intermediate_bytes(frame: pd.DataFrame) -> bytes:
+    """The intermediate stage: COLUMNS as strings, values as found, as Parquet."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({name: pa.array(frame[name], type=pa.string()) for name in COLUMNS})
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    return buffer.getvalue()
+
+
+def read_intermediate(data: bytes, source: str) -> pd.DataFrame:
+    """A file written by to_intermediate_bytes; COLUMNS as strings."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(io.BytesIO(data))
+    except (pa.ArrowException, OSError) as exc:
+        raise DataValidationError(
+            f"{source}: not a Parquet file of the intermediate stage ({exc})"
+        ) from exc
+    _require_columns(table.column_names, source)
+    return table.select(list(COLUMNS)).cast(
+        pa.schema([(name, pa.string()) for name in COLUMNS])
+    ).to_pandas()
 
 
 def read_prepared(data: bytes, source: str) -> pd.DataFrame:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import io
+
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from airflow_project.wachttijden import dataset
@@ -120,3 +124,23 @@ def test_read_prepared_names_the_bad_target_row():
     data = ";".join(COLUMNS).encode() + b"\n5;a;b;c;d\nabc;a;b;c;d\n"
     with pytest.raises(dataset.DataValidationError, match=r"prep.csv: column WACHTTIJD .* row 2: 'abc'"):
         dataset.read_prepared(data, "prep.csv")
+
+
+def test_intermediate_roundtrip_keeps_values_as_found():
+    data = _raw("A;SpoedZorgNet;;Orthopedie (305);Behandeling;onbekend;x",
+                "B;Zuidwest;Ziekenhuis;Cardiologie (320);Diagnostiek; 4,5 ;y")
+    selected = dataset.select_features(dataset.read_raw(data, "raw.csv"))
+    back = dataset.read_intermediate(dataset.to_intermediate_bytes(selected), "mid.parquet")
+    assert list(back.columns) == list(COLUMNS)
+    assert back.to_dict("records") == selected.to_dict("records")
+    assert back.loc[0, TARGET] == "onbekend"
+
+
+def test_read_intermediate_names_file_and_problem():
+    with pytest.raises(dataset.DataValidationError, match="mid.parquet: not a Parquet file"):
+        dataset.read_intermediate(b"WACHTTIJD;x\n1;2\n", "mid.parquet")
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"WACHTTIJD": ["1"], "SPECIALISME": ["x"]}), buffer)
+    with pytest.raises(dataset.DataValidationError,
+                       match="mid.parquet: missing required column.*TYPE_WACHTTIJD"):
+        dataset.read_intermediate(buffer.getvalue(), "mid.parquet")

@@ -40,6 +40,7 @@ RUN pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" -r /tmp/requ
 COPY --chown=airflow:0 airflow_project/dags/ /opt/airflow/dags/
 ENV AIRFLOW__CORE__DAGS_FOLDER=/opt/airflow/dags \
     AIRFLOW__CORE__LOAD_EXAMPLES=False \
+    MLFLOW_DISABLE_TELEMETRY=true \
     MLOPS_DEPLOY_TARGET=kubernetes
 # Airflow components are probed by the Helm chart (liveness/readiness per component);
 # a single image-level HEALTHCHECK cannot fit scheduler, api-server and task pods.
@@ -58,7 +59,8 @@ LABEL org.opencontainers.image.title="airflow-project predictor" \
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    MLFLOW_DISABLE_TELEMETRY=true
 RUN groupadd --system --gid 10001 mlops \
  && useradd --system --uid 10001 --gid mlops --home-dir /home/mlops --create-home --shell /usr/sbin/nologin mlops
 COPY image/requirements-predictor.txt /tmp/requirements-predictor.txt

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -51,9 +52,18 @@ class RegistrationResult:
         return json.dumps(payload, sort_keys=False)
 
 
-def _check_trusted(pipeline: Any) -> None:
-    import skops.io as sio
+def _import_skops() -> Any:
+    # At import skops looks up every numpy/scipy ufunc in every loaded module. In an
+    # Airflow task that touches Airflow's deprecated-alias modules, and each hit
+    # would emit (and log) a DeprecatedImportWarning: thousands of lines, seconds.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import skops.io as sio
+    return sio
 
+
+def _check_trusted(pipeline: Any) -> None:
+    sio = _import_skops()
     untrusted = set(sio.get_untrusted_types(data=sio.dumps(pipeline))) - set(SKOPS_TRUSTED_TYPES)
     if untrusted:
         raise TypeError(
@@ -118,7 +128,7 @@ def train_and_register(
     mlflow.set_experiment(EXPERIMENT)
 
     result = training.train(data, config)
-    _check_trusted(result.pipeline)
+    _check_trusted(result.pipeline)  # imports skops before mlflow.sklearn does
 
     with mlflow.start_run(run_name=run_name) as run:
         mlflow.set_tags({"source": source, "model_name": MODEL_NAME, **(tags or {})})

@@ -192,6 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from airflow_project.local.services import NO_TELEMETRY_ENV
+
+    for name, value in NO_TELEMETRY_ENV.items():
+        os.environ.setdefault(name, value)  # an explicit choice of the user wins
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr,

@@ -14,7 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from airflow_project.datalake import CONNECTION_ID
-from airflow_project.local.services import REPO_ROOT, azurite_connection_string
+from airflow_project.local.services import (
+    NO_TELEMETRY_ENV,
+    REPO_ROOT,
+    azurite_connection_string,
+)
 
 DAGS_FOLDER = Path(__file__).resolve().parents[1] / "dags"
 AIRFLOW_ADMIN_USER = "admin"
@@ -132,6 +136,7 @@ class LocalConfig:
             "MLOPS_DEPLOY_TARGET": "local",
             "MLOPS_HOME": str(self.root),
             "NO_PROXY": "127.0.0.1,localhost",
+            **NO_TELEMETRY_ENV,
         }
 
     def airflow_password(self) -> str | None:

@@ -28,6 +28,10 @@ AZURITE_KEY = (
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# MLflow's usage telemetry is off in every process the platform starts: patient-
+# adjacent data platforms should not phone home by default, and offline its
+# uploader holds each CLI and task process for seconds at exit.
+NO_TELEMETRY_ENV: dict[str, str] = {"MLFLOW_DISABLE_TELEMETRY": "true"}
 
 
 class PrerequisiteError(RuntimeError):
@@ -147,7 +151,8 @@ def mlflow_spec(data_dir: Path, port: int, azurite_port: int) -> ServiceSpec:
         ],
         port=port,
         ready_path="/health",
-        env={"AZURE_STORAGE_CONNECTION_STRING": azurite_connection_string(azurite_port)},
+        env={"AZURE_STORAGE_CONNECTION_STRING": azurite_connection_string(azurite_port),
+             **NO_TELEMETRY_ENV},
         startup_timeout=120.0,
     )
 

@@ -514,7 +514,7 @@ class WachttijdenModel(Model):
                     stream.write(line + handler.terminator)  # type: ignore[union-attr]
                     stream.flush()
                 return
-            except Exception:  # noqa: BLE001 - let logging report it its own way
+            except Exception:  # noqa: BLE001, S110 - fall back: logging reports it its own way
                 pass
         logger.info(line)
 

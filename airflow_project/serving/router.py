@@ -282,7 +282,7 @@ class PooledClient:
         try:
             async with session.post(url, data=body, headers=headers, allow_redirects=False) as response:
                 return await response.read(), response.status
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise StepTransportError(f"Post {url!r}: {type(exc).__name__}: {exc}") from exc
 
     async def aclose(self) -> None:
@@ -443,7 +443,7 @@ class H1Client:
                 return await self._exchange(addr, data)
         except TimeoutError as exc:
             raise StepTransportError(f"Post {url!r}: Timeout: no complete answer within {self.timeout} s") from exc
-        except Exception as exc:  # noqa: BLE001 - refused, reset, malformed answer, ...
+        except Exception as exc:  # refused, reset, malformed answer, ...
             raise StepTransportError(f"Post {url!r}: {type(exc).__name__}: {exc}") from exc
 
     async def aclose(self) -> None:

@@ -82,7 +82,7 @@ def test_pooled_client_refused_and_timeout_are_500(Client):
         dead_port = dead.sockets[0].getsockname()[1]
         dead.close()
         await dead.wait_closed()
-        seq = lambda: {"spec": {"nodes": {"root": {"routerType": "Sequence", "steps": [{"serviceName": "a"}]}}}}  # noqa: E731
+        seq = lambda: {"spec": {"nodes": {"root": {"routerType": "Sequence", "steps": [{"serviceName": "a"}]}}}}
         refused = Router(graph=seq(), resolve_url=lambda n: f"http://127.0.0.1:{dead_port}/x", client=Client(timeout=5))
         timeout = Router(graph=seq(), resolve_url=lambda n: slow + "/x", client=Client(timeout=0.2))
         out = [await refused.handle(b"{}", {}), await timeout.handle(b"{}", {})]

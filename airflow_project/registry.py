@@ -128,7 +128,7 @@ def train_and_register(
     mlflow.set_experiment(EXPERIMENT)
 
     result = training.train(data, config)
-    _check_trusted(result.pipeline)  # imports skops before mlflow.sklearn does
+    _check_trusted(result.pipeline)  # the first skops import, silenced (see _import_skops)
 
     with mlflow.start_run(run_name=run_name) as run:
         mlflow.set_tags({"source": source, "model_name": MODEL_NAME, **(tags or {})})

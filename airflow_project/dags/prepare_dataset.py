@@ -3,8 +3,9 @@
 
 Reads the NZa export for the run's logical date from the data lake
 (`raw/wachttijden/<YYYY>/<MM>/<DD>/wachttijden.csv`), keeps the target and the
-four features as found (`intermediate/....parquet`), drops rows without a usable waiting time and
-fills the institution type (`preprocessed/....csv`). The last task emits the
+four features as found (`intermediate/.../wachttijden.parquet`), drops rows
+without a usable waiting time and fills the institution type
+(`preprocessed/.../wachttijden.csv`). The last task emits the
 `wachttijden_preprocessed` asset event, which starts `train_model`.
 
 Set the **raw_path** param to process another raw file than the logical date's.

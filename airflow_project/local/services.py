@@ -28,9 +28,8 @@ AZURITE_KEY = (
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-# MLflow's usage telemetry is off in every process the platform starts: patient-
-# adjacent data platforms should not phone home by default, and offline its
-# uploader holds each CLI and task process for seconds at exit.
+# MLflow's usage telemetry is off in every process the platform starts: a platform
+# for patient-adjacent data should not send usage data to a vendor by default.
 NO_TELEMETRY_ENV: dict[str, str] = {"MLFLOW_DISABLE_TELEMETRY": "true"}
 
 

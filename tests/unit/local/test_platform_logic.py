@@ -342,3 +342,25 @@ def test_an_unreadable_command_line_falls_back_to_the_start_time(monkeypatch: py
     finally:
         process.kill()
         process.wait()
+
+
+def test_mlflow_telemetry_is_off_in_every_process_the_platform_starts(config: LocalConfig) -> None:
+    from airflow_project.local import services
+
+    assert config.airflow_env()["MLFLOW_DISABLE_TELEMETRY"] == "true"
+    spec = services.mlflow_spec(config.mlflow_data, 5000, 10000)
+    assert spec.env["MLFLOW_DISABLE_TELEMETRY"] == "true"
+
+
+@pytest.mark.parametrize("user_setting,expected", [(None, "true"), ("false", "false")])
+def test_cli_turns_telemetry_off_unless_the_user_chose(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, user_setting: str | None, expected: str
+) -> None:
+    from airflow_project.local import cli
+
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", user_setting or "unset")  # restored after the test
+    if user_setting is None:
+        monkeypatch.delenv("MLFLOW_DISABLE_TELEMETRY")
+    out = tmp_path / "raw.csv"
+    assert cli.main(["data", "generate", "--rows", "10", "--seed", "1", "--output", str(out)]) == 0
+    assert os.environ["MLFLOW_DISABLE_TELEMETRY"] == expected

@@ -378,6 +378,31 @@ class _Batch:
     started: float = field(default_factory=time.perf_counter)
 
 
+_request_id_prefix = ""
+_request_id_counter = itertools.count(1)
+
+
+def _reset_request_ids() -> None:
+    global _request_id_prefix, _request_id_counter
+    _request_id_prefix = str(uuid.uuid4())[:24]  # "xxxxxxxx-xxxx-4xxx-yxxx-": 74 random bits
+    _request_id_counter = itertools.count(1)
+
+
+_reset_request_ids()
+os.register_at_fork(after_in_child=_reset_request_ids)
+
+
+def new_request_id() -> str:
+    """A UUID-shaped id for a request that came without one.
+
+    A random per-process prefix and a counter: unique within the process by construction
+    and across processes by the prefix's 74 random bits. `uuid4()` per request costs a
+    system call and several microseconds, a measurable share of a fast-path prediction;
+    these ids identify log lines, they are not secrets.
+    """
+    return f"{_request_id_prefix}{next(_request_id_counter):012x}"
+
+
 try:
     import orjson as _orjson
 
@@ -458,10 +483,10 @@ class WachttijdenModel(Model):
         headers = headers or {}
         if isinstance(payload, InferRequest):
             rows = parse_v2(payload)
-            request_id = headers.get("x-request-id") or payload.id or str(uuid.uuid4())
+            request_id = headers.get("x-request-id") or payload.id or new_request_id()
             return _Batch("v2", rows, request_id, payload)
         rows = parse_v1(payload)
-        return _Batch("v1", rows, headers.get("x-request-id") or str(uuid.uuid4()))
+        return _Batch("v1", rows, headers.get("x-request-id") or new_request_id())
 
     def predict(self, payload: _Batch, headers: dict[str, str] | None = None) -> Any:
         assert self.predictor is not None, "model not loaded"
@@ -485,9 +510,19 @@ class WachttijdenModel(Model):
         self.log_prediction(batch.protocol, batch.request_id, batch.rows, predictions, batch.started)
 
     def log_prediction(
-        self, protocol: str, request_id: str, rows: Sequence[tuple[str, ...]], predictions: list[float], started: float
+        self,
+        protocol: str,
+        request_id: str,
+        rows: Sequence[tuple[str, ...]],
+        predictions: list[float],
+        started: float,
+        client: str | None = None,
     ) -> None:
-        """One JSON line per prediction (also called by the server's raw-ASGI fast path)."""
+        """One JSON line per prediction (also called by the server's raw-ASGI fast path).
+
+        `client` ("host:port") is given by the fast path, whose line is the request's only
+        access record (see `server.PredictFastPath`).
+        """
         logger = self._log
         if not logger.isEnabledFor(logging.INFO):
             return
@@ -503,6 +538,8 @@ class WachttijdenModel(Model):
             "outputs": predictions,
             "latency_ms": round((time.perf_counter() - started) * 1000, 3),
         }
+        if client is not None:
+            record["client"] = client
         line = _log_dumps(record)
         handler = self._own_handler
         if logger.handlers == [handler] and not logger.filters and not handler.filters:

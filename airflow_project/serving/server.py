@@ -19,10 +19,10 @@ docstring for what it handles and which Prometheus metrics it updates.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import time
-import uuid
 from typing import Any
 
 from airflow_project.serving.constants import DEFAULT_HTTP_PORT, MAX_BODY_BYTES
@@ -184,6 +184,11 @@ def serve(
 ) -> None:
     """Load `model_uri` through the MLflow server and serve it as `name` on `port` (blocking)."""
     model = build_model(model_uri, name, tracking_uri)
+    # Everything imported and loaded so far (mlflow, sklearn, pandas, the model) lives as
+    # long as the process: move it out of the collector's reach, so that full collections
+    # triggered by request garbage do not walk a few million startup objects.
+    gc.collect()
+    gc.freeze()
     from kserve import ModelServer
     from kserve import model_server as kserve_model_server
 
@@ -352,6 +357,12 @@ class PredictFastPath:
     prediction log line). Bodies are byte-identical to KServe's; KServe's own path does not
     add `x-request-id`.
 
+    Logging: the prediction line (with the client address added) is the access record of
+    a fast-path request, so uvicorn's plain-text access line is skipped for it
+    (`_skip_server_access_line`). Two lines per prediction, one unstructured, cost more
+    than the whole prediction (measured in loadtest/README.md). Every other request,
+    including predictions KServe's own path answers, keeps uvicorn's access line.
+
     Metrics: a fast-path request updates KServe's Prometheus histograms
     `request_preprocess_seconds` (parse + validate), `request_predict_seconds` and
     `request_postprocess_seconds` (response encoding) with the model's label, as
@@ -364,12 +375,14 @@ class PredictFastPath:
         from kserve.metrics import POST_HIST_TIME, PRE_HIST_TIME, PREDICT_HIST_TIME
 
         from airflow_project.serving.constants import FEATURE_COLUMNS, MAX_INSTANCES
+        from airflow_project.serving.predictor import new_request_id
 
         self.app = app
         self.model = model
         self.max_body_bytes = max_body_bytes
         self.features = tuple(FEATURE_COLUMNS)
         self.max_rows = MAX_INSTANCES
+        self.new_request_id = new_request_id
         self.v1_path = f"/v1/models/{model.name}:predict"
         self.v2_path = f"/v2/models/{model.name}/infer"
         self._pre = PRE_HIST_TIME.labels(model_name=model.name)
@@ -442,7 +455,7 @@ class PredictFastPath:
             rows, body_id = parsed  # type: ignore[misc]
         else:
             rows, body_id = parsed, None  # type: ignore[assignment]
-        rid = request_id.decode("latin-1") if request_id else (body_id if v2 and body_id else str(uuid.uuid4()))
+        rid = request_id.decode("latin-1") if request_id else (body_id if v2 and body_id else self.new_request_id())
         t_pre = time.perf_counter()
         predictions = self.model.predictor.predict(rows)
         t_pred = time.perf_counter()
@@ -466,7 +479,10 @@ class PredictFastPath:
         self._pre.observe(t_pre - started)
         self._predict.observe(t_pred - t_pre)
         self._post.observe(t_post - t_pred)
-        self.model.log_prediction("v2" if v2 else "v1", rid, rows, predictions, started)
+        client = scope.get("client")
+        self.model.log_prediction("v2" if v2 else "v1", rid, rows, predictions, started,
+                                  f"{client[0]}:{client[1]}" if client else "-")
+        _skip_server_access_line(send)
         await send({
             "type": "http.response.start",
             "status": 200,
@@ -477,6 +493,18 @@ class PredictFastPath:
             ],
         })
         await send({"type": "http.response.body", "body": out})
+
+
+def _skip_server_access_line(send: Any) -> None:
+    """Ask uvicorn not to write its access line for this request.
+
+    uvicorn decides per request, when the response starts, from the `access_log` attribute
+    of the request's `RequestResponseCycle`, whose bound `send` the app is given. Under
+    any other server (or a wrapped `send`) nothing changes and both lines are written.
+    """
+    cycle = getattr(send, "__self__", None)
+    if getattr(cycle, "access_log", None) is True:
+        cycle.access_log = False  # type: ignore[union-attr]
 
 
 def _replay(body: bytes, receive: Any, more: bool) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from urllib.parse import quote
 
 import httpx
 import pandas as pd
@@ -92,6 +93,32 @@ def test_bad_input_over_http_is_4xx_and_server_stays_ready(primary):
     r = httpx.post(primary.url + V1, content=b"x" * (5 * 1024 * 1024), headers={"content-type": "application/json"})
     assert r.status_code == 413
     assert httpx.get(primary.url + "/v2/models/wachttijden/ready").status_code == 200
+
+
+def _access_lines(proc, method, path, status):
+    """uvicorn's access lines for one request line and status in the process's log."""
+    request_line = f'"{method} {quote(path)} HTTP/1.1" {status} '  # uvicorn quotes the path
+    return [line for line in proc.log_lines() if "uvicorn.access" in line and request_line in line]
+
+
+def test_prediction_line_replaces_uvicorn_access_line(primary):
+    """A fast-path prediction is logged once, as JSON with the client; other requests keep
+    uvicorn's access line (checked against the real server, whose log this reads)."""
+    ready = "/v2/models/wachttijden/ready"
+    before = {key: len(_access_lines(primary, *key)) for key in
+              [("POST", V1, 200), ("POST", V1, 400), ("GET", ready, 200)]}
+    r = httpx.post(primary.url + V1, json={"instances": ROWS}, headers={"x-request-id": "it-access"})
+    assert r.status_code == 200
+    assert prediction_log(primary, "it-access")["client"].startswith("127.0.0.1:")
+    assert httpx.post(primary.url + V1, json={"instances": [dict(ROW, EXTRA="x")]}).status_code == 400
+    assert httpx.get(primary.url + ready).status_code == 200
+    deadline = time.monotonic() + 5
+    while len(_access_lines(primary, "GET", ready, 200)) == before["GET", ready, 200] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    after = {key: len(_access_lines(primary, *key)) for key in before}
+    assert after["GET", ready, 200] == before["GET", ready, 200] + 1
+    assert after["POST", V1, 400] == before["POST", V1, 400] + 1
+    assert after["POST", V1, 200] == before["POST", V1, 200]
 
 
 def test_sequence_graph_returns_primary_answer_and_both_log(primary, shadow, registered, router_factory):

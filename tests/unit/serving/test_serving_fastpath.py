@@ -204,6 +204,46 @@ def test_log_line_and_metrics(fast):
     assert (line["model_name"], line["model_version"], line["protocol"]) == ("wachttijden", "7", "v1")
     assert line["inputs"] == [ROW, ROW]
     assert line["outputs"] == r1.json()["predictions"]
+    assert line["client"] == "testclient:50000"  # the line is the request's access record
     v2 = json.loads(records[1])
     assert v2["protocol"] == "v2"
     assert v2["request_id"] == "req-1" == r2.json()["id"] == r2.headers["x-request-id"]
+
+
+class _UvicornCycle:
+    """Stands in for uvicorn's RequestResponseCycle: the app gets its bound `send`, and
+    uvicorn writes its access line when the response starts if `access_log` is still set."""
+
+    def __init__(self) -> None:
+        self.access_log = True
+        self.messages: list[dict] = []
+
+    async def send(self, message: dict) -> None:
+        self.messages.append(message)
+
+
+def _call(app, path: str, body: bytes) -> _UvicornCycle:
+    import asyncio
+
+    scope = {"type": "http", "method": "POST", "path": path, "query_string": b"", "root_path": "",
+             "scheme": "http", "http_version": "1.1", "server": ("127.0.0.1", 8080),
+             "client": ("10.0.0.7", 41000), "raw_path": path.encode(),
+             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]}
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive():
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    cycle = _UvicornCycle()
+    asyncio.run(app(scope, receive, cycle.send))
+    return cycle
+
+
+def test_uvicorn_access_line_is_skipped_only_for_fast_path_answers(fast):
+    answered = _call(fast.app, V1, json.dumps({"instances": [ROW]}).encode())
+    assert answered.messages[0]["status"] == 200
+    assert answered.access_log is False  # its prediction line is the access record
+    fast.delegated.clear()
+    bad = _call(fast.app, V1, json.dumps({"instances": [dict(ROW, EXTRA="x")]}).encode())
+    assert fast.delegated == [V1] and bad.messages[0]["status"] == 400
+    assert bad.access_log is True  # KServe answered: uvicorn writes its access line

@@ -36,7 +36,6 @@ import re
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,6 +51,7 @@ from airflow_project.serving.constants import (
     OUTPUT_NAME,
     PREDICTION_LOGGER,
 )
+from airflow_project.serving.request_ids import new_request_id
 
 log = logging.getLogger(__name__)
 
@@ -376,31 +376,6 @@ class _Batch:
     request_id: str
     v2_request: InferRequest | None = None
     started: float = field(default_factory=time.perf_counter)
-
-
-_request_id_prefix = ""
-_request_id_counter = itertools.count(1)
-
-
-def _reset_request_ids() -> None:
-    global _request_id_prefix, _request_id_counter
-    _request_id_prefix = str(uuid.uuid4())[:24]  # "xxxxxxxx-xxxx-4xxx-yxxx-": 74 random bits
-    _request_id_counter = itertools.count(1)
-
-
-_reset_request_ids()
-os.register_at_fork(after_in_child=_reset_request_ids)
-
-
-def new_request_id() -> str:
-    """A UUID-shaped id for a request that came without one.
-
-    A random per-process prefix and a counter: unique within the process by construction
-    and across processes by the prefix's 74 random bits. `uuid4()` per request costs a
-    system call and several microseconds, a measurable share of a fast-path prediction;
-    these ids identify log lines, they are not secrets.
-    """
-    return f"{_request_id_prefix}{next(_request_id_counter):012x}"
 
 
 try:

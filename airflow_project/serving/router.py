@@ -60,7 +60,6 @@ import json
 import logging
 import random
 import re
-import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,6 +79,7 @@ from airflow_project.serving.constants import (
     SERVED_MODEL_NAME,
     predict_path,
 )
+from airflow_project.serving.request_ids import new_request_id
 
 log = logging.getLogger(__name__)
 
@@ -567,7 +567,7 @@ class Router:
 
     async def handle(self, body: bytes, headers: Mapping[str, str]) -> tuple[bytes, int]:
         forwarded = self.forward_headers(headers)
-        forwarded.setdefault("x-request-id", secrets.token_hex(16))
+        forwarded.setdefault("x-request-id", new_request_id())
         try:
             if self.mirror is not None:
                 return await self._mirror(body, forwarded)

@@ -375,7 +375,7 @@ class PredictFastPath:
         from kserve.metrics import POST_HIST_TIME, PRE_HIST_TIME, PREDICT_HIST_TIME
 
         from airflow_project.serving.constants import FEATURE_COLUMNS, MAX_INSTANCES
-        from airflow_project.serving.predictor import new_request_id
+        from airflow_project.serving.request_ids import new_request_id
 
         self.app = app
         self.model = model

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from airflow_project.serving.constants import PREDICTION_LOGGER
-from airflow_project.serving.predictor import TablePredictor, WachttijdenModel, new_request_id
+from airflow_project.serving.predictor import TablePredictor, WachttijdenModel
 from airflow_project.wachttijden.categories import (
     ROAZ_REGIOS,
     SPECIALISMEN,
@@ -324,23 +324,3 @@ def test_table_size_matches_feature_space(model):
     sizes = [len(CATEGORIES[f]) for f in FEATURES]  # categories + 1 unknown each
     assert len(model.predictor._table_list) == int(np.prod(sizes))
 
-
-def test_generated_request_ids_are_unique_uuids_and_new_per_forked_process():
-    import os
-    import uuid
-
-    ids = [new_request_id() for _ in range(10_000)]
-    assert len(set(ids)) == len(ids)
-    assert {uuid.UUID(i).version for i in ids} == {4}
-    assert all(str(uuid.UUID(i)) == i for i in ids)
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        os.write(write_end, new_request_id().encode())
-        os._exit(0)
-    os.waitpid(pid, 0)
-    child = os.read(read_end, 100).decode()
-    os.close(read_end)
-    os.close(write_end)
-    assert uuid.UUID(child).version == 4
-    assert child[:24] != ids[0][:24]  # a forked worker does not repeat the parent's ids

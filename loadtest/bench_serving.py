@@ -511,8 +511,9 @@ def markdown(report: dict) -> str:
         (f"- (b) MLServer {env['versions']['mlserver']}: runtime `{ml['runtime']}`, model format {ml['format']}, "
         f"KServe's defaults (one inference worker process). {ml['note']}"),
         ("- (a) predictor: KServe ModelServer, one process; answers from a table of the pipeline's predictions "
-        "over every category combination (identical to `pipeline.predict`), so per request it does no sklearn work. "
-        "MLServer decodes to a DataFrame, enforces the MLflow signature and runs the sklearn pipeline per request."),
+        "over every category combination (identical to `pipeline.predict`), so per request it does no sklearn work; "
+        "it writes one flushed JSON log line per prediction (its access record) and updates KServe's latency "
+        "histograms. MLServer decodes to a DataFrame, enforces the MLflow signature and runs the sklearn pipeline per request."),
         ("- Graph: the local router (`airflow_project.serving.router`) in front of two predictor processes "
         "(primary and shadow, same model version): `graph` mode runs the KServe Sequence "
         "[shadow Soft, primary Hard] (two calls in series), `mirror` mode calls the primary and sends the "

@@ -6,7 +6,7 @@ tools [--checkov]      make sure helm (and checkov) are available; print helm's 
 export-requirements    write image/requirements-*.txt from uv.lock (--check: fail when stale)
 plan                   print the staged install commands (what DRY_RUN=1 shows)
 deploy                 run the staged install against the current kube context
-secrets                --check | --create-dev | --elasticsearch-from-eck | --list
+secrets                --check | --create-dev | --elasticsearch-from-eck | --create-airflow-admin | --list
 scan                   checkov on the rendered own templates and the Dockerfile
 """
 
@@ -87,10 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("secrets")
     s.add_argument("--env", choices=["kind", "production"], default="production")
     s.add_argument("--namespace", default="mlops")
+    s.add_argument("--release", default="mlops", help="with --create-airflow-admin")
     g = s.add_mutually_exclusive_group(required=True)
     g.add_argument("--check", action="store_true")
     g.add_argument("--create-dev", action="store_true")
     g.add_argument("--elasticsearch-from-eck", action="store_true")
+    g.add_argument("--create-airflow-admin", action="store_true")
     g.add_argument("--list", action="store_true")
     args = parser.parse_args(argv)
 
@@ -138,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.create_dev:
             created = devsecrets.create_dev(args.namespace)
             print("created: " + (", ".join(created) or "nothing (all present)"))
+        elif args.create_airflow_admin:
+            devsecrets.create_airflow_admin(args.namespace, args.release)
+            print("Airflow admin account: see Secret airflow-admin")
         else:
             devsecrets.elasticsearch_from_eck(args.namespace)
     return 0

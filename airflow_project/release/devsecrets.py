@@ -58,6 +58,11 @@ REQUIRED: tuple[RequiredSecret, ...] = (
         "mlflow-database", ("username", "password"), "MLflow backend store (Postgres) credentials"
     ),
     RequiredSecret(
+        "airflow-admin",
+        ("username", "password"),
+        "Airflow admin account (FAB), created by `make deploy` after stage 4",
+    ),
+    RequiredSecret(
         "postgres-credentials",
         ("username", "password"),
         "in-cluster Postgres superuser (kind)",
@@ -132,6 +137,7 @@ def dev_values(namespace: str) -> dict[str, dict[str, str]]:
         "airflow-fernet-key": {"fernet-key": fernet_key()},
         "airflow-api-secret-key": {"api-secret-key": _random.token_urlsafe(32)},
         "airflow-jwt-secret": {"jwt-secret": _random.token_urlsafe(32)},
+        "airflow-admin": {"username": "admin", "password": _random.token_urlsafe(18)},
         "azurite-accounts": {"AZURITE_ACCOUNTS": f"{AZURITE_ACCOUNT}:{az_key}"},
         "azure-storage": {"AZURE_STORAGE_CONNECTION_STRING": conn_str},
         "airflow-conn-wasb-datalake": {
@@ -177,6 +183,7 @@ def create_dev(namespace: str) -> list[str]:
         ("airflow-fernet-key",),
         ("airflow-api-secret-key",),
         ("airflow-jwt-secret",),
+        ("airflow-admin",),
     ]
     created = []
     for group in groups:
@@ -221,6 +228,67 @@ def elasticsearch_from_eck(
         "-",
         stdin=secret_manifest("airflow-elasticsearch", namespace, {"connection": url}),
     )
+
+
+def secret_values(name: str, namespace: str) -> dict[str, str]:
+    """The decoded data of an existing Secret (raises when it is missing)."""
+    proc = _kubectl("get", "secret", name, "-n", namespace, "-o", "json", check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"Secret {namespace}/{name} not found: {proc.stderr.strip()}")
+    data = json.loads(proc.stdout).get("data") or {}
+    return {k: base64.b64decode(v).decode() for k, v in data.items()}
+
+
+# Username and password arrive on stdin, one per line: never on kubectl's command line
+# (local process list, shell history). FAB's `users create` leaves an existing account
+# as it is (and exits 0).
+_CREATE_ADMIN = (
+    "IFS= read -r user && IFS= read -r password && exec airflow users create --role Admin "
+    '--username "$user" --password "$password" --firstname Airflow --lastname Admin '
+    '--email "$user@example.invalid"'
+)
+
+
+def create_airflow_admin(namespace: str, release: str, timeout: int = 600) -> None:
+    """Create the Airflow admin account from the airflow-admin Secret (once).
+
+    Runs in a Ready api-server pod of the release, after stage 4. To change the password
+    later use the UI or `airflow users reset-password`: re-deploying does not.
+    """
+    creds = secret_values("airflow-admin", namespace)
+    selector = f"component=api-server,release={release}"
+    _kubectl(
+        "wait",
+        "--for=condition=Ready",
+        "pod",
+        "-l",
+        selector,
+        "-n",
+        namespace,
+        f"--timeout={timeout}s",
+    )
+    pods = _kubectl("get", "pods", "-l", selector, "-n", namespace, "-o", "name").stdout.split()
+    if not pods:
+        raise RuntimeError(f"no Airflow api-server pod ({selector}) in namespace {namespace}")
+    proc = _kubectl(
+        "exec",
+        "-i",
+        "-n",
+        namespace,
+        min(pods),
+        "-c",
+        "api-server",
+        "--",
+        "sh",
+        "-c",
+        _CREATE_ADMIN,
+        stdin=f"{creds['username']}\n{creds['password']}\n",
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"airflow users create failed (exit {proc.returncode}): {proc.stderr.strip()[-500:]}"
+        )
 
 
 def describe(env: str) -> str:

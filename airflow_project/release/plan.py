@@ -181,6 +181,23 @@ def build(cfg: DeployConfig) -> list[Step]:
                 )
             )
         steps.append(Step(stage, name, helm_upgrade(cfg, tags, cfg.timeouts[name]), why))
+    steps.append(
+        Step(
+            4,
+            "airflow-admin",
+            [
+                *PY.split(),
+                "secrets",
+                "--create-airflow-admin",
+                "--namespace",
+                cfg.namespace,
+                "--release",
+                cfg.release,
+            ],
+            "create the Airflow admin account from the Secret airflow-admin (once)",
+            action=(devsecrets.create_airflow_admin, cfg.namespace, cfg.release),
+        )
+    )
     return steps
 
 

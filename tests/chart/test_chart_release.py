@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import shutil
@@ -80,6 +81,10 @@ def test_plan_secrets_steps_per_environment():
         kind.index("stage 3/4") < kind.index("--elasticsearch-from-eck") < kind.index("stage 4/4")
     )
     assert kind.index("--create-dev") < kind.index("stage 1/4")
+    # both: the admin account is created from its Secret once Airflow is up (last step)
+    for text in (kind, prod):
+        last = text.rstrip().splitlines()[-1]
+        assert "secrets --create-airflow-admin --namespace mlops --release mlops" in last
     assert "kind load docker-image" in kind and "airflow-project/predictor:1.2.3-abcdef0" in kind
 
 
@@ -168,6 +173,52 @@ esac
     for sec in devsecrets.required("production"):
         assert (f"prod/{sec.name}" in proc.stderr) == (sec.name != "airflow-fernet-key"), sec.name
     assert "postgres-credentials" not in proc.stderr  # kind-only
+
+
+def test_airflow_admin_is_created_from_its_secret_with_credentials_on_stdin(tmp_path):
+    password = "s3cr3t pass'word"
+    data = {"username": "ops-admin", "password": password}
+    encoded = json.dumps(
+        {"data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}}
+    )
+    log = tmp_path / "kubectl.log"
+    # kubectl: answers the Secret and pod queries, and runs `exec ... -- sh -c SCRIPT` here
+    # with a fake `airflow` that records its arguments.
+    env = _fake_kubectl(
+        tmp_path,
+        f"""
+echo "$*" >> {log}
+case "$*" in
+  *"get secret airflow-admin -n ns -o json"*) echo '{encoded}'; exit 0;;
+  wait*) exit 0;;
+  *"get pods -l component=api-server,release=rel -n ns -o name"*) echo pod/rel-api-server-1; exit 0;;
+  exec*) while [ "$1" != "-c" ] || [ "$2" = "api-server" ]; do shift; done; shift; exec sh -c "$1";;
+  *) echo "unexpected: $*" >&2; exit 1;;
+esac
+""",
+    )
+    airflow = tmp_path / "bin" / "airflow"
+    airflow.write_text(
+        f'#!/bin/sh\nfor a in "$@"; do echo "$a"; done > {tmp_path / "airflow.args"}\n'
+    )
+    airflow.chmod(0o755)
+    proc = subprocess.run(
+        [*PY, "secrets", "--create-airflow-admin", "--namespace", "ns", "--release", "rel"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    args = (tmp_path / "airflow.args").read_text().splitlines()
+    assert args[:2] == ["users", "create"]
+    assert args[args.index("--username") + 1] == "ops-admin"
+    assert args[args.index("--password") + 1] == password
+    assert args[args.index("--role") + 1] == "Admin"
+    calls = log.read_text()
+    assert "exec -i -n ns pod/rel-api-server-1 -c api-server" in calls
+    assert password not in calls  # never on kubectl's command line
 
 
 # ---------------------------------------------------------------- image tag

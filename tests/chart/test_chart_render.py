@@ -80,6 +80,13 @@ def test_airflow_values(kind):
     assert jmespath.search("images.airflow.tag", af) == CHART["appVersion"]
     assert jmespath.search("migrateDatabaseJob.useHelmHooks", af) is False
     assert jmespath.search("createUserJob.useHelmHooks", af) is False
+    # no default account with a password from values: `make deploy` creates the admin
+    # from the Secret airflow-admin (FAB auth manager, users in the metadata DB)
+    assert jmespath.search("createUserJob.enabled", af) is False
+    assert jmespath.search("config.core.auth_manager", af).endswith(
+        "fab_auth_manager.FabAuthManager"
+    )
+    assert "airflow-admin" in vals["mlops"]["secrets"].values()
     assert af["postgresql"]["enabled"] is False
     # remote task logging to Elasticsearch, JSON on stdout
     assert af["elasticsearch"]["enabled"] is True

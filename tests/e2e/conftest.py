@@ -433,13 +433,25 @@ def _api_server_pod(platform: Platform) -> str:
 
 
 def _airflow_credentials(platform: Platform, pod: str) -> list[tuple[str, str]]:
-    """Candidates: MLOPS_E2E_AIRFLOW_USER/PASSWORD; the simple auth manager's generated
-    password file in that api-server pod; admin/admin (FAB default user)."""
+    """Candidates: MLOPS_E2E_AIRFLOW_USER/PASSWORD; the Secret airflow-admin `make deploy`
+    creates the admin account from; the simple auth manager's generated password file in
+    that api-server pod; admin/admin (the chart's default user, if someone enabled it)."""
     out: list[tuple[str, str]] = []
     user = os.environ.get("MLOPS_E2E_AIRFLOW_USER")
     password = os.environ.get("MLOPS_E2E_AIRFLOW_PASSWORD")
     if user and password:
         out.append((user, password))
+    secret = platform.kube.run(
+        "get", "secret", "airflow-admin", "-n", platform.namespace, "-o", "json", check=False
+    )
+    with contextlib.suppress(ValueError, KeyError, TypeError):
+        data = json.loads(secret.stdout or "{}")["data"]
+        out.append(
+            (
+                base64.b64decode(data["username"]).decode(),
+                base64.b64decode(data["password"]).decode(),
+            )
+        )
     script = (
         'f="${AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE:-'
         '${AIRFLOW_HOME:-/opt/airflow}/simple_auth_manager_passwords.json.generated}"; '

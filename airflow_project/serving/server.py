@@ -186,7 +186,7 @@ def serve(
     model = build_model(model_uri, name, tracking_uri)
     # Everything imported and loaded so far (mlflow, sklearn, pandas, the model) lives as
     # long as the process: move it out of the collector's reach, so that full collections
-    # triggered by request garbage do not walk a few million startup objects.
+    # triggered by request garbage do not walk the ~300 000 startup objects.
     gc.collect()
     gc.freeze()
     from kserve import ModelServer

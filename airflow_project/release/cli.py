@@ -132,17 +132,27 @@ def main(argv: list[str] | None = None) -> int:
         )
         plan.execute(plan.build(cfg), project.repo_root())
     elif args.cmd == "secrets":
-        if args.list:
-            print(devsecrets.describe(args.env))
-        elif args.check:
-            devsecrets.check_or_die(args.env, args.namespace)
-            print("all required Secrets are present")
-        elif args.create_dev:
-            created = devsecrets.create_dev(args.namespace)
-            print("created: " + (", ".join(created) or "nothing (all present)"))
-        elif args.create_airflow_admin:
-            devsecrets.create_airflow_admin(args.namespace, args.release)
-            print("Airflow admin account: see Secret airflow-admin")
-        else:
-            devsecrets.elasticsearch_from_eck(args.namespace)
+        try:
+            return _secrets(args)
+        except RuntimeError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def _secrets(args: argparse.Namespace) -> int:
+    """The `secrets` subcommand; problems it can name are RuntimeErrors."""
+    if args.list:
+        print(devsecrets.describe(args.env))
+    elif args.check:
+        devsecrets.check_or_die(args.env, args.namespace)
+        print("all required Secrets are present")
+    elif args.create_dev:
+        created = devsecrets.create_dev(args.namespace)
+        print("created: " + (", ".join(created) or "nothing (all present)"))
+    elif args.create_airflow_admin:
+        devsecrets.create_airflow_admin(args.namespace, args.release)
+        print("Airflow admin account: see Secret airflow-admin")
+    else:
+        devsecrets.elasticsearch_from_eck(args.namespace)
     return 0

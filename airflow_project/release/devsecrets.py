@@ -26,6 +26,12 @@ class RequiredSecret:
     kind_only: bool = False
 
 
+AIRFLOW_ADMIN = RequiredSecret(
+    "airflow-admin",
+    ("username", "password"),
+    "Airflow admin account (FAB), created by `make deploy` after stage 4",
+)
+
 # Names match helm/values.yaml (mlops.secrets, mlops.kind.*.existingSecret and the
 # subchart values that reference them; tests/chart checks the two agree).
 REQUIRED: tuple[RequiredSecret, ...] = (
@@ -57,11 +63,7 @@ REQUIRED: tuple[RequiredSecret, ...] = (
     RequiredSecret(
         "mlflow-database", ("username", "password"), "MLflow backend store (Postgres) credentials"
     ),
-    RequiredSecret(
-        "airflow-admin",
-        ("username", "password"),
-        "Airflow admin account (FAB), created by `make deploy` after stage 4",
-    ),
+    AIRFLOW_ADMIN,
     RequiredSecret(
         "postgres-credentials",
         ("username", "password"),
@@ -89,11 +91,17 @@ def _kubectl(
     )
 
 
-def existing_keys(name: str, namespace: str) -> set[str] | None:
+def _secret_data(name: str, namespace: str) -> dict[str, str] | None:
+    """A Secret's `data` (base64 values), or None when it does not exist."""
     proc = _kubectl("get", "secret", name, "-n", namespace, "-o", "json", check=False)
     if proc.returncode != 0:
         return None
-    return set((json.loads(proc.stdout).get("data") or {}).keys())
+    return json.loads(proc.stdout).get("data") or {}
+
+
+def existing_keys(name: str, namespace: str) -> set[str] | None:
+    data = _secret_data(name, namespace)
+    return None if data is None else set(data)
 
 
 def missing(env: str, namespace: str) -> list[str]:
@@ -230,13 +238,15 @@ def elasticsearch_from_eck(
     )
 
 
-def secret_values(name: str, namespace: str) -> dict[str, str]:
-    """The decoded data of an existing Secret (raises when it is missing)."""
-    proc = _kubectl("get", "secret", name, "-n", namespace, "-o", "json", check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"Secret {namespace}/{name} not found: {proc.stderr.strip()}")
-    data = json.loads(proc.stdout).get("data") or {}
-    return {k: base64.b64decode(v).decode() for k, v in data.items()}
+def secret_values(name: str, namespace: str, keys: tuple[str, ...]) -> dict[str, str]:
+    """The decoded `keys` of an existing Secret; names what is missing otherwise."""
+    data = _secret_data(name, namespace)
+    if data is None:
+        raise RuntimeError(f"Secret {namespace}/{name} not found")
+    lacking = [k for k in keys if k not in data]
+    if lacking:
+        raise RuntimeError(f"Secret {namespace}/{name} lacks keys {', '.join(lacking)}")
+    return {k: base64.b64decode(data[k]).decode() for k in keys}
 
 
 # Username and password arrive on stdin, one per line: never on kubectl's command line
@@ -255,9 +265,14 @@ def create_airflow_admin(namespace: str, release: str, timeout: int = 600) -> No
     Runs in a Ready api-server pod of the release, after stage 4. To change the password
     later use the UI or `airflow users reset-password`: re-deploying does not.
     """
-    creds = secret_values("airflow-admin", namespace)
+    creds = secret_values(AIRFLOW_ADMIN.name, namespace, AIRFLOW_ADMIN.keys)
+    for key, value in creds.items():
+        if not value or "\n" in value:  # one line each on stdin
+            raise RuntimeError(
+                f"Secret {namespace}/{AIRFLOW_ADMIN.name}: {key} must be one non-empty line"
+            )
     selector = f"component=api-server,release={release}"
-    _kubectl(
+    waited = _kubectl(
         "wait",
         "--for=condition=Ready",
         "pod",
@@ -266,7 +281,13 @@ def create_airflow_admin(namespace: str, release: str, timeout: int = 600) -> No
         "-n",
         namespace,
         f"--timeout={timeout}s",
+        check=False,
     )
+    if waited.returncode != 0:
+        raise RuntimeError(
+            f"no Ready Airflow api-server pod ({selector}) in namespace {namespace} "
+            f"within {timeout}s: {waited.stderr.strip()}"
+        )
     pods = _kubectl("get", "pods", "-l", selector, "-n", namespace, "-o", "name").stdout.split()
     if not pods:
         raise RuntimeError(f"no Airflow api-server pod ({selector}) in namespace {namespace}")

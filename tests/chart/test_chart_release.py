@@ -22,14 +22,16 @@ PY = [sys.executable, "-m", "airflow_project.release"]
 
 
 # ---------------------------------------------------------------- DRY_RUN plan
-def _plan(env: str, *extra: str) -> str:
-    proc = subprocess.run(
-        [*PY, "plan", "--env", env, "--tag", "1.2.3-abcdef0", *extra],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
+def _release(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python -m airflow_project.release ARGS` from the repo root (not checked)."""
+    return subprocess.run(
+        [*PY, *args], cwd=ROOT, capture_output=True, text=True, env=env, check=False
     )
+
+
+def _plan(env: str, *extra: str) -> str:
+    proc = _release("plan", "--env", env, "--tag", "1.2.3-abcdef0", *extra)
+    assert proc.returncode == 0, proc.stderr
     return proc.stdout
 
 
@@ -161,36 +163,29 @@ case "$*" in
 esac
 """,
     )
-    proc = subprocess.run(
-        [*PY, "secrets", "--check", "--env", "production", "--namespace", "prod"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
+    proc = _release("secrets", "--check", "--env", "production", "--namespace", "prod", env=env)
     assert proc.returncode == 2
     for sec in devsecrets.required("production"):
         assert (f"prod/{sec.name}" in proc.stderr) == (sec.name != "airflow-fernet-key"), sec.name
     assert "postgres-credentials" not in proc.stderr  # kind-only
 
 
-def test_airflow_admin_is_created_from_its_secret_with_credentials_on_stdin(tmp_path):
-    password = "s3cr3t pass'word"
-    data = {"username": "ops-admin", "password": password}
+def _admin_cluster(tmp_path: Path, data: dict[str, str], wait: str = "exit 0") -> dict:
+    """A fake cluster for `secrets --create-airflow-admin --namespace ns --release rel`:
+    kubectl answers the Secret (`data`) and pod queries, logs its arguments to
+    kubectl.log and runs `exec ... -- sh -c SCRIPT` here, where a fake `airflow` writes
+    its arguments to airflow.args."""
     encoded = json.dumps(
         {"data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}}
     )
     log = tmp_path / "kubectl.log"
-    # kubectl: answers the Secret and pod queries, and runs `exec ... -- sh -c SCRIPT` here
-    # with a fake `airflow` that records its arguments.
     env = _fake_kubectl(
         tmp_path,
         f"""
 echo "$*" >> {log}
 case "$*" in
   *"get secret airflow-admin -n ns -o json"*) echo '{encoded}'; exit 0;;
-  wait*) exit 0;;
+  wait*) {wait};;
   *"get pods -l component=api-server,release=rel -n ns -o name"*) echo pod/rel-api-server-1; exit 0;;
   exec*) while [ "$1" != "-c" ] || [ "$2" = "api-server" ]; do shift; done; shift; exec sh -c "$1";;
   *) echo "unexpected: $*" >&2; exit 1;;
@@ -202,23 +197,60 @@ esac
         f'#!/bin/sh\nfor a in "$@"; do echo "$a"; done > {tmp_path / "airflow.args"}\n'
     )
     airflow.chmod(0o755)
-    proc = subprocess.run(
-        [*PY, "secrets", "--create-airflow-admin", "--namespace", "ns", "--release", "rel"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
+    return env
+
+
+ADMIN_ARGS = ("secrets", "--create-airflow-admin", "--namespace", "ns", "--release", "rel")
+
+
+def test_airflow_admin_is_created_from_its_secret_with_credentials_on_stdin(tmp_path):
+    password = "s3cr3t pass'word"
+    env = _admin_cluster(tmp_path, {"username": "ops-admin", "password": password})
+    proc = _release(*ADMIN_ARGS, env=env)
     assert proc.returncode == 0, proc.stderr
     args = (tmp_path / "airflow.args").read_text().splitlines()
     assert args[:2] == ["users", "create"]
     assert args[args.index("--username") + 1] == "ops-admin"
     assert args[args.index("--password") + 1] == password
     assert args[args.index("--role") + 1] == "Admin"
-    calls = log.read_text()
+    calls = (tmp_path / "kubectl.log").read_text()
     assert "exec -i -n ns pod/rel-api-server-1 -c api-server" in calls
     assert password not in calls  # never on kubectl's command line
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"username": "admin"}, "Secret ns/airflow-admin lacks keys password"),
+        (
+            {"username": "admin", "password": ""},
+            "Secret ns/airflow-admin: password must be one non-empty line",
+        ),
+        (
+            {"username": "admin", "password": "a\nb"},
+            "Secret ns/airflow-admin: password must be one non-empty line",
+        ),
+    ],
+)
+def test_airflow_admin_bad_secret_is_named_and_nothing_runs(tmp_path, data, message):
+    proc = _release(*ADMIN_ARGS, env=_admin_cluster(tmp_path, data))
+    assert proc.returncode == 1
+    assert f"error: {message}" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "exec" not in (tmp_path / "kubectl.log").read_text()
+    assert not (tmp_path / "airflow.args").exists()
+
+
+def test_airflow_admin_without_a_ready_api_server_is_named(tmp_path):
+    data = {"username": "admin", "password": "pw"}
+    env = _admin_cluster(tmp_path, data, wait="echo 'timed out waiting' >&2; exit 1")
+    proc = _release(*ADMIN_ARGS, env=env)
+    assert proc.returncode == 1
+    assert (
+        "error: no Ready Airflow api-server pod (component=api-server,release=rel)" in proc.stderr
+    )
+    assert "timed out waiting" in proc.stderr
+    assert not (tmp_path / "airflow.args").exists()
 
 
 # ---------------------------------------------------------------- image tag

@@ -474,7 +474,8 @@ def markdown(report: dict) -> str:
                          f"{s['p95_ms']:.3f} | {s['p99_ms']:.3f} | {s['errors']} | {spread[0]} | {spread[1]} |")
     ml = report["mlserver"]
     t, lat = report["summary"]["throughput"], report["summary"]["latency"]
-    if all(k in t for k in ("floor", "predictor-v1", "graph-mirror", "graph-sequence")):
+    # `--only` runs a subset of the targets: the derived lines need all of them.
+    if all(k in t for k in ("floor", "predictor-v1", "predictor-v2", "mlserver-v2", "graph-mirror", "graph-sequence")):
         hop = lat["graph-mirror"]["p50_ms"] - lat["predictor-v1"]["p50_ms"]
         seq = lat["graph-sequence"]["p50_ms"] - 2 * lat["predictor-v1"]["p50_ms"]
         lines += [
@@ -510,6 +511,8 @@ def markdown(report: dict) -> str:
         f"- CPU pinning: {env['pinning']['description']}",
         (f"- (b) MLServer {env['versions']['mlserver']}: runtime `{ml['runtime']}`, model format {ml['format']}, "
         f"KServe's defaults (one inference worker process). {ml['note']}"),
+        ("- Predictor, floor and router run the same HTTP stack: uvicorn + uvloop + httptools, with "
+        "`serving.write_coalescing` (one socket write per response instead of uvicorn's two)."),
         ("- (a) predictor: KServe ModelServer, one process; answers from a table of the pipeline's predictions "
         "over every category combination (identical to `pipeline.predict`), so per request it does no sklearn work; "
         "it writes one flushed JSON log line per prediction (its access record) and updates KServe's latency "

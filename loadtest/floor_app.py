@@ -2,8 +2,9 @@
 
     python -m loadtest.floor_app --port P
 
-Same server stack as the KServe predictor (uvicorn, uvloop, httptools, one process, no
-access log) but no framework and no work: it reads the request body and answers a
+Same server stack as the KServe predictor (uvicorn, uvloop, httptools with one socket
+write per response from `serving.write_coalescing`, one process, no access log) but no
+framework and no work: it reads the request body and answers a
 constant V2-shaped JSON. Its throughput is what this machine's HTTP stack can do.
 """
 
@@ -40,11 +41,13 @@ async def app(scope, receive, send) -> None:
 def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
+    from airflow_project.serving.write_coalescing import HTTP_PROTOCOL
+
     p = argparse.ArgumentParser(prog="python -m loadtest.floor_app")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--host", default="127.0.0.1")
     args = p.parse_args(argv)
-    uvicorn.run(app, host=args.host, port=args.port, loop="uvloop", http="httptools",
+    uvicorn.run(app, host=args.host, port=args.port, loop="uvloop", http=HTTP_PROTOCOL,
                 access_log=False, log_level="warning", lifespan="on")
 
 

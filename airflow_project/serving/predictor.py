@@ -28,6 +28,7 @@ message naming the field and the problem.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import logging
@@ -391,6 +392,46 @@ except ImportError:  # pragma: no cover - orjson is a kserve dependency
         return json.dumps(record, ensure_ascii=False)
 
 
+class _LineBatcher:
+    """Writes the prediction lines of one event-loop iteration to a handler's stream at once.
+
+    Under load the loop answers many requests per iteration; one write (a system call
+    per write when stdout is unbuffered, as in the container) then carries all their
+    lines. The write is scheduled with `call_soon` when the first line arrives, before
+    the response is sent, and the server's response writes (`write_coalescing`) are
+    scheduled the same way after it: a response never reaches the client before its
+    line reaches stdout. Outside a running loop a line is written at once.
+    """
+
+    def __init__(self, handler: logging.StreamHandler) -> None:  # type: ignore[type-arg]
+        self.handler = handler
+        self.pending: list[str] = []
+
+    def add(self, line: str) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._write(line)
+            return
+        if not self.pending:
+            loop.call_soon(self.flush)
+        self.pending.append(line)
+
+    def flush(self) -> None:
+        lines, self.pending = self.pending, []
+        if lines:
+            self._write("\n".join(lines))
+
+    def _write(self, text: str) -> None:
+        handler = self.handler
+        try:
+            with handler.lock:  # type: ignore[union-attr]
+                handler.stream.write(text + handler.terminator)
+                handler.stream.flush()
+        except Exception:  # noqa: BLE001 - a broken stdout: report it the way logging does
+            handler.handleError(logging.makeLogRecord({"msg": text}))
+
+
 def prediction_logger() -> logging.Logger:
     """The JSON-lines prediction log on stdout (its own handler; not propagated)."""
     logger = logging.getLogger(PREDICTION_LOGGER)
@@ -433,6 +474,7 @@ class WachttijdenModel(Model):
             and own.level <= logging.INFO
             else None
         )
+        self._lines = _LineBatcher(own) if self._own_handler is not None else None
 
     def load(self) -> bool:
         if self.pipeline is None:
@@ -516,18 +558,13 @@ class WachttijdenModel(Model):
         if client is not None:
             record["client"] = client
         line = _log_dumps(record)
-        handler = self._own_handler
-        if logger.handlers == [handler] and not logger.filters and not handler.filters:
+        handler, handlers = self._own_handler, logger.handlers
+        if (self._lines is not None and len(handlers) == 1 and handlers[0] is handler
+                and not logger.filters and not handler.filters):  # type: ignore[union-attr]
             # Only our stdout handler with its "%(message)s" format: write the line as
             # StreamHandler.emit would, without building a LogRecord (findCaller etc.).
-            try:
-                with handler.lock:  # type: ignore[union-attr]
-                    stream = handler.stream  # type: ignore[union-attr]
-                    stream.write(line + handler.terminator)  # type: ignore[union-attr]
-                    stream.flush()
-                return
-            except Exception:  # noqa: BLE001, S110 - fall back: logging reports it its own way
-                pass
+            self._lines.add(line)
+            return
         logger.info(line)
 
     def get_input_types(self) -> list[dict]:

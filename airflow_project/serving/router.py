@@ -713,20 +713,13 @@ def router_from_file_config(config: Mapping[str, Any], client: Any = None) -> Ro
     return Router(graph=graph, resolve_url=resolve, client=client, mirror=mirror)
 
 
-def run_router(
-    graph_spec: Mapping[str, Any],
-    port: int,
-    resolve_url: Callable[[str], str],
-    *,
-    host: str = "127.0.0.1",
-    mirror: MirrorConfig | None = None,
-) -> None:
-    """Serve the graph (or mirror) on host:port in the foreground."""
+def serve_router(router: Router, host: str, port: int) -> None:
+    """Serve `router` on host:port in the foreground (uvicorn, one write per response)."""
     import uvicorn
 
-    graph = None if mirror is not None else graph_spec
-    router = Router(graph=graph, resolve_url=resolve_url, client=H1Client(timeout=_timeout(graph)), mirror=mirror)
-    uvicorn.run(build_app(router), host=host, port=port, log_level="warning")
+    from airflow_project.serving.write_coalescing import HTTP_PROTOCOL
+
+    uvicorn.run(build_app(router), host=host, port=port, log_level="warning", http=HTTP_PROTOCOL)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -738,10 +731,7 @@ def main(argv: list[str] | None = None) -> None:
     with open(args.graph, encoding="utf-8") as fh:
         config = json.load(fh)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    router = router_from_file_config(config)
-    import uvicorn
-
-    uvicorn.run(build_app(router), host=args.host, port=args.port, log_level="warning")
+    serve_router(router_from_file_config(config), args.host, args.port)
 
 
 if __name__ == "__main__":

@@ -198,9 +198,29 @@ def serve(
     # KServe hands this module global to uvicorn as the app (it registers its routes and
     # middlewares on `kserve_model_server.app` itself): serve the fast path in front of it.
     kserve_model_server.FASTAPI_APP_IMPORT_STRING = fast_path_app(kserve_model_server.app, model, max_body_bytes)
+    _use_write_coalescing(kserve_model_server)
     _use_uvloop(server.event_loop)
     log.info("serving %s (%s, version %s) on port %d", name, model.model_uri, model.model_version, port)
     server.start([model])
+
+
+def _use_write_coalescing(kserve_model_server: Any) -> None:
+    """Have the uvicorn server KServe builds write each response in one socket write.
+
+    `ModelServer.start()` creates its `RESTServer` (and with it the `uvicorn.Config`) from
+    the name in `kserve.model_server`, so a subclass put there is the one place to choose
+    uvicorn's HTTP protocol class (see `write_coalescing`).
+    """
+    from kserve.protocol.rest.server import RESTServer
+
+    from airflow_project.serving.write_coalescing import HTTP_PROTOCOL
+
+    class CoalescingRESTServer(RESTServer):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.config.http = HTTP_PROTOCOL
+
+    kserve_model_server.RESTServer = CoalescingRESTServer
 
 
 def _use_uvloop(event_loop: str) -> bool:
@@ -300,13 +320,11 @@ def _v2_rows(body: Any, features: tuple[str, ...], max_rows: int) -> tuple[list[
         if type(name) is not str or name in by_name:
             return None
         by_name[name] = inp
-    if by_name.keys() != set(features):
-        return None
     columns = []
     n_rows = -1
-    for f in features:
-        inp = by_name[f]
-        if inp.get("datatype") != "BYTES":
+    for f in features:  # as many inputs as features, unique names: each feature or None
+        inp = by_name.get(f)
+        if inp is None or inp.get("datatype") != "BYTES":
             return None
         shape = inp.get("shape")
         data = inp.get("data")

@@ -7,9 +7,10 @@ they run after the graph tests; the fuzz test runs on the primary, last.
 from __future__ import annotations
 
 import json
+import socket
 import time
 import uuid
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 import pandas as pd
@@ -119,6 +120,43 @@ def test_prediction_line_replaces_uvicorn_access_line(primary):
     assert after["GET", ready, 200] == before["GET", ready, 200] + 1
     assert after["POST", V1, 400] == before["POST", V1, 400] + 1
     assert after["POST", V1, 200] == before["POST", V1, 200]
+
+
+def _http_request(path, body, extra=""):
+    return (f"POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n{extra}\r\n").encode() + body
+
+
+def _responses_until_closed(url, data, timeout=10.0):
+    """Send raw bytes on one connection, read until the server closes it; [(status, body)]."""
+    address = urlsplit(url)
+    received = b""
+    with socket.create_connection((address.hostname, address.port), timeout=timeout) as sock:
+        sock.sendall(data)
+        while chunk := sock.recv(65536):
+            received += chunk
+    responses = []
+    while received:
+        head, _, rest = received.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        length = int(next(v for k, _, v in (h.partition(": ") for h in lines[1:]) if k.lower() == "content-length"))
+        responses.append((int(lines[0].split()[1]), rest[:length]))
+        received = rest[length:]
+    return responses
+
+
+def test_pipelined_requests_then_connection_close_on_one_socket(primary, registered):
+    """The server writes each response in one write (serving.write_coalescing): pipelined
+    answers come back whole and in order, and `Connection: close` closes only after its answer."""
+    first, second = ({"instances": [row]} for row in ROWS[:2])
+    data = (_http_request(V1, json.dumps(first).encode())
+            + _http_request(V1, b'{"instances": []}')
+            + _http_request(V1, json.dumps(second).encode(), "Connection: close\r\n"))
+    responses = _responses_until_closed(primary.url, data)
+    assert [status for status, _ in responses] == [200, 400, 200]
+    assert json.loads(responses[0][1]) == {"predictions": expected(registered, "champion", ROWS[:1])}
+    assert "instances" in json.loads(responses[1][1])["error"]
+    assert json.loads(responses[2][1]) == {"predictions": expected(registered, "champion", ROWS[1:2])}
 
 
 def test_sequence_graph_returns_primary_answer_and_both_log(primary, shadow, registered, router_factory):

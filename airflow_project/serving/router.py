@@ -38,7 +38,8 @@ Semantics (from KServe's `cmd/router/main.go`):
 
 Steps are called through `H1Client` (a minimal keep-alive HTTP/1.1 client on asyncio +
 httptools, idle-connection pool per service; `https://` steps go through aiohttp's
-`PooledClient`), closed at shutdown; the HTTP side is a raw ASGI app on uvicorn.
+`PooledClient`), closed at shutdown; the HTTP side is a raw ASGI app on uvicorn, behind the
+predictor's body-size limit (413 above `MAX_BODY_BYTES`).
 
 Mirror mode (`"mode": "mirror"`): the local stand-in for Istio `VirtualService.mirror`:
 the request goes to the primary, whose answer (body and status) is returned; a copy is
@@ -71,8 +72,10 @@ try:
 except ImportError:  # pragma: no cover - orjson ships with kserve
     _orjson = None
 
+from airflow_project.serving.asgi import BodySizeLimitMiddleware
 from airflow_project.serving.constants import (
     GRAPH_ROOT_NODE,
+    MAX_BODY_BYTES,
     ROUTER_DEFAULT_PROPAGATE_HEADERS,
     ROUTER_DEFAULT_SERVICE_TIMEOUT_S,
     ROUTER_READINESS_PATH,
@@ -615,12 +618,14 @@ def _is_json(content: bytes) -> bool:
         return False
 
 
-def build_app(router: Router) -> Any:
+def build_app(router: Router, max_body_bytes: int = MAX_BODY_BYTES) -> Any:
     """The raw ASGI app: `GET /readyz` -> 200, anything else runs the graph.
 
     Same routing as the previous Starlette app: GET/HEAD `/readyz` answers, any path with
     GET/HEAD/POST/PUT/PATCH/DELETE runs the graph, other methods get 405. The response is
     `application/json` when the body is JSON. Lifespan shutdown closes the HTTP client.
+    A body above `max_body_bytes` (the predictor's limit) is answered 413 before anything
+    is buffered or forwarded: KServe's router has no limit, but its cluster ingress does.
     """
 
     async def send_response(send: Any, status: int, content: bytes, media: bytes | None) -> None:
@@ -664,7 +669,7 @@ def build_app(router: Router) -> Any:
         content, status = await router.handle(body, headers)
         await send_response(send, status, content, b"application/json" if _is_json(content) else None)
 
-    return app
+    return BodySizeLimitMiddleware(app, max_body_bytes)
 
 
 def url_resolver(

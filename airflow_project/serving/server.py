@@ -7,7 +7,8 @@ means "ready to predict".
 
 KServe serves its endpoints on one module-level FastAPI app (`kserve.model_server.app`).
 `install_guards(app)` adds what KServe lacks for hostile input:
-- a body-size limit (413 with a JSON error, before anything is parsed),
+- a body-size limit (`asgi.BodySizeLimitMiddleware`: 413 with a JSON error, before
+  anything is parsed),
 - request-validation errors (FastAPI's 422 for V2 bodies that do not match the Open
   Inference Protocol schema) rendered as `{"error": "<field>: <problem>", "detail": [...]}`
   without echoing the input.
@@ -25,63 +26,10 @@ import logging
 import time
 from typing import Any
 
+from airflow_project.serving.asgi import BodySizeLimitMiddleware, replay_body
 from airflow_project.serving.constants import DEFAULT_HTTP_PORT, MAX_BODY_BYTES
 
 log = logging.getLogger(__name__)
-
-
-class BodySizeLimitMiddleware:
-    """Pure ASGI middleware: reject request bodies above `max_bytes` with 413.
-
-    Checks Content-Length first, then counts streamed (chunked) bytes; the body is
-    buffered (bounded by the limit) and replayed to the app.
-    """
-
-    def __init__(self, app: Any, max_bytes: int = MAX_BODY_BYTES) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def _reject(self, send: Any, size: str) -> None:
-        body = json.dumps(
-            {"error": f"body: request body of {size} bytes exceeds the limit of {self.max_bytes} bytes"}
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD", "OPTIONS"):
-            await self.app(scope, receive, send)
-            return
-        for key, value in scope.get("headers", []):
-            if key == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    declared = -1
-                if declared > self.max_bytes:
-                    await self._reject(send, str(declared))
-                    return
-        chunks: list[bytes] = []
-        total = 0
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            total += len(chunk)
-            if total > self.max_bytes:
-                await self._reject(send, f"more than {self.max_bytes}")
-                return
-            chunks.append(chunk)
-            more = message.get("more_body", False)
-        await self.app(scope, _replay(b"".join(chunks), receive, False), send)
 
 
 def _validation_error_handler(_request: Any, exc: Any) -> Any:
@@ -454,7 +402,7 @@ class PredictFastPath:
                 chunks.append(chunk)
                 total += len(chunk)
             if total > self.max_body_bytes:
-                return await self.app(scope, _replay(b"".join(chunks), receive, True), send)
+                return await self.app(scope, replay_body(b"".join(chunks), receive, True), send)
             if not message.get("more_body", False):
                 break
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -468,7 +416,7 @@ class PredictFastPath:
         if doc is not None:
             parsed = _v2_rows(doc, self.features, self.max_rows) if v2 else _v1_rows(doc, self.features, self.max_rows)
         if parsed is None:
-            return await self.app(scope, _replay(body, receive, False), send)
+            return await self.app(scope, replay_body(body, receive, False), send)
         if v2:
             rows, body_id = parsed  # type: ignore[misc]
         else:
@@ -479,7 +427,7 @@ class PredictFastPath:
         t_pred = time.perf_counter()
         for x in predictions:
             if not _plain_float(x):  # NaN/inf or exponent notation: let KServe encode it
-                return await self.app(scope, _replay(body, receive, False), send)
+                return await self.app(scope, replay_body(body, receive, False), send)
         try:
             if v2:
                 out = (
@@ -492,7 +440,7 @@ class PredictFastPath:
                 out = b'{"predictions":' + _dumps(predictions) + b"}"
             rid_header = rid.encode("latin-1")
         except (TypeError, ValueError, UnicodeEncodeError):
-            return await self.app(scope, _replay(body, receive, False), send)
+            return await self.app(scope, replay_body(body, receive, False), send)
         t_post = time.perf_counter()
         self._pre.observe(t_pre - started)
         self._predict.observe(t_pred - t_pre)
@@ -523,18 +471,3 @@ def _skip_server_access_line(send: Any) -> None:
     cycle = getattr(send, "__self__", None)
     if getattr(cycle, "access_log", None) is True:
         cycle.access_log = False  # type: ignore[union-attr]
-
-
-def _replay(body: bytes, receive: Any, more: bool) -> Any:
-    """A `receive` that yields `body` first (then, when `more`, the rest of the stream)."""
-    sent = False
-
-    async def replay() -> Any:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": more}
-        # the rest of the stream when `more`, else disconnect notifications
-        return await receive()
-
-    return replay

@@ -248,6 +248,27 @@ def test_any_path_runs_the_graph_and_readyz_answers():
             assert resp.headers["content-type"] == "application/json"
 
 
+def test_oversized_body_is_413_and_never_forwarded():
+    from starlette.testclient import TestClient
+
+    r, t = make(graph(root=node("Sequence", {"serviceName": "a"})), {"a": (200, {"predictions": [2.0]})})
+    with TestClient(build_app(r, max_body_bytes=64)) as client:
+        declared = client.post("/", content=b"x" * 65, headers={"content-type": "application/json"})
+
+        def chunks():
+            yield b'{"instances": ['
+            yield b"1," * 40
+            yield b"1]}"
+
+        streamed = client.post("/", content=chunks(), headers={"content-type": "application/json"})
+        fits = client.post("/", json={"instances": [1]})
+    assert declared.status_code == 413, declared.text
+    assert declared.json()["error"] == "body: request body of 65 bytes exceeds the limit of 64 bytes"
+    assert streamed.status_code == 413 and "exceeds the limit of 64 bytes" in streamed.json()["error"]
+    assert fits.status_code == 200
+    assert [c[1] for c in t.calls] == ["/v1/models/wachttijden:predict"]  # only the request that fits
+
+
 def test_headers_propagated_and_request_id_added():
     r, t = make(graph(root=node("Sequence", {"serviceName": "a"}, {"serviceName": "b"})), {"a": (200, {}), "b": (200, {})})
     run(r, headers={"x-request-id": "rid-1", "authorization": "Bearer t", "cookie": "secret"})

@@ -239,6 +239,7 @@ def _v1_rows(body: Any, features: tuple[str, ...], max_rows: int) -> list[tuple[
 
 _V2_TOP = frozenset(("id", "parameters", "inputs", "outputs"))
 _V2_INPUT = frozenset(("name", "shape", "datatype", "data", "parameters"))
+_V2_PLAIN_INPUT = frozenset(("name", "shape", "datatype", "data"))
 
 
 def _v2_rows(body: Any, features: tuple[str, ...], max_rows: int) -> tuple[list[tuple[str, ...]], str | None] | None:
@@ -260,35 +261,29 @@ def _v2_rows(body: Any, features: tuple[str, ...], max_rows: int) -> tuple[list[
     inputs = body.get("inputs")
     if type(inputs) is not list or len(inputs) != len(features):
         return None
-    by_name: dict[str, Any] = {}
-    for inp in inputs:
-        if type(inp) is not dict or not inp.keys() <= _V2_INPUT or inp.get("parameters") is not None:
+    by_name: dict[str, list[Any]] = {}
+    n_rows = -1
+    for inp in inputs:  # one pass: each input is checked whole, its values kept by name
+        if type(inp) is not dict:
+            return None
+        keys = inp.keys()
+        if keys != _V2_PLAIN_INPUT and (not keys <= _V2_INPUT or inp.get("parameters") is not None):
             return None
         name = inp.get("name")
-        if type(name) is not str or name in by_name:
-            return None
-        by_name[name] = inp
-    columns = []
-    n_rows = -1
-    for f in features:  # as many inputs as features, unique names: each feature or None
-        inp = by_name.get(f)
-        if inp is None or inp.get("datatype") != "BYTES":
-            return None
         shape = inp.get("shape")
-        data = inp.get("data")
-        if type(shape) is not list or type(data) is not list:
+        values = inp.get("data")
+        if (type(name) is not str or name in by_name or inp.get("datatype") != "BYTES"
+                or type(shape) is not list or type(values) is not list):
             return None
-        if len(shape) == 2:
+        if len(shape) == 2:  # [n, 1]: one single-element list per row
             if type(shape[1]) is not int or shape[1] != 1:
                 return None
-            values = []
-            for row in data:
+            nested, values = values, []
+            for row in nested:
                 if type(row) is not list or len(row) != 1:
                     return None
                 values.append(row[0])
-        elif len(shape) == 1:
-            values = data
-        else:
+        elif len(shape) != 1:
             return None
         n = shape[0]
         if type(n) is not int or n != len(values) or (n_rows >= 0 and n != n_rows):
@@ -297,7 +292,11 @@ def _v2_rows(body: Any, features: tuple[str, ...], max_rows: int) -> tuple[list[
         for value in values:
             if type(value) is not str:
                 return None
-        columns.append(values)
+        by_name[name] = values
+    try:  # as many inputs as features, with unique names: either all are there or one is not
+        columns = [by_name[f] for f in features]
+    except KeyError:
+        return None
     if not 0 < n_rows <= max_rows:
         return None
     return list(zip(*columns)), body_id

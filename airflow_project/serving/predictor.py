@@ -466,15 +466,15 @@ class WachttijdenModel(Model):
         self._log = prediction_logger()
         handlers = self._log.handlers
         own = handlers[0] if len(handlers) == 1 else None
-        self._own_handler = (
-            own
+        # Only our own stdout handler with its "%(message)s" format: lines skip LogRecords.
+        self._lines = (
+            _LineBatcher(own)
             if type(own) is logging.StreamHandler
             and own.formatter is not None
             and own.formatter._fmt == "%(message)s"
             and own.level <= logging.INFO
             else None
         )
-        self._lines = _LineBatcher(own) if self._own_handler is not None else None
 
     def load(self) -> bool:
         if self.pipeline is None:
@@ -558,12 +558,12 @@ class WachttijdenModel(Model):
         if client is not None:
             record["client"] = client
         line = _log_dumps(record)
-        handler, handlers = self._own_handler, logger.handlers
-        if (self._lines is not None and len(handlers) == 1 and handlers[0] is handler
-                and not logger.filters and not handler.filters):  # type: ignore[union-attr]
+        lines, handlers = self._lines, logger.handlers
+        if (lines is not None and len(handlers) == 1 and handlers[0] is lines.handler
+                and not logger.filters and not lines.handler.filters):
             # Only our stdout handler with its "%(message)s" format: write the line as
             # StreamHandler.emit would, without building a LogRecord (findCaller etc.).
-            self._lines.add(line)
+            lines.add(line)
             return
         logger.info(line)
 

@@ -8,6 +8,7 @@ import json
 import logging
 import time
 
+from airflow_project.serving.constants import PREDICTION_LOGGER
 from airflow_project.serving.predictor import _LineBatcher
 from airflow_project.serving.write_coalescing import CoalescingTransport
 
@@ -90,14 +91,21 @@ def test_a_broken_stream_is_reported_the_logging_way_not_raised():
     assert reported == ["lost line"]
 
 
-def test_model_writes_its_lines_through_the_batcher(model):
+def test_model_writes_its_lines_through_the_batcher(model, monkeypatch):
     """With only its own stdout handler (as `serve()` runs it) the model uses the batcher."""
-    assert model._lines is not None and model._lines.handler is model._own_handler
+    logger = logging.getLogger(PREDICTION_LOGGER)
+    assert model._lines is not None and logger.handlers[0] is model._lines.handler
+    # pytest attaches its capture handlers to this logger too; serve() runs with ours alone
+    monkeypatch.setattr(logger, "handlers", [model._lines.handler])
+    added: list[str] = []
+    add = model._lines.add
+    monkeypatch.setattr(model._lines, "add", lambda line: (added.append(line), add(line)))
     stream = RecordingStream()
-    previous = model._own_handler.setStream(stream)
+    previous = model._lines.handler.setStream(stream)
     try:
         model.log_prediction("v1", "rid-1", [("a", "b", "c", "d")], [1.5], time.perf_counter(), "127.0.0.1:1")
     finally:
-        model._own_handler.setStream(previous)
+        model._lines.handler.setStream(previous)
+    assert len(added) == 1 and stream.writes == [added[0] + "\n"]
     record = json.loads(stream.writes[0])
     assert (record["request_id"], record["outputs"], record["client"]) == ("rid-1", [1.5], "127.0.0.1:1")

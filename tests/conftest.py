@@ -35,3 +35,20 @@ def pytest_sessionfinish(session, exitstatus) -> None:
 
     if os.environ.get("MLOPS_KEEP_TEST_HOME") != "1":
         shutil.rmtree(_SESSION_HOME, ignore_errors=True)
+
+
+def _chart_rendering() -> str:
+    """Which subcharts the chart tests render with (tests/chart/conftest.py prepares them)."""
+    from airflow_project.release import chart
+
+    deps = chart.deps_dir()
+    missing = tuple(chart.missing_packages(deps))
+    return chart.RenderableChart(deps, "stub" if missing else "real", deps, missing).describe()
+
+
+def pytest_report_header(config) -> str:
+    return _chart_rendering()
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    terminalreporter.write_line(_chart_rendering())

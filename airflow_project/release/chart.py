@@ -1,14 +1,16 @@
-"""Render the umbrella chart offline.
+"""Render the umbrella chart offline, with the real subcharts.
 
 ``helm template`` refuses a chart whose dependencies are missing, even disabled ones.
-When ``helm dependency build`` has downloaded them (``helm/charts/*.tgz``) we render
-the real thing; otherwise we copy the chart to a temporary folder and put stub
-subcharts (only Chart.yaml and values.yaml, generated from the dependency list) into
-its ``charts/``. The mode is returned so callers can say which one was used.
+The chart is copied to a work folder and its ``charts/`` filled from a directory of
+packaged dependencies: ``$CHART_DEPS_DIR``, else ``helm/charts/`` as ``helm dependency
+build`` leaves it. Only when a dependency is missing there do stub subcharts (Chart.yaml
+and an empty values.yaml) stand in; they hide upstream defaults, schemas and objects, so
+under ``CI=true`` that fallback is an error instead.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ import yaml
 from .project import repo_root
 
 STAGE_TAGS = ("crds", "controllers", "kserve", "platform", "airflow")
+DEPS_ENV = "CHART_DEPS_DIR"
 
 
 def chart_dir(root: Path | None = None) -> Path:
@@ -35,18 +38,39 @@ def dependencies(chart: Path | None = None) -> list[dict]:
 
 
 def dependency_key(dep: dict) -> str:
-    """The values key (and condition prefix) of a dependency: its alias or name."""
+    """The values key of a dependency: its alias or name."""
     return dep.get("alias") or dep["name"]
 
 
-def real_dependencies_present(chart: Path | None = None) -> bool:
+def package_name(dep: dict) -> str:
+    """The file ``helm package``/``helm dependency build`` writes for a dependency."""
+    return f"{dep['name']}-{dep['version']}.tgz"
+
+
+def deps_dir(root: Path | None = None) -> Path:
+    """Where the packaged dependencies are: ``$CHART_DEPS_DIR`` or ``helm/charts/``."""
+    configured = os.environ.get(DEPS_ENV, "").strip()
+    return Path(configured).resolve() if configured else chart_dir(root) / "charts"
+
+
+def missing_packages(deps: Path, chart: Path | None = None) -> list[str]:
+    return [package_name(d) for d in dependencies(chart) if not (deps / package_name(d)).is_file()]
+
+
+def install_packages(deps: Path, chart: Path | None = None) -> list[Path]:
+    """Copy the pinned dependency packages from ``deps`` into the chart's ``charts/``: what
+    ``helm dependency build`` would download, for air-gapped installs."""
     chart = chart or chart_dir()
-    charts = chart / "charts"
+    missing = missing_packages(deps, chart)
+    if missing:
+        raise RuntimeError(f"{deps} lacks the chart dependencies {', '.join(missing)}")
+    (chart / "charts").mkdir(exist_ok=True)
+    copied = []
     for dep in dependencies(chart):
-        tgz = charts / f"{dep['name']}-{dep['version']}.tgz"
-        if not tgz.is_file() and not (charts / dep["name"] / "Chart.yaml").is_file():
-            return False
-    return True
+        target = chart / "charts" / package_name(dep)
+        shutil.copy2(deps / package_name(dep), target)
+        copied.append(target)
+    return copied
 
 
 def write_stubs(chart_copy: Path) -> None:
@@ -75,29 +99,46 @@ def write_stubs(chart_copy: Path) -> None:
 class RenderableChart:
     path: Path
     mode: str  # "real" or "stub"
+    source: Path | None = None  # the packaged dependencies copied in (real mode)
+    missing: tuple[str, ...] = ()
 
     def describe(self) -> str:
         if self.mode == "real":
-            return (
-                f"rendering {self.path} with the REAL dependencies (helm dependency build has run)"
-            )
+            return f"helm chart rendering: REAL subcharts from {self.source}"
+        if not self.missing:
+            return "helm chart rendering: the chart's own templates (stub subcharts by request)"
         return (
-            f"rendering a copy of the chart ({self.path}) with STUB subcharts (Chart.yaml + "
-            "values.yaml only): dependencies are not downloaded, so only the chart's own "
-            "templates produce objects"
+            f"helm chart rendering: STUB subcharts (Chart.yaml + empty values.yaml): "
+            f"{len(self.missing)} dependency packages missing from {self.source} "
+            f"({', '.join(self.missing[:2])}{', ...' if len(self.missing) > 2 else ''}); set "
+            f"{DEPS_ENV} to a folder of packaged dependencies or run `make chart-deps`"
         )
 
 
-def prepare(workdir: Path, chart: Path | None = None, force_stub: bool = False) -> RenderableChart:
+def prepare(
+    workdir: Path, chart: Path | None = None, *, deps: Path | None = None, force_stub: bool = False
+) -> RenderableChart:
+    """A renderable copy of the chart in ``workdir/chart``.
+
+    Raises RuntimeError under ``CI=true`` when it would have to fall back to stubs.
+    """
     chart = chart or chart_dir()
-    if not force_stub and real_dependencies_present(chart):
-        return RenderableChart(chart, "real")
+    deps = deps or deps_dir(chart.parent)
     copy = workdir / "chart"
     if copy.exists():
         shutil.rmtree(copy)
     shutil.copytree(chart, copy, ignore=shutil.ignore_patterns("charts", "Chart.lock", "*.tgz"))
+    missing = tuple(missing_packages(deps, chart))
+    if not missing and not force_stub:
+        (copy / "charts").mkdir()
+        for dep in dependencies(chart):
+            shutil.copy2(deps / package_name(dep), copy / "charts" / package_name(dep))
+        return RenderableChart(copy, "real", deps)
+    rendered = RenderableChart(copy, "stub", deps, missing)
+    if not force_stub and os.environ.get("CI", "").lower() == "true":
+        raise RuntimeError(f"CI=true refuses stub subcharts: {rendered.describe()}")
     write_stubs(copy)
-    return RenderableChart(copy, "stub")
+    return rendered
 
 
 def stage_set_flags(stage_tags: list[str] | tuple[str, ...]) -> list[str]:
@@ -106,6 +147,49 @@ def stage_set_flags(stage_tags: list[str] | tuple[str, ...]) -> list[str]:
     for tag in STAGE_TAGS:
         flags += ["--set", f"tags.{tag}={'true' if tag in stage_tags else 'false'}"]
     return flags
+
+
+# `helm upgrade --install` flags that `helm template` does not take (with their arguments).
+_INSTALL_ONLY = {"--wait": 0, "--create-namespace": 0, "--timeout": 1, "--atomic": 0}
+
+
+def template_argv(upgrade_argv: list[str], chart_copy: Path, root: Path, helm: str) -> list[str]:
+    """The ``helm template`` equivalent of a plan's ``helm upgrade --install`` step, rendering
+    ``chart_copy``: the chart folder and its values files map into the copy, other
+    relative paths are taken from ``root``."""
+    if upgrade_argv[1:3] != ["upgrade", "--install"]:
+        raise ValueError(f"not a helm upgrade --install step: {upgrade_argv}")
+    release, chart_arg, rest = upgrade_argv[3], upgrade_argv[4], upgrade_argv[5:]
+
+    def local(path: str) -> str:
+        p = Path(path)
+        if p.is_absolute():
+            return path
+        if p.parts[: len(Path(chart_arg).parts)] == Path(chart_arg).parts:
+            return str(chart_copy / p.relative_to(chart_arg))
+        return str(root / p)
+
+    argv = [helm, "template", release, str(chart_copy)]
+    i = 0
+    while i < len(rest):
+        arg = rest[i]
+        if arg in _INSTALL_ONLY:
+            i += 1 + _INSTALL_ONLY[arg]
+            continue
+        if arg in ("-f", "--values"):
+            argv += [arg, local(rest[i + 1])]
+            i += 2
+            continue
+        argv.append(arg)
+        i += 1
+    return argv
+
+
+def run_template(argv: list[str]) -> list[dict]:
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed:\n{proc.stderr}")
+    return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
 
 
 def template(
@@ -120,8 +204,4 @@ def template(
     cmd = [helm, "template", release, str(chart), "--namespace", namespace]
     for v in values:
         cmd += ["-f", str(v)]
-    cmd += extra or []
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr}")
-    return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
+    return run_template(cmd + (extra or []))

@@ -6,8 +6,10 @@ tools [--checkov]      make sure helm (and checkov) are available; print helm's 
 export-requirements    write image/requirements-*.txt from uv.lock (--check: fail when stale)
 plan                   print the staged install commands (what DRY_RUN=1 shows)
 deploy                 run the staged install against the current kube context
+                       (both refuse values that are still placeholders: --values FILE adds yours)
 secrets                --check | --create-dev | --elasticsearch-from-eck | --create-airflow-admin | --list
 scan                   checkov on the rendered own templates and the Dockerfile
+chart-deps --from DIR  copy the pinned dependency charts from DIR into helm/charts/
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
-from . import chart, devsecrets, plan, project, requirements, tools
+from . import chart, devsecrets, placeholders, plan, project, requirements, tools
 
 
 def _current_context() -> str:
@@ -57,7 +60,21 @@ def _config(args: argparse.Namespace, helm: str) -> plan.DeployConfig:
         chart=os.path.relpath(chart.chart_dir(), project.repo_root()),
         helm=helm,
         kind_cluster=args.kind_cluster or _kind_cluster(),
+        values=tuple(args.values),
+        chart_deps=os.environ.get(chart.DEPS_ENV, ""),
     )
+
+
+def _checked_config(args: argparse.Namespace, helm: str) -> plan.DeployConfig:
+    """The deploy config, after refusing placeholder values (exits 1 naming them)."""
+    cfg = _config(args, helm)
+    root = project.repo_root()
+    try:
+        placeholders.check([root / f for f in cfg.values_files()], cfg.set_flags())
+    except (placeholders.PlaceholderError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    return cfg
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("image-tag")
+    cd = sub.add_parser("chart-deps")
+    cd.add_argument("--from", dest="source", required=True, help="folder of packaged charts")
     sub.add_parser("scan")
     sub.add_parser("version")
     t = sub.add_parser("tools")
@@ -84,6 +103,13 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--tag", default="", help="image tag (default: the one `make image` builds)")
         p.add_argument("--registry", default="", help='registry prefix ending in "/"')
         p.add_argument("--kind-cluster", default="")
+        p.add_argument(
+            "--values",
+            action="append",
+            default=[],
+            metavar="FILE",
+            help="a values file of your own, after the chart's (repeatable; paths from the repo root)",
+        )
     s = sub.add_parser("secrets")
     s.add_argument("--env", choices=["kind", "production"], default="production")
     s.add_argument("--namespace", default="mlops")
@@ -98,6 +124,13 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.cmd == "image-tag":
         print(project.image_tag())
+    elif args.cmd == "chart-deps":
+        try:
+            copied = chart.install_packages(Path(args.source).resolve())
+        except RuntimeError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print("\n".join(f"copied {c}" for c in copied))
     elif args.cmd == "scan":
         from . import scan
 
@@ -122,11 +155,11 @@ def main(argv: list[str] | None = None) -> int:
         helm = "helm" if shutil.which("helm") else (tools.find_helm() or "helm")
         if args.registry and not args.registry.endswith("/"):
             args.registry += "/"
-        sys.stdout.write(plan.render(plan.build(_config(args, helm))))
+        sys.stdout.write(plan.render(plan.build(_checked_config(args, helm))))
     elif args.cmd == "deploy":
         if args.registry and not args.registry.endswith("/"):
             args.registry += "/"
-        cfg = _config(args, tools.ensure_helm())
+        cfg = _checked_config(args, tools.ensure_helm())
         print(
             f"deploying release {cfg.release} ({cfg.env}) to namespace {cfg.namespace}, image tag {cfg.tag}"
         )

@@ -203,6 +203,13 @@ def create_dev(namespace: str) -> list[str]:
     return created
 
 
+def elasticsearch_url(namespace: str, es_name: str, user: str, password: str, *, tls: bool) -> str:
+    """Airflow's remote-logging URL: ECK's HTTP Service `<name>-es-http`, port 9200
+    (cloud-on-k8s pkg/apis/elasticsearch/v1/name.go), https unless TLS is off (kind)."""
+    scheme = "https" if tls else "http"
+    return f"{scheme}://{user}:{password}@{es_name}-es-http.{namespace}.svc.cluster.local:9200"
+
+
 def elasticsearch_from_eck(
     namespace: str, es_name: str = "elasticsearch", timeout: int = 300
 ) -> None:
@@ -229,7 +236,7 @@ def elasticsearch_from_eck(
                 f"ECK secret {es_name}-es-elastic-user did not appear in {namespace}"
             )
         time.sleep(5)
-    url = f"http://elastic:{password}@{es_name}-es-http.{namespace}.svc.cluster.local:9200"
+    url = elasticsearch_url(namespace, es_name, "elastic", password, tls=False)
     _kubectl(
         "apply",
         "-f",

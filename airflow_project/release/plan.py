@@ -49,6 +49,11 @@ class DeployConfig:
     chart: str = "helm"
     helm: str = "helm"
     kind_cluster: str = "kind"
+    # The site's own values files, applied after the chart's (`make deploy VALUES=...`).
+    values: tuple[str, ...] = ()
+    # A folder of packaged dependency charts to install from instead of the chart
+    # repositories (air-gapped; $CHART_DEPS_DIR).
+    chart_deps: str = ""
     timeouts: dict[str, str] = field(
         default_factory=lambda: {
             "crds": "5m",
@@ -63,7 +68,23 @@ class DeployConfig:
         files = [f"{self.chart}/values.yaml"]
         if self.env == "kind":
             files.append(f"{self.chart}/values-kind.yaml")
-        return files
+        return files + list(self.values)
+
+    def set_flags(self) -> list[str]:
+        """What every stage sets on top of the values files: the images `make image`
+        built, and the namespaces the subcharts must use (templates/namespace-guard.yaml)."""
+        image_airflow = f"{self.registry}airflow-project/airflow"
+        flags = {
+            "mlops.images.registry": self.registry,
+            "mlops.images.tag": self.tag,
+            "airflow.images.airflow.repository": image_airflow,
+            "airflow.images.airflow.tag": self.tag,
+            "airflow.images.pod_template.repository": image_airflow,
+            "airflow.images.pod_template.tag": self.tag,
+            "global.istioNamespace": self.namespace,
+            "global.leaderElection.namespace": self.namespace,
+        }
+        return [arg for key, value in flags.items() for arg in ("--set-string", f"{key}={value}")]
 
 
 STAGES: tuple[tuple[int, str, tuple[str, ...], str], ...] = (
@@ -86,7 +107,6 @@ STAGES: tuple[tuple[int, str, tuple[str, ...], str], ...] = (
 
 
 def helm_upgrade(cfg: DeployConfig, tags: tuple[str, ...], timeout: str) -> list[str]:
-    image_airflow = f"{cfg.registry}airflow-project/airflow"
     argv = [
         cfg.helm,
         "upgrade",
@@ -100,14 +120,7 @@ def helm_upgrade(cfg: DeployConfig, tags: tuple[str, ...], timeout: str) -> list
     for f in cfg.values_files():
         argv += ["-f", f]
     argv += [
-        "--set-string",
-        f"mlops.images.registry={cfg.registry}",
-        "--set-string",
-        f"mlops.images.tag={cfg.tag}",
-        "--set-string",
-        f"airflow.images.airflow.repository={image_airflow}",
-        "--set-string",
-        f"airflow.images.airflow.tag={cfg.tag}",
+        *cfg.set_flags(),
         *stage_set_flags(tags),
         "--wait",
         "--timeout",
@@ -117,16 +130,24 @@ def helm_upgrade(cfg: DeployConfig, tags: tuple[str, ...], timeout: str) -> list
 
 
 def build(cfg: DeployConfig) -> list[Step]:
-    from . import devsecrets
+    from . import chart, devsecrets
 
-    steps: list[Step] = [
-        Step(
+    if cfg.chart_deps:
+        dependencies = Step(
+            0,
+            "dependencies",
+            [*PY.split(), "chart-deps", "--from", cfg.chart_deps],
+            f"copy the pinned subcharts from {cfg.chart_deps} into {cfg.chart}/charts/ (no download)",
+            action=(chart.install_packages, Path(cfg.chart_deps), Path(cfg.chart)),
+        )
+    else:
+        dependencies = Step(
             0,
             "dependencies",
             [cfg.helm, "dependency", "build", cfg.chart],
             "download the pinned subcharts into helm/charts/",
-        ),
-    ]
+        )
+    steps: list[Step] = [dependencies]
     if cfg.env == "kind":
         steps.append(
             Step(

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import lru_cache
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -12,25 +17,28 @@ ROOT = project.repo_root()
 HELM_DIR = ROOT / "helm"
 VALUES = HELM_DIR / "values.yaml"
 VALUES_KIND = HELM_DIR / "values-kind.yaml"
+SITE_VALUES = ROOT / "tests" / "chart" / "values-site.yaml"
 RELEASE = "mlops"
 NAMESPACE = "mlops"
+PLAN_TAG = "9.8.7-test"
+ENVS = ["production", "kind"]
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob")
+# ECK custom resources the operator turns into workloads, with their main container.
+ECK_MAIN_CONTAINER = {
+    "Elasticsearch": "elasticsearch",
+    "Kibana": "kibana",
+    "Logstash": "logstash",
+    "Beat": None,  # the Beat's type: filebeat
+}
 
 
 @lru_cache
 def values(kind: bool = False) -> dict:
+    from airflow_project.release.placeholders import merge
+
     base = yaml.safe_load(VALUES.read_text())
-    if not kind:
-        return base
-    return _merge(base, yaml.safe_load(VALUES_KIND.read_text()))
-
-
-def _merge(a, b):
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = dict(a)
-        for k, v in b.items():
-            out[k] = _merge(a.get(k), v) if k in a else v
-        return out
-    return b
+    extra = VALUES_KIND if kind else SITE_VALUES
+    return merge(base, yaml.safe_load(extra.read_text()))
 
 
 def own(objs: list[dict]) -> list[dict]:
@@ -47,10 +55,133 @@ def by_kind(objs: list[dict], kind: str) -> list[dict]:
     return [o for o in objs if o.get("kind") == kind]
 
 
+def named(objs: list[dict], kind: str, name: str) -> dict:
+    (obj,) = [o for o in by_kind(objs, kind) if o["metadata"]["name"] == name]
+    return obj
+
+
+def ident(obj: dict) -> str:
+    return f"{obj['kind']}/{obj['metadata']['name']}"
+
+
 def release_info(objs: list[dict]) -> dict:
-    (cm,) = [
-        o
-        for o in objs
-        if o["kind"] == "ConfigMap" and o["metadata"]["name"] == f"{RELEASE}-release-info"
+    return named(objs, "ConfigMap", f"{RELEASE}-release-info")["data"]
+
+
+def workloads(objs: list[dict]) -> list[dict]:
+    """What becomes pods: workload kinds and the ECK resources the operator runs."""
+    return [o for o in objs if o["kind"] in WORKLOAD_KINDS or o["kind"] in ECK_MAIN_CONTAINER]
+
+
+def pod_specs(obj: dict) -> Iterator[tuple[str, dict, str | None]]:
+    """(where, pod spec, main container name or None) of everything the object runs,
+    including the KubernetesExecutor pod template inside the Airflow config ConfigMap."""
+    kind, spec = obj["kind"], obj.get("spec") or {}
+    if kind in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
+        yield "template", spec["template"]["spec"], None
+    elif kind == "CronJob":
+        yield "template", spec["jobTemplate"]["spec"]["template"]["spec"], None
+    elif kind == "Elasticsearch":
+        for node_set in spec.get("nodeSets") or []:
+            pod = (node_set.get("podTemplate") or {}).get("spec") or {}
+            yield f"nodeSet {node_set['name']}", pod, "elasticsearch"
+    elif kind in ("Kibana", "Logstash"):
+        yield "podTemplate", (spec.get("podTemplate") or {}).get("spec") or {}, kind.lower()
+    elif kind == "Beat":
+        for mode in ("daemonSet", "deployment"):
+            if mode in spec:
+                pod = ((spec[mode] or {}).get("podTemplate") or {}).get("spec") or {}
+                yield mode, pod, spec["type"]
+    elif kind == "ConfigMap":
+        for key, text in (obj.get("data") or {}).items():
+            if key == "pod_template_file.yaml":
+                yield key, yaml.safe_load(text)["spec"], None
+
+
+def pod_template(objs: list[dict]) -> dict:
+    """The KubernetesExecutor's pod_template_file.yaml (Airflow chart ConfigMap)."""
+    (text,) = [
+        o["data"]["pod_template_file.yaml"]
+        for o in by_kind(objs, "ConfigMap")
+        if "pod_template_file.yaml" in (o.get("data") or {})
     ]
-    return cm["data"]
+    return yaml.safe_load(text)
+
+
+def containers(pod: dict) -> list[dict]:
+    return list(pod.get("containers") or []) + list(pod.get("initContainers") or [])
+
+
+# ---------------------------------------------------------------- services and URLs
+@dataclass(frozen=True)
+class ServiceRef:
+    name: str
+    namespace: str
+    ports: tuple[int, ...]
+    selector: tuple[tuple[str, str], ...]
+    source: str  # "rendered" or how it was derived
+
+
+def _eck_services(obj: dict, namespace: str) -> Iterator[ServiceRef]:
+    """Services the ECK operator creates for a rendered resource (cloud-on-k8s v3.5.0:
+    pkg/apis/elasticsearch/v1/name.go HTTPService, pkg/apis/logstash/v1alpha1/name.go
+    UserServiceName, pkg/apis/kibana/v1/name.go)."""
+    name, kind = obj["metadata"]["name"], obj["kind"]
+    if kind == "Elasticsearch":
+        yield ServiceRef(f"{name}-es-http", namespace, (9200,), (), "ECK Elasticsearch")
+    elif kind == "Kibana":
+        yield ServiceRef(f"{name}-kb-http", namespace, (5601,), (), "ECK Kibana")
+    elif kind == "Logstash":
+        for svc in obj["spec"].get("services") or []:
+            ports = tuple(p["port"] for p in svc["service"]["spec"]["ports"])
+            yield ServiceRef(f"{name}-ls-{svc['name']}", namespace, ports, (), "ECK Logstash")
+
+
+def services(objs: list[dict], namespace: str = NAMESPACE) -> dict[tuple[str, str], ServiceRef]:
+    out = {}
+    for o in objs:
+        ns = o["metadata"].get("namespace") or namespace
+        if o["kind"] == "Service":
+            ports = tuple(p["port"] for p in o["spec"].get("ports") or [])
+            selector = tuple(sorted((o["spec"].get("selector") or {}).items()))
+            out[(o["metadata"]["name"], ns)] = ServiceRef(
+                o["metadata"]["name"], ns, ports, selector, "rendered"
+            )
+        for ref in _eck_services(o, ns):
+            out[(ref.name, ref.namespace)] = ref
+    return out
+
+
+_HOST = re.compile(r"^(?P<name>[a-z0-9-]+)(?:\.(?P<ns>[a-z0-9-]+)(?:\.svc(?:\.cluster\.local)?)?)?$")
+
+
+def resolve(url: str, objs: list[dict], caller_namespace: str = NAMESPACE) -> ServiceRef:
+    """The Service (and port) an in-cluster URL or host:port reaches; AssertionError naming
+    what exists when there is none."""
+    parts = urlsplit(url if "://" in url else f"tcp://{url}")
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    port = parts.port or default
+    m = _HOST.match(parts.hostname or "")
+    assert m, f"{url}: not an in-cluster service host"
+    key = (m["name"], m["ns"] or caller_namespace)
+    known = services(objs)
+    assert key in known, f"{url}: no Service {key[1]}/{key[0]}; rendered: {sorted(known)}"
+    svc = known[key]
+    assert port in svc.ports, f"{url}: Service {key[1]}/{key[0]} has ports {svc.ports}, not {port}"
+    return svc
+
+
+def matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def config_json(objs: list[dict], configmap: str, key: str) -> dict:
+    return json.loads(named(objs, "ConfigMap", configmap)["data"][key])
+
+
+def mesh_config(objs: list[dict]) -> dict:
+    return yaml.safe_load(named(objs, "ConfigMap", "istio")["data"]["mesh"])
+
+
+def airflow_env(objs: list[dict]) -> dict[str, str]:
+    return named(objs, "ConfigMap", f"{RELEASE}-airflow-env")["data"]

@@ -14,11 +14,20 @@ from pathlib import Path
 
 import pytest
 import yaml
-from chart_helpers import ROOT
+from chart_helpers import ROOT, SITE_VALUES
 
-from airflow_project.release import chart, devsecrets, plan, project, requirements, tools
+from airflow_project.release import (
+    chart,
+    devsecrets,
+    placeholders,
+    plan,
+    project,
+    requirements,
+    tools,
+)
 
 PY = [sys.executable, "-m", "airflow_project.release"]
+SITE = str(SITE_VALUES.relative_to(ROOT))
 
 
 # ---------------------------------------------------------------- DRY_RUN plan
@@ -30,7 +39,8 @@ def _release(*args: str, env: dict | None = None) -> subprocess.CompletedProcess
 
 
 def _plan(env: str, *extra: str) -> str:
-    proc = _release("plan", "--env", env, "--tag", "1.2.3-abcdef0", *extra)
+    site = ("--values", SITE) if env == "production" else ()
+    proc = _release("plan", "--env", env, "--tag", "1.2.3-abcdef0", *site, *extra)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 
@@ -63,8 +73,14 @@ def test_plan_runs_the_four_stages_in_order(env):
         assert "mlops.images.tag=1.2.3-abcdef0" in argv
         values = [argv[i + 1] for i, a in enumerate(argv) if a == "-f"]
         assert values == (
-            ["helm/values.yaml", "helm/values-kind.yaml"] if env == "kind" else ["helm/values.yaml"]
+            ["helm/values.yaml", "helm/values-kind.yaml"]
+            if env == "kind"
+            else ["helm/values.yaml", SITE]
         )
+        # the task pod template runs the same image; the subcharts' namespaces are the release's
+        assert "airflow.images.pod_template.tag=1.2.3-abcdef0" in argv
+        assert "global.istioNamespace=mlops" in argv
+        assert "global.leaderElection.namespace=mlops" in argv
     # stage order: CRDs -> controllers -> kserve -> platform -> airflow
     order = [
         next(a for a in reversed([x for x in s if x.startswith("tags.") and x.endswith("=true")]))
@@ -90,6 +106,22 @@ def test_plan_secrets_steps_per_environment():
     assert "kind load docker-image" in kind and "airflow-project/predictor:1.2.3-abcdef0" in kind
 
 
+def test_air_gapped_plan_copies_the_dependencies_instead_of_downloading(tmp_path):
+    env = {**os.environ, "CHART_DEPS_DIR": str(tmp_path)}
+    proc = _release("plan", "--env", "kind", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert f"chart-deps --from {tmp_path}" in proc.stdout
+    assert "dependency build" not in proc.stdout
+
+
+def test_chart_deps_names_what_is_missing(tmp_path):
+    (tmp_path / "base-1.30.0.tgz").write_bytes(b"x")
+    proc = _release("chart-deps", "--from", str(tmp_path))
+    assert proc.returncode == 1
+    assert "lacks the chart dependencies" in proc.stderr and "airflow-1.22.0.tgz" in proc.stderr
+    assert "base-1.30.0.tgz" not in proc.stderr
+
+
 def test_plan_registry_prefix():
     text = _plan("production", "--registry", "myreg.azurecr.io")
     assert "airflow.images.airflow.repository=myreg.azurecr.io/airflow-project/airflow" in text
@@ -101,7 +133,7 @@ def test_make_deploy_dry_run_prints_the_plan_without_a_cluster():
         pytest.skip("make not installed")
     env = {**os.environ, "KUBECONFIG": "/nonexistent"}
     proc = subprocess.run(
-        ["make", "-s", "deploy", "DRY_RUN=1", "IMAGE_TAG=7.7.7"],
+        ["make", "-s", "deploy", "DRY_RUN=1", "IMAGE_TAG=7.7.7", f"VALUES={SITE}"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -119,6 +151,77 @@ def test_make_deploy_dry_run_prints_the_plan_without_a_cluster():
     # no kube context -> production: it checks Secrets instead of generating them
     assert "secrets --check --env production" in proc.stdout
     assert "airflow.images.airflow.tag=7.7.7" in proc.stdout
+    assert f"-f {SITE}" in proc.stdout
+
+
+def test_make_deploy_dry_run_refuses_the_placeholders_and_names_them():
+    if not shutil.which("make"):
+        pytest.skip("make not installed")
+    env = {**os.environ, "KUBECONFIG": "/nonexistent"}
+    proc = subprocess.run(
+        ["make", "-s", "deploy", "DRY_RUN=1", "IMAGE_TAG=7.7.7"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert "upgrade --install" not in proc.stdout  # no plan printed
+    for path in placeholders.REQUIRED:
+        assert path in proc.stderr
+    assert "make deploy VALUES=" in proc.stderr
+
+
+def test_plan_namespace_flags_follow_the_namespace():
+    text = _plan("kind", "--namespace", "ml-prod")
+    for step in _helm_steps(text):
+        assert "global.istioNamespace=ml-prod" in step
+        assert "global.leaderElection.namespace=ml-prod" in step
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ({"mlflow": {"artifactRoot": {"azureBlob": {"storageAccount": ""}}}},
+         "mlflow.artifactRoot.azureBlob.storageAccount is empty"),
+        ({"mlflow": {"backendStore": {"postgres": {"host": "  "}}}},
+         "mlflow.backendStore.postgres.host is empty"),
+        ({"mlflow": {"backendStore": {"postgres": {"host": "postgres.example.internal"}}}},
+         "mlflow.backendStore.postgres.host = 'postgres.example.internal' is a placeholder"),
+        ({"kserve-resources": {"kserve": {"controller": {"gateway": {"domain": "example.com"}}}}},
+         "kserve-resources.kserve.controller.gateway.domain = 'example.com' is a placeholder"),
+        ({"mlops": {"serving": {"gateway": {"hosts": ["<your-host>"]}}}},
+         "mlops.serving.gateway.hosts[0] = '<your-host>' is a placeholder"),
+        ({"airflow": {"env": [{"name": "X", "value": "changeme"}]}},
+         "airflow.env[0].value = 'changeme' is a placeholder"),
+    ],
+)
+def test_each_placeholder_is_refused_by_name(tmp_path, override, named):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(override))
+    proc = _release("plan", "--env", "production", "--values", SITE, "--values", str(bad))
+    assert proc.returncode == 1
+    assert named in proc.stderr
+    assert "upgrade --install" not in proc.stdout
+    assert "Traceback" not in proc.stderr
+
+
+def test_site_values_pass_and_later_files_and_flags_win():
+    files = [ROOT / "helm/values.yaml", SITE_VALUES]
+    assert placeholders.problems(placeholders.merged_values(files)) == []
+    merged = placeholders.merged_values(files, ["--set-string", "mlflow.backendStore.postgres.host="])
+    assert placeholders.problems(merged) == [
+        "mlflow.backendStore.postgres.host is empty: set it to the Postgres server of MLflow's backend store"
+    ]
+    assert placeholders.problems(placeholders.merged_values([ROOT / "helm/values.yaml", ROOT / "helm/values-kind.yaml"])) == []
+
+
+def test_placeholder_pattern_spares_real_hosts():
+    for value in ("mlops-pg.postgres.database.azure.com", "models.wachttijden.nl", "{dag_id}-{task_id}",
+                  "airflow-logs-*", "http://mlops-mlflow.mlops.svc:80", "examples.org"):
+        assert not placeholders.PLACEHOLDER.search(value), value
 
 
 # ---------------------------------------------------------------- secrets
@@ -350,7 +453,7 @@ def test_dockerfile_airflow_target():
     assert '"apache-airflow==${AIRFLOW_VERSION}" -r /tmp/requirements-airflow.txt' in st
     assert "--no-deps /tmp/dist/*.whl" in st
     assert "airflow_project/dags/ /opt/airflow/dags/" in st
-    assert re.search(r"^USER airflow$", st, re.MULTILINE)
+    assert re.search(r"^USER 50000$", st, re.MULTILINE)  # the base image's airflow user
     for label in ("version", "revision", "source"):
         assert f"org.opencontainers.image.{label}=" in st
     assert "--no-cache-dir" in st and "rm -rf" in st
@@ -404,3 +507,67 @@ def test_plan_module_stages_match_chart_tags():
         d["tags"][0] for d in yaml.safe_load((ROOT / "helm/Chart.yaml").read_text())["dependencies"]
     }
     assert tags_in_chart == set(chart.STAGE_TAGS)
+
+
+# ---------------------------------------------------------------- rendering with the real subcharts
+def test_template_argv_renders_the_plan_step_against_the_copy(tmp_path):
+    step = [
+        "helm", "upgrade", "--install", "rel", "helm", "--namespace", "ns", "--create-namespace",
+        "-f", "helm/values.yaml", "-f", "site/prod.yaml", "-f", "/abs/x.yaml",
+        "--set-string", "a=b", "--set", "tags.crds=true", "--wait", "--timeout", "5m",
+    ]
+    argv = chart.template_argv(step, tmp_path / "chart", ROOT, "/bin/helm")
+    assert argv == [
+        "/bin/helm", "template", "rel", str(tmp_path / "chart"), "--namespace", "ns",
+        "-f", str(tmp_path / "chart" / "values.yaml"), "-f", str(ROOT / "site/prod.yaml"),
+        "-f", "/abs/x.yaml", "--set-string", "a=b", "--set", "tags.crds=true",
+    ]
+    with pytest.raises(ValueError, match="not a helm upgrade"):
+        chart.template_argv(["helm", "dependency", "build", "helm"], tmp_path, ROOT, "helm")
+
+
+def test_prepare_copies_the_packaged_dependencies(tmp_path, monkeypatch):
+    deps = tmp_path / "deps"
+    deps.mkdir()
+    for dep in chart.dependencies():
+        (deps / chart.package_name(dep)).write_bytes(b"tgz")
+    monkeypatch.setenv("CI", "true")
+    rc = chart.prepare(tmp_path / "work", deps=deps)
+    assert rc.mode == "real" and rc.source == deps
+    assert sorted(p.name for p in (rc.path / "charts").iterdir()) == sorted(
+        chart.package_name(d) for d in chart.dependencies()
+    )
+    assert "REAL subcharts from" in rc.describe()
+
+
+def test_prepare_falls_back_to_stubs_only_outside_ci(tmp_path, monkeypatch):
+    deps = tmp_path / "empty"
+    deps.mkdir()
+    monkeypatch.delenv("CI", raising=False)
+    rc = chart.prepare(tmp_path / "work", deps=deps)
+    assert rc.mode == "stub" and "airflow-1.22.0.tgz" in rc.missing
+    assert f"{len(chart.dependencies())} dependency packages missing from {deps}" in rc.describe()
+    assert (rc.path / "charts" / "airflow" / "Chart.yaml").is_file()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(RuntimeError, match=r"CI=true refuses stub subcharts: .*missing from .*empty"):
+        chart.prepare(tmp_path / "work2", deps=deps)
+
+
+def test_chart_deps_dir_comes_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv(chart.DEPS_ENV, str(tmp_path))
+    assert chart.deps_dir() == tmp_path.resolve()
+    monkeypatch.delenv(chart.DEPS_ENV)
+    assert chart.deps_dir() == ROOT / "helm" / "charts"
+
+
+def test_production_render_has_no_placeholder_left(real_subcharts, plan_render):
+    found = [
+        f"{o['kind']}/{o['metadata']['name']} {path}: {value[:80]!r}"
+        for o in plan_render("production")
+        if o["kind"] != "CustomResourceDefinition"  # schema descriptions quote examples
+        for path, value in placeholders._strings(o)
+        if not path.endswith("_example") and placeholders.PLACEHOLDER.search(value)
+    ]
+    assert not found, "\n".join(found)
+    text = yaml.safe_dump_all(plan_render("production"))
+    assert "--artifacts-destination=wasbs://modelartifacts@mlopsartifacts.blob.core.windows.net/" in text

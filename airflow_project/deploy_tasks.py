@@ -113,8 +113,10 @@ def deploy_predictor(
     namespace: str | None = None,
     timeout: float = 600.0,
     target: Any | None = None,
+    cluster_local: bool = False,
 ) -> dict[str, Any]:
-    """Apply an InferenceService for `model_uri` and wait until it is Ready."""
+    """Apply an InferenceService for `model_uri` and wait until it is Ready
+    (`cluster_local`: no ingress of its own, see `manifests.inference_service`)."""
     from airflow_project.serving.manifests import inference_service
     from airflow_project.serving.targets import (
         INFERENCE_SERVICE,
@@ -124,7 +126,7 @@ def deploy_predictor(
 
     target = target or target_from_env(namespace)
     config = serving_config_from_env(target.namespace)
-    manifest = inference_service(service_name, model_uri, config)
+    manifest = inference_service(service_name, model_uri, config, cluster_local=cluster_local)
     target.apply(manifest)
     url = target.wait_ready(INFERENCE_SERVICE, service_name, timeout)
     log.info("InferenceService %s/%s ready at %s (%s)", target.namespace, service_name, url, model_uri)

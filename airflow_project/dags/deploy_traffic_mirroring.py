@@ -104,7 +104,8 @@ def deploy_traffic_mirroring():
 
         p = context["params"]
         return deploy_predictor(p["primary_service"], versions["primary"]["model_uri"],
-                                namespace=p["namespace"] or None, timeout=float(p["timeout_seconds"]))
+                                namespace=p["namespace"] or None, timeout=float(p["timeout_seconds"]),
+                                cluster_local=p["mirror_mode"] != "graph")
 
     @task
     def deploy_shadow(versions: dict, **context) -> dict:
@@ -113,7 +114,8 @@ def deploy_traffic_mirroring():
 
         p = context["params"]
         return deploy_predictor(p["shadow_service"], versions["shadow"]["model_uri"],
-                                namespace=p["namespace"] or None, timeout=float(p["timeout_seconds"]))
+                                namespace=p["namespace"] or None, timeout=float(p["timeout_seconds"]),
+                                cluster_local=p["mirror_mode"] != "graph")
 
     @task
     def deploy_mirror(primary: dict, shadow: dict, **context) -> dict:

@@ -16,7 +16,11 @@ import this module at parse time):
 - `virtual_service_mirror(primary, shadow, config, percentage)`: an Istio
   `VirtualService` that routes to the primary predictor and mirrors (fire and forget)
   `percentage` % of requests to the shadow: no added latency, a dead shadow has no effect
-  on answers. Use it when the cluster runs Istio (the kubernetes target does).
+  on answers. Use it when the cluster runs Istio (the kubernetes target does). With
+  `config.gateway` and `config.ingress_domain` it also owns the primary's external host on
+  that gateway, so traffic from outside is mirrored too; the primary is then deployed
+  cluster-local (`cluster_local=True`) so that KServe's own Ingress does not compete for
+  the host.
 
 The served model name is passed as `--model_name`: KServe's graph controller reads it
 from there to build the step URL `/v1/models/<model_name>:predict`.
@@ -24,7 +28,7 @@ from there to build the step URL `/v1/models/<model_name>:predict`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from airflow_project.serving.constants import (
@@ -43,6 +47,7 @@ from airflow_project.serving.constants import (
 )
 
 APP_LABEL = "app.kubernetes.io/part-of"
+CLUSTER_LOCAL_LABEL = "networking.kserve.io/visibility"
 APP_NAME = "wachttijden"
 
 
@@ -82,6 +87,10 @@ class ServingConfig:
     annotations: dict[str, str] = field(default_factory=dict)
     """Extra InferenceService annotations, e.g. `serving.kserve.io/deploymentMode`."""
     extra_env: dict[str, str] = field(default_factory=dict)
+    gateway: str | None = None
+    """`<namespace>/<name>` of the Istio Gateway serving external hosts (mirror routes attach to it)."""
+    ingress_domain: str | None = None
+    """KServe's ingress domain: external hosts are `<name>-<namespace>.<domain>`."""
 
     def __post_init__(self) -> None:
         if not self.image or ":" in self.image.rsplit("/", 1)[-1]:
@@ -120,9 +129,23 @@ def predictor_host(isvc_name: str, namespace: str) -> str:
     return f"{isvc_name}{PREDICTOR_SERVICE_SUFFIX}.{namespace}.svc.cluster.local"
 
 
-def inference_service(name: str, model_uri: str, config: ServingConfig | None = None) -> dict[str, Any]:
-    """An InferenceService with our predictor as custom container."""
+def external_host(name: str, namespace: str, domain: str) -> str:
+    """The host KServe gives an InferenceService behind the ingress: its default
+    domainTemplate `{{ .Name }}-{{ .Namespace }}.{{ .IngressDomain }}`."""
+    return f"{name}-{namespace}.{domain}"
+
+
+def inference_service(
+    name: str, model_uri: str, config: ServingConfig | None = None, *, cluster_local: bool = False
+) -> dict[str, Any]:
+    """An InferenceService with our predictor as custom container.
+
+    `cluster_local`: KServe creates no Ingress (label `networking.kserve.io/visibility`),
+    for a primary whose external host a mirror VirtualService serves instead.
+    """
     config = config or ServingConfig()
+    if cluster_local:
+        config = replace(config, labels={**config.labels, CLUSTER_LOCAL_LABEL: "cluster-local"})
     if not model_uri.startswith("models:/"):
         raise ValueError(f"model_uri must be a registry URI models:/..., got {model_uri!r}")
     model = config.served_model_name
@@ -242,7 +265,13 @@ def virtual_service_mirror(
     name: str | None = None,
     port: int = 80,
 ) -> dict[str, Any]:
-    """Istio VirtualService on the primary predictor's host that mirrors to the shadow."""
+    """Istio VirtualService on the primary predictor's host that mirrors to the shadow.
+
+    In the mesh (sidecars of in-cluster callers) it applies to the predictor's Service
+    host, listed first. A VirtualService without `gateways` binds to the mesh only, so
+    with `config.gateway` it is bound to that gateway as well and also answers the
+    primary's external host there.
+    """
     config = config or ServingConfig()
     _check_name(primary)
     _check_name(shadow)
@@ -250,12 +279,19 @@ def virtual_service_mirror(
         raise ValueError(f"percentage must be within [0, 100], got {percentage}")
     primary_host = predictor_host(primary, config.namespace)
     shadow_host = predictor_host(shadow, config.namespace)
+    hosts, gateways = [primary_host], []
+    if config.gateway:
+        if not config.ingress_domain:
+            raise ValueError("a mirror on a gateway needs config.ingress_domain for the external host")
+        hosts.append(external_host(primary, config.namespace, config.ingress_domain))
+        gateways = ["mesh", config.gateway]
     return {
         "apiVersion": ISTIO_API_VERSION,
         "kind": "VirtualService",
         "metadata": _metadata(name or f"{primary}-mirror", config, "mirror"),
         "spec": {
-            "hosts": [primary_host],
+            "hosts": hosts,
+            **({"gateways": gateways} if gateways else {}),
             "http": [
                 {
                     "route": [{"destination": {"host": primary_host, "port": {"number": port}}}],

@@ -79,6 +79,8 @@ DEFAULT_TIMEOUT_S = 600.0
 TARGET_ENV = "MLOPS_DEPLOY_TARGET"
 NAMESPACE_ENV = "MLOPS_SERVING_NAMESPACE"
 IMAGE_ENV = "MLOPS_PREDICTOR_IMAGE"
+GATEWAY_ENV = "MLOPS_SERVING_GATEWAY"
+INGRESS_DOMAIN_ENV = "MLOPS_INGRESS_DOMAIN"
 CONN_ID_ENV = "MLOPS_KUBERNETES_CONN_ID"
 
 INFERENCE_SERVICE = "InferenceService"
@@ -736,7 +738,8 @@ def target_from_env(namespace: str | None = None) -> DeployTarget:
 
 def serving_config_from_env(namespace: str | None = None) -> Any:
     """`ServingConfig` for the target: namespace, predictor image (`MLOPS_PREDICTOR_IMAGE`,
-    `repo:tag`), tracking URI (`MLFLOW_TRACKING_URI`)."""
+    `repo:tag`), tracking URI (`MLFLOW_TRACKING_URI`), the Istio gateway and ingress domain
+    for external hosts (`MLOPS_SERVING_GATEWAY`, `MLOPS_INGRESS_DOMAIN`; the chart sets them)."""
     from airflow_project.serving.constants import DEFAULT_TRACKING_URI
     from airflow_project.serving.manifests import ServingConfig
 
@@ -753,6 +756,8 @@ def serving_config_from_env(namespace: str | None = None) -> Any:
         image=image,
         image_tag=tag,
         tracking_uri=os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI,
+        gateway=os.environ.get(GATEWAY_ENV) or None,
+        ingress_domain=os.environ.get(INGRESS_DOMAIN_ENV) or None,
     )
 
 

@@ -26,7 +26,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | 
 {{- if .Values.mlops.airflow.mlflowTrackingUri -}}
 {{- .Values.mlops.airflow.mlflowTrackingUri -}}
 {{- else -}}
-{{- printf "http://%s-mlflow.%s.svc:%v" .Release.Name .Release.Namespace .Values.mlops.airflow.mlflowPort -}}
+{{- /* the MLflow chart's Service: <release>-mlflow, port mlflow.service.port */ -}}
+{{- printf "http://%s-mlflow.%s.svc:%v" .Release.Name .Release.Namespace .Values.mlflow.service.port -}}
 {{- end -}}
 {{- end -}}
 

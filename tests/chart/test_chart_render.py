@@ -10,7 +10,17 @@ import jmespath
 import kubernetes_validate
 import pytest
 import yaml
-from chart_helpers import HELM_DIR, NAMESPACE, RELEASE, ROOT, by_kind, own, release_info, values
+from chart_helpers import (
+    HELM_DIR,
+    NAMESPACE,
+    RELEASE,
+    ROOT,
+    SITE_VALUES,
+    by_kind,
+    own,
+    release_info,
+    values,
+)
 
 from airflow_project.release import chart
 
@@ -46,7 +56,8 @@ def test_every_dependency_is_pinned_conditioned_and_staged():
     for dep in DEPS:
         assert re.fullmatch(r"v?\d+\.\d+\.\d+", str(dep["version"])), dep
         assert dep["repository"].startswith(("https://", "oci://")), dep
-        assert dep["condition"] == f"{chart.dependency_key(dep)}.enabled", dep
+        # never `<key>.enabled`: a subchart's own default for it would beat the stage tags
+        assert dep["condition"] == f"components.{chart.dependency_key(dep)}", dep
         assert len(dep["tags"]) == 1 and dep["tags"][0] in chart.STAGE_TAGS, dep
     assert jmespath.search("[?name=='airflow'].version | [0]", DEPS) == "1.22.0"
     assert jmespath.search("[?name=='kserve-resources'].tags[0] | [0]", DEPS) == "kserve"
@@ -54,8 +65,9 @@ def test_every_dependency_is_pinned_conditioned_and_staged():
 
 @pytest.mark.parametrize("kind", [False, True])
 def test_values_never_force_a_dependency_on(kind):
-    """`<dep>.enabled: true` would override the stage tags (helm: conditions win over tags)."""
+    """A condition set to true would override the stage tags (helm: conditions win over tags)."""
     vals = values(kind)
+    assert all(v is False for v in (vals.get("components") or {}).values())
     for dep in DEPS:
         assert (vals.get(chart.dependency_key(dep)) or {}).get("enabled") is not True, dep["name"]
     assert all(vals["tags"][t] is True for t in chart.STAGE_TAGS)
@@ -68,6 +80,9 @@ def test_kserve_standard_mode_and_gateway_ref():
     s = vals["mlops"]["serving"]
     assert ks["gateway"]["ingressGateway"]["gateway"] == f"{s['namespace']}/{s['gateway']['name']}"
     assert vals["istio-gateway"]["labels"] == s["gateway"]["selector"]
+    # Istio serves KServe's Ingresses on the pods labelled istio=<ingressSelector>
+    assert {"istio": vals["istiod"]["meshConfig"]["ingressSelector"]} == s["gateway"]["selector"]
+    assert vals["istiod"]["meshConfig"]["ingressService"] == vals["istio-gateway"]["name"]
 
 
 @pytest.mark.parametrize("kind", [False, True])
@@ -106,7 +121,7 @@ def test_airflow_values(kind):
     )
     # the worker service account is the one bound in the serving namespace
     assert (
-        af["workers"]["serviceAccount"]["name"]
+        af["workers"]["kubernetes"]["serviceAccount"]["name"]
         == vals["mlops"]["serving"]["airflowWorkerServiceAccount"]
     )
     assert "{{ .Release.Name }}-airflow-connections" in af["extraEnvFrom"]
@@ -135,11 +150,12 @@ def test_helm_lint(helm, renderable, env):
         "lint",
         str(renderable.path),
         "--strict",
+        "--namespace",
+        NAMESPACE,
         "-f",
         str(renderable.path / "values.yaml"),
     ]
-    if env == "kind":
-        args += ["-f", str(renderable.path / "values-kind.yaml")]
+    args += ["-f", str(renderable.path / "values-kind.yaml" if env == "kind" else SITE_VALUES)]
     proc = subprocess.run(args, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
@@ -157,6 +173,7 @@ OWN_BY_STAGE = {
     "controllers": set(),
     "kserve": set(),
     "platform": {
+        "IngressClass",
         "Namespace",
         "Role",
         "RoleBinding",
@@ -258,7 +275,7 @@ def test_rbac_is_namespaced_to_serving(render, env):
     # no cluster-wide binding for the Airflow worker anywhere in the release
     for crb in by_kind(objs, "ClusterRoleBinding"):
         assert sa not in (jmespath.search("subjects[].name", crb) or []), crb["metadata"]["name"]
-    (role,) = by_kind(objs, "Role")
+    (role,) = by_kind(own(objs), "Role")
     assert role["metadata"]["namespace"] == "serving"
     rules = {
         (g, r): set(rule["verbs"])
@@ -273,7 +290,7 @@ def test_rbac_is_namespaced_to_serving(render, env):
     ]:
         assert {"get", "create", "patch", "delete"} <= rules[key]
     assert {g for g, _ in rules} == {"serving.kserve.io", "networking.istio.io"}
-    (rb,) = by_kind(objs, "RoleBinding")
+    (rb,) = by_kind(own(objs), "RoleBinding")
     assert rb["metadata"]["namespace"] == "serving"
     assert rb["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
@@ -424,3 +441,57 @@ def test_core_kinds_validate_offline(render, env):
             kubernetes_validate.validate(obj, "1.32", strict=True)
             checked += 1
     assert checked >= 8
+
+
+# ---------------------------------------------------------------- upstream Airflow chart keys
+def _deprecated_paths(values_text: str) -> set[tuple[str, ...]]:
+    """Keys whose own comment block in the upstream values.yaml says "(deprecated": the
+    chart's way of marking renamed settings."""
+    deprecated, stack, comments = set(), [], []
+    for line in values_text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            comments.append(stripped)
+            continue
+        m = re.match(r"^(\s*)([A-Za-z0-9_.-]+):(\s|$)", line)
+        if not m:
+            comments = [] if stripped else comments
+            continue
+        indent = len(m.group(1))
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        stack.append((indent, m.group(2)))
+        if any("(deprecated" in c for c in comments):
+            deprecated.add(tuple(k for _, k in stack))
+        comments = []
+    return deprecated
+
+
+def _leaf_paths(node, prefix=()):
+    if isinstance(node, dict) and node:
+        for key, value in node.items():
+            yield from _leaf_paths(value, (*prefix, key))
+    else:
+        yield prefix
+
+
+def test_deprecation_parser_reads_the_upstream_markers():
+    text = "workers:\n  # (deprecated, use `workers.kubernetes.labels` instead)\n  labels: {}\n  kubernetes:\n    labels: {}\n"
+    assert _deprecated_paths(text) == {("workers", "labels")}
+
+
+@pytest.mark.parametrize("kind", [False, True])
+def test_no_deprecated_airflow_chart_keys(real_subcharts, renderable, kind):
+    import tarfile
+
+    with tarfile.open(renderable.path / "charts" / "airflow-1.22.0.tgz") as tar:
+        upstream = tar.extractfile("airflow/values.yaml").read().decode()
+    deprecated = _deprecated_paths(upstream)
+    assert ("workers", "serviceAccount") in deprecated  # the parser sees the 1.22 markers
+    ours = values(kind)["airflow"]
+    used = [
+        ".".join(path)
+        for path in _leaf_paths(ours)
+        if any(path[:n] in deprecated for n in range(1, len(path) + 1))
+    ]
+    assert not used, f"deprecated Airflow chart keys in our values: {used}"

@@ -119,6 +119,15 @@ def _ingress_node_port() -> int:
     return DEFAULT_INGRESS_NODE_PORT
 
 
+def _mlflow_service_port() -> int:
+    """The MLflow Service's port (the chart's mlflow.service.port; the server itself listens
+    on 5000 behind it)."""
+    import yaml
+
+    values = yaml.safe_load((REPO / "helm" / "values.yaml").read_text())
+    return int(values["mlflow"]["service"]["port"])
+
+
 @dataclass(frozen=True)
 class E2ESettings:
     cluster_name: str
@@ -526,7 +535,7 @@ def airflow(platform: Platform) -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def mlflow_url(platform: Platform) -> Iterator[str]:
     svc = os.environ.get("MLOPS_E2E_MLFLOW_SERVICE") or f"{platform.release}-mlflow"
-    port = int(os.environ.get("MLOPS_E2E_MLFLOW_PORT") or 5000)
+    port = int(os.environ.get("MLOPS_E2E_MLFLOW_PORT") or _mlflow_service_port())
     with PortForward(
         platform.kube,
         f"svc/{svc}",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 
@@ -120,6 +121,29 @@ def test_virtual_service_mirror():
     assert route["mirrorPercentage"] == {"value": 25.0}
     assert vs["spec"]["hosts"] == [route["route"][0]["destination"]["host"]]
     validate(vs["metadata"], "V1ObjectMeta")
+
+
+def test_mirror_on_a_gateway_also_owns_the_primarys_external_host():
+    config = replace(CONFIG, gateway="serving/serving-gateway", ingress_domain="models.wachttijden.nl")
+    vs = manifests.virtual_service_mirror("wachttijden-primary", "wachttijden-shadow", config)
+    assert vs["spec"]["hosts"] == [
+        "wachttijden-primary-predictor.serving.svc.cluster.local",  # first: the in-cluster URL
+        "wachttijden-primary-serving.models.wachttijden.nl",  # KServe's domainTemplate
+    ]
+    assert vs["spec"]["gateways"] == ["mesh", "serving/serving-gateway"]
+    # without a gateway it binds to the mesh only (Istio's default): no gateways key
+    assert "gateways" not in manifests.virtual_service_mirror("a", "b", CONFIG)["spec"]
+    with pytest.raises(ValueError, match="ingress_domain"):
+        manifests.virtual_service_mirror("a", "b", replace(CONFIG, gateway="serving/gw"))
+
+
+def test_cluster_local_inference_service_gets_no_ingress_from_kserve():
+    isvc = manifests.inference_service("wachttijden-primary", "models:/wachttijden/3", CONFIG, cluster_local=True)
+    assert isvc["metadata"]["labels"]["networking.kserve.io/visibility"] == "cluster-local"
+    assert isvc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "wachttijden"
+    plain = manifests.inference_service("wachttijden-primary", "models:/wachttijden/3", CONFIG)
+    assert "networking.kserve.io/visibility" not in plain["metadata"]["labels"]
+    assert "networking.kserve.io/visibility" not in CONFIG.labels  # the config is not changed
 
 
 @pytest.mark.parametrize("call", [

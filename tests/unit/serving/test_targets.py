@@ -270,6 +270,11 @@ def test_serving_config_from_chart_environment(monkeypatch):
     cfg = targets.serving_config_from_env("serving")
     assert (cfg.image, cfg.image_tag, cfg.namespace) == ("registry.local:5000/mlops/predictor", "1.2.3", "serving")
     assert cfg.tracking_uri == "http://mlops-mlflow.mlops.svc:5000"
+    assert (cfg.gateway, cfg.ingress_domain) == (None, None)  # local: no gateway
+    monkeypatch.setenv("MLOPS_SERVING_GATEWAY", "serving/serving-gateway")
+    monkeypatch.setenv("MLOPS_INGRESS_DOMAIN", "models.wachttijden.nl")
+    cfg = targets.serving_config_from_env("serving")
+    assert (cfg.gateway, cfg.ingress_domain) == ("serving/serving-gateway", "models.wachttijden.nl")
 
 
 # --------------------------------------------------------------------------- local controller

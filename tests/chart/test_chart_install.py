@@ -1,0 +1,461 @@
+"""Install-time invariants, asserted on every stage of the real plan rendered with the real
+subcharts (the `helm upgrade --install` steps `make deploy` runs, as `helm template`)."""
+
+from __future__ import annotations
+
+import re
+
+import kubernetes_validate
+import pytest
+import yaml
+from chart_helpers import (
+    ENVS,
+    NAMESPACE,
+    PLAN_TAG,
+    ROOT,
+    airflow_env,
+    by_kind,
+    config_json,
+    containers,
+    ident,
+    matches,
+    mesh_config,
+    named,
+    pod_specs,
+    pod_template,
+    resolve,
+    services,
+    values,
+    workloads,
+)
+from crd_schema import CRDs
+
+from airflow_project.release import chart, devsecrets
+from airflow_project.serving import manifests
+from airflow_project.serving.constants import PREDICTOR_SERVICE_SUFFIX
+
+pytestmark = [pytest.mark.chart, pytest.mark.usefixtures("real_subcharts")]
+
+STAGES = chart.STAGE_TAGS
+SERVING = values()["mlops"]["serving"]["namespace"]
+# The namespaces the plan creates: the release's (--create-namespace) and the serving one.
+CREATED = {NAMESPACE, SERVING}
+
+
+# ---------------------------------------------------------------- every stage renders
+@pytest.mark.parametrize("stage", STAGES)
+@pytest.mark.parametrize("env", ENVS)
+def test_every_stage_of_the_plan_renders(plan_render, env, stage):
+    objs = plan_render(env, stage)  # a render error fails here with helm's message
+    assert {o["kind"] for o in objs} >= {"ConfigMap"}
+    assert release_stages(objs) == list(STAGES[: STAGES.index(stage) + 1])
+
+
+def release_stages(objs: list[dict]) -> list[str]:
+    info = named(objs, "ConfigMap", "mlops-release-info")["data"]
+    return info["stages"].split(",")
+
+
+# ---------------------------------------------------------------- what each stage adds
+def readme_stages() -> dict[str, tuple[set[str], set[str]]]:
+    """README's staged-install table: stage -> (production workloads, kind-only workloads)."""
+    text = (ROOT / "README.md").read_text()
+    table = text.split("<!-- stages:begin -->")[1].split("<!-- stages:end -->")[0]
+    rows = {}
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) < 4 or cells[1] not in STAGES:
+            continue
+        added = cells[3]
+        production, _, kind_only = added.partition("kind adds")
+        token = re.compile(r"`([A-Za-z]+/[a-z0-9-]+)`")
+        rows[cells[1]] = (set(token.findall(production)), set(token.findall(kind_only)))
+    return rows
+
+
+def test_readme_lists_every_stage():
+    assert list(readme_stages()) == list(STAGES)
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_each_stage_adds_only_the_workloads_its_readme_row_names(plan_render, env):
+    table = readme_stages()
+    before: set[str] = set()
+    for stage in STAGES:
+        now = {ident(o) for o in workloads(plan_render(env, stage))}
+        production, kind_only = table[stage]
+        expected = production | kind_only if env == "kind" else production
+        assert now - before == expected, stage
+        assert before <= now, f"{stage} drops {before - now}"
+        before = now
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_stage_one_renders_crds_and_no_workload(plan_render, env):
+    first = plan_render(env, "crds")
+    assert not workloads(first)
+    crds = {o["metadata"]["name"] for o in by_kind(first, "CustomResourceDefinition")}
+    final = {o["metadata"]["name"] for o in by_kind(plan_render(env), "CustomResourceDefinition")}
+    # cert-manager has no CRD-only chart: its CRDs come with its controller (stage 2)
+    assert final - crds == {n for n in final if n.endswith(".cert-manager.io")}
+    for group in ("serving.kserve.io", "networking.istio.io", "elasticsearch.k8s.elastic.co"):
+        assert any(n.endswith(group) for n in crds), group
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_cert_manager_follows_the_stage_tags(plan_render, env):
+    """Its own `enabled: true` must not pull it into the CRD stage."""
+    first = {ident(o) for o in plan_render(env, "crds")}
+    assert not [i for i in first if "cert-manager" in i]
+    assert "Deployment/mlops-cert-manager" in {ident(o) for o in plan_render(env, "controllers")}
+
+
+# ---------------------------------------------------------------- namespaces
+def _namespace_refs(obj: dict):
+    """(where, namespace) of every namespace an object names or points at."""
+    kind, meta = obj["kind"], obj["metadata"]
+    if meta.get("namespace"):
+        yield "metadata.namespace", meta["namespace"]
+    for i, subject in enumerate(obj.get("subjects") or []):
+        if subject.get("namespace"):
+            yield f"subjects[{i}]", subject["namespace"]
+    for i, hook in enumerate(obj.get("webhooks") or []):
+        service = (hook.get("clientConfig") or {}).get("service")
+        if service:
+            yield f"webhooks[{i}].clientConfig.service", service["namespace"]
+    if kind == "CustomResourceDefinition":
+        service = (((obj["spec"].get("conversion") or {}).get("webhook") or {}).get("clientConfig") or {}).get("service")
+        if service:
+            yield "spec.conversion.webhook", service["namespace"]
+        return  # descriptions mention example namespaces
+    if kind == "ConfigMap" and meta["name"] == "istio":
+        mesh = yaml.safe_load(obj["data"]["mesh"])
+        yield "mesh.rootNamespace", mesh.get("rootNamespace", "istio-system")
+        yield from (("mesh", ns) for ns in _svc_namespaces(yaml.safe_dump(mesh)))
+    if kind == "ConfigMap" and meta["name"] == "inferenceservice-config":
+        ingress = yaml.safe_load(obj["data"]["ingress"])
+        for key in ("ingressGateway", "localGateway", "kserveIngressGateway"):
+            if ingress.get(key):
+                yield f"inferenceservice-config ingress.{key}", ingress[key].split("/")[0]
+    for path, text in _strings(obj):
+        if path.endswith("_example"):  # KServe's commented sample configuration
+            continue
+        for ns in _svc_namespaces(text):
+            yield path, ns
+        for ns in re.findall(r"--[a-z-]*namespace=([a-z0-9-]+)", text):
+            yield path, ns
+        if "istio-system" in text or "kube-system" in text:
+            yield path, "istio-system" if "istio-system" in text else "kube-system"
+
+
+def _svc_namespaces(text: str) -> list[str]:
+    return re.findall(r"\b[a-z0-9-]+\.([a-z0-9-]+)\.svc\b", text)
+
+
+def _strings(node, path=""):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _strings(v, f"{path}.{k}" if path else str(k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _strings(v, f"{path}[{i}]")
+    elif isinstance(node, str):
+        yield path, node
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_nothing_refers_to_a_namespace_the_plan_does_not_create(plan_render, env):
+    outside = [
+        f"{ident(o)} {where}: {ns}"
+        for o in plan_render(env)
+        for where, ns in _namespace_refs(o)
+        if ns not in CREATED
+    ]
+    assert not outside, "\n".join(outside)
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_webhooks_call_rendered_services(plan_render, env):
+    objs = plan_render(env)
+    for hook_config in by_kind(objs, "MutatingWebhookConfiguration") + by_kind(
+        objs, "ValidatingWebhookConfiguration"
+    ):
+        for hook in hook_config["webhooks"]:
+            svc = hook["clientConfig"].get("service")
+            if svc:
+                port = svc.get("port", 443)
+                resolve(f"https://{svc['name']}.{svc['namespace']}.svc:{port}", objs)
+
+
+# ---------------------------------------------------------------- URLs reach a Service port
+@pytest.mark.parametrize("env", ENVS)
+def test_mlflow_uri_of_airflow_and_predictors_reaches_the_mlflow_server(plan_render, env, monkeypatch):
+    objs = plan_render(env)
+    env_vars = airflow_env(objs)
+    svc = resolve(env_vars["MLFLOW_TRACKING_URI"], objs)
+    service = named(objs, "Service", svc.name)
+    (server,) = [
+        d for d in by_kind(objs, "Deployment")
+        if matches(service["spec"]["selector"], d["spec"]["template"]["metadata"]["labels"])
+    ]
+    (container,) = server["spec"]["template"]["spec"]["containers"]
+    target = next(p["targetPort"] for p in service["spec"]["ports"] if p["port"] == svc.ports[0])
+    (port,) = [p["containerPort"] for p in container["ports"] if target in (p["name"], p["containerPort"])]
+    # the server listens there, and the same URL is the artifact proxy (--serve-artifacts)
+    assert f"--port={port}" in container["args"] and "--serve-artifacts" in container["args"]
+    # predictors get the tracking URI of the Airflow worker that builds their manifest
+    config = serving_config(env_vars, monkeypatch)
+    isvc = manifests.inference_service("wachttijden", "models:/wachttijden/1", config)
+    (predictor,) = isvc["spec"]["predictor"]["containers"]
+    predictor_uri = {e["name"]: e.get("value") for e in predictor["env"]}["MLFLOW_TRACKING_URI"]
+    assert resolve(predictor_uri, objs) == svc
+
+
+def serving_config(env_vars: dict[str, str], monkeypatch) -> manifests.ServingConfig:
+    """What the Airflow worker builds manifests with, given the chart's environment."""
+    from airflow_project.serving import targets
+
+    for key, value in env_vars.items():
+        monkeypatch.setenv(key, value)
+    return targets.serving_config_from_env()
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_logging_urls_reach_their_services(plan_render, env):
+    objs = plan_render(env)
+    (beat,) = by_kind(objs, "Beat")
+    for host in beat["spec"]["config"]["output.logstash"]["hosts"]:
+        resolve(host, objs)
+    es_name = values()["mlops"]["logging"]["elasticsearchName"]
+    tls = env == "production"
+    resolve(devsecrets.elasticsearch_url(NAMESPACE, es_name, "u", "p", tls=tls), objs)
+    for kb in by_kind(objs, "Kibana"):
+        named(objs, "Elasticsearch", kb["spec"]["elasticsearchRef"]["name"])
+    for ls in by_kind(objs, "Logstash"):
+        for ref in ls["spec"]["elasticsearchRefs"]:
+            named(objs, "Elasticsearch", ref["name"])
+
+
+def test_kind_development_services_are_reachable(plan_render):
+    objs = plan_render("kind")
+    dev = devsecrets.dev_values(NAMESPACE)
+    conn = dev["azure-storage"]["AZURE_STORAGE_CONNECTION_STRING"]
+    resolve(re.search(r"BlobEndpoint=([^;]+)", conn).group(1), objs)
+    resolve(dev["airflow-metadata"]["connection"].replace("postgresql://", "tcp://"), objs)
+    host = values(True)["mlflow"]["backendStore"]["postgres"]["host"]
+    resolve(f"{host}:{values(True)['mlflow']['backendStore']['postgres']['port']}", objs)
+
+
+# ---------------------------------------------------------------- ingress and mirroring
+def _gateway_pods(objs: list[dict]) -> list[dict]:
+    mesh = mesh_config(objs)
+    selector = {"istio": mesh["ingressSelector"]}
+    return [
+        d for d in by_kind(objs, "Deployment")
+        if matches(selector, d["spec"]["template"]["metadata"]["labels"])
+    ]
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_kserve_ingresses_are_served_by_the_projects_gateway(plan_render, env):
+    objs = plan_render(env)
+    ingress = config_json(objs, "inferenceservice-config", "ingress")
+    assert config_json(objs, "inferenceservice-config", "deploy")["defaultDeploymentMode"] == "Standard"
+    # The Ingress KServe's raw reconciler creates (kube_ingress_reconciler.go): class from
+    # the config, host from the domain template.
+    host = (
+        ingress["domainTemplate"]
+        .replace("{{ .Name }}", "wachttijden")
+        .replace("{{ .Namespace }}", SERVING)
+        .replace("{{ .IngressDomain }}", ingress["ingressDomain"])
+    )
+    assert host == manifests.external_host("wachttijden", SERVING, ingress["ingressDomain"])
+    (ingress_class,) = [
+        c for c in by_kind(objs, "IngressClass") if c["metadata"]["name"] == ingress["ingressClassName"]
+    ]
+    assert ingress_class["spec"]["controller"] == "istio.io/ingress-controller"
+    mesh = mesh_config(objs)
+    assert mesh["ingressControllerMode"] == "STRICT" and mesh["ingressClass"] == ingress["ingressClassName"]
+    # Istio serves it on pods labelled istio=<ingressSelector>: the project's gateway
+    (gateway,) = _gateway_pods(objs)
+    assert gateway["metadata"]["namespace"] == NAMESPACE
+    ingress_service = named(objs, "Service", mesh["ingressService"])
+    assert matches(ingress_service["spec"]["selector"], gateway["spec"]["template"]["metadata"]["labels"])
+    # and the serving namespace's NetworkPolicies let exactly those pods in
+    selector = values(env == "kind")["mlops"]["serving"]["gateway"]["selector"]
+    assert matches(selector, gateway["spec"]["template"]["metadata"]["labels"])
+    assert ingress["ingressDomain"] == airflow_env(objs)["MLOPS_INGRESS_DOMAIN"]
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_mirror_route_covers_external_and_mesh_traffic(plan_render, env, monkeypatch):
+    objs = plan_render(env)
+    config = serving_config(airflow_env(objs), monkeypatch)
+    vs = manifests.virtual_service_mirror("wachttijden-primary", "wachttijden-shadow", config)
+    spec = vs["spec"]
+    assert "mesh" in spec["gateways"]
+    (ref,) = [g for g in spec["gateways"] if g != "mesh"]
+    ns, name = ref.split("/")
+    gateway = named([o for o in objs if o["metadata"].get("namespace") == ns], "Gateway", name)
+    (pods,) = _gateway_pods(objs)
+    assert matches(gateway["spec"]["selector"], pods["spec"]["template"]["metadata"]["labels"])
+    ingress = config_json(objs, "inferenceservice-config", "ingress")
+    external = manifests.external_host("wachttijden-primary", SERVING, ingress["ingressDomain"])
+    internal = f"wachttijden-primary{PREDICTOR_SERVICE_SUFFIX}.{SERVING}.svc.cluster.local"
+    assert spec["hosts"] == [internal, external]
+    server_hosts = [h for s in gateway["spec"]["servers"] for h in s["hosts"]]
+    assert any(h == "*" or h == external or (h.startswith("*.") and external.endswith(h[1:])) for h in server_hosts)
+    # the primary leaves its external host to the mirror: KServe creates no Ingress for it
+    isvc = manifests.inference_service("wachttijden-primary", "models:/wachttijden/1", config, cluster_local=True)
+    assert isvc["metadata"]["labels"]["networking.kserve.io/visibility"] == "cluster-local"
+
+
+# ---------------------------------------------------------------- logging
+@pytest.mark.parametrize("env", ENVS)
+def test_filebeat_is_a_daemonset_that_reads_the_node_logs(plan_render, env):
+    objs = plan_render(env)
+    (beat,) = by_kind(objs, "Beat")
+    assert beat["spec"]["type"] == "filebeat" and "daemonSet" in beat["spec"]
+    (_, pod, _), = list(pod_specs(beat))
+    (container,) = [c for c in pod["containers"] if c["name"] == "filebeat"]
+    host_paths = {v["name"]: v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v}
+    mounted = {m["mountPath"] for m in container["volumeMounts"] if m["name"] in host_paths}
+    assert {"/var/log/containers", "/var/log/pods"} <= mounted
+    assert {"/var/log/containers", "/var/log/pods"} <= set(host_paths.values())
+    env_vars = {e["name"]: e for e in container["env"]}
+    assert env_vars["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+    assert "${NODE_NAME}" in yaml.safe_dump(beat["spec"]["config"])
+    account = pod["serviceAccountName"]
+    named(objs, "ServiceAccount", account)
+    granted: set[tuple[str, str]] = set()
+    for binding in by_kind(objs, "ClusterRoleBinding"):
+        if {"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE} in binding["subjects"]:
+            role = named(objs, "ClusterRole", binding["roleRef"]["name"])
+            for rule in role["rules"]:
+                for resource in rule["resources"]:
+                    for verb in rule["verbs"]:
+                        granted.add((resource, verb))
+    for resource in ("pods", "namespaces", "nodes"):
+        for verb in ("get", "list", "watch"):
+            assert (resource, verb) in granted, (resource, verb)
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_logstash_pipeline_uses_only_variables_eck_sets(plan_render, env):
+    objs = plan_render(env)
+    pipelines = named(objs, "Secret", "logstash-pipelines")["stringData"]["pipelines.yml"]
+    used = set(re.findall(r"\$\{([A-Z_]+)\}", pipelines))
+    es = named(objs, "Elasticsearch", values()["mlops"]["logging"]["elasticsearchName"])
+    tls = not ((es["spec"].get("http") or {}).get("tls") or {}).get("selfSignedCertificate", {}).get("disabled")
+    # cloud-on-k8s v3.5.0 pkg/controller/logstash/env.go: the CA variable only with TLS
+    available = {"ES_ES_HOSTS", "ES_ES_USER", "ES_ES_PASSWORD"} | ({"ES_ES_SSL_CERTIFICATE_AUTHORITY"} if tls else set())
+    assert used <= available
+    assert ("ES_ES_SSL_CERTIFICATE_AUTHORITY" in used) == tls == (env == "production")
+
+
+def test_airflow_verifies_elasticsearch_tls_in_production(plan_render):
+    """Every Airflow process that talks to Elasticsearch (the api-server reads task logs back)
+    verifies its certificate against the CA ECK generated."""
+    objs = plan_render("production")
+    es = values()["mlops"]["logging"]["elasticsearchName"]
+    airflow = {"api-server", "scheduler", "dag-processor", "triggerer", "base"}  # base: task pods
+    seen = set()
+    for where, pod, _ in [p for o in workloads(objs) + by_kind(objs, "ConfigMap") for p in pod_specs(o)]:
+        for c in pod.get("containers") or []:
+            if c["name"] not in airflow:
+                continue
+            seen.add(c["name"])
+            env_vars = {e["name"]: e.get("value") for e in c.get("env") or []}
+            assert env_vars.get("AIRFLOW__ELASTICSEARCH_CONFIGS__VERIFY_CERTS") == "True", (where, c["name"])
+            ca = env_vars["AIRFLOW__ELASTICSEARCH_CONFIGS__CA_CERTS"]
+            mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts") or []}
+            volume = next(v for v in pod["volumes"] if v["name"] == mounts[ca.rsplit("/", 1)[0]])
+            assert volume["secret"]["secretName"] == f"{es}-es-http-certs-public"
+    assert seen == airflow
+
+
+def test_kind_airflow_passes_no_tls_option_to_plain_http_elasticsearch(plan_render):
+    text = yaml.safe_dump_all(plan_render("kind"))
+    assert "AIRFLOW__ELASTICSEARCH_CONFIGS__" not in text
+    assert "es-http-certs-public" not in text
+
+
+# ---------------------------------------------------------------- resources, images
+@pytest.mark.parametrize("env", ENVS)
+def test_every_container_has_memory_requests_and_limits(plan_render, env):
+    missing = []
+    objs = plan_render(env)
+    for obj in workloads(objs) + by_kind(objs, "ConfigMap"):
+        for where, pod, main in pod_specs(obj):
+            if main and main not in {c["name"] for c in pod.get("containers") or []}:
+                missing.append(f"{ident(obj)} {where}: no {main} container with resources")
+            for c in containers(pod):
+                res = c.get("resources") or {}
+                if not (res.get("requests") or {}).get("memory") or not (res.get("limits") or {}).get("memory"):
+                    missing.append(f"{ident(obj)} {where}: {c['name']}")
+    assert not missing, "\n".join(missing)
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_task_pods_run_the_project_image_with_the_worker_account(plan_render, env):
+    objs = plan_render(env)
+    pod = pod_template(objs)
+    (base,) = pod["spec"]["containers"]
+    assert base["image"] == f"airflow-project/airflow:{PLAN_TAG}"
+    assert pod["spec"]["serviceAccountName"] == values()["mlops"]["serving"]["airflowWorkerServiceAccount"]
+    named(objs, "ServiceAccount", pod["spec"]["serviceAccountName"])
+    assert pod["metadata"]["labels"]["sidecar.istio.io/inject"] == "true"
+    assert matches(values()["mlops"]["serving"]["airflowWorkerLabels"], pod["metadata"]["labels"])
+    images = {c.get("image", "") for w in workloads(objs) for _, p, _ in pod_specs(w) for c in containers(p)}
+    assert {i for i in images if "airflow-project/" in i} == {f"airflow-project/airflow:{PLAN_TAG}"}
+
+
+# ---------------------------------------------------------------- schemas
+@pytest.mark.parametrize("env", ENVS)
+def test_custom_resources_validate_strictly_against_their_crds(plan_render, env, monkeypatch):
+    objs = plan_render(env)
+    crds = CRDs(by_kind(objs, "CustomResourceDefinition"))
+    config = serving_config(airflow_env(objs), monkeypatch)
+    built = [
+        manifests.inference_service("wachttijden", "models:/wachttijden/1", config),
+        manifests.inference_service("wachttijden-primary", "models:/wachttijden/1", config, cluster_local=True),
+        manifests.inference_graph("wachttijden-mirror", "wachttijden-primary", "wachttijden-shadow", config),
+        manifests.virtual_service_mirror("wachttijden-primary", "wachttijden-shadow", config, percentage=50),
+    ]
+    custom = [o for o in objs if o["apiVersion"].split("/")[0] in crds.groups()]
+    assert {o["kind"] for o in custom} >= {"Gateway", "PeerAuthentication", "Elasticsearch", "Beat"}
+    problems = [f"{ident(o)}: {e}" for o in custom + built for e in crds.errors(o)]
+    assert not problems, "\n".join(problems)
+
+
+def test_crd_validation_rejects_unknown_fields(plan_render):
+    crds = CRDs(by_kind(plan_render("production"), "CustomResourceDefinition"))
+    isvc = manifests.inference_service("wachttijden", "models:/wachttijden/1")
+    isvc["spec"]["predictor"]["containers"][0]["imagePolicy"] = "x"
+    vs = manifests.virtual_service_mirror("a", "b")
+    vs["spec"]["http"][0]["mirrorShare"] = 5
+    assert crds.errors(isvc) == [
+        "spec.predictor.containers.0: Additional properties are not allowed ('imagePolicy' was unexpected)"
+    ]
+    assert crds.errors(vs) == ["spec.http.0: Additional properties are not allowed ('mirrorShare' was unexpected)"]
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_core_kinds_validate_for_the_lowest_supported_kubernetes(plan_render, env):
+    objs = plan_render(env)
+    crd_groups = CRDs(by_kind(objs, "CustomResourceDefinition")).groups()
+    lowest = yaml.safe_load((ROOT / "helm/Chart.yaml").read_text())["kubeVersion"]
+    version = re.search(r"(\d+\.\d+)", lowest).group(1)
+    checked = 0
+    for obj in objs:
+        if obj["apiVersion"].split("/")[0] in crd_groups:
+            continue
+        kubernetes_validate.validate(obj, version, strict=True)
+        checked += 1
+    assert checked > 100
+    assert version == "1.32"
+
+
+def test_services_helper_knows_eck_services(plan_render):
+    known = services(plan_render("production"))
+    assert (f"{values()['mlops']['logging']['elasticsearchName']}-es-http", NAMESPACE) in known

@@ -28,7 +28,9 @@ LABEL org.opencontainers.image.title="airflow-project airflow" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.source="${SOURCE}"
-USER airflow
+# The base image's airflow user, by uid (hadolint DL3066: a name may not resolve on the host;
+# Kubernetes' runAsNonRoot checks need the number).
+USER 50000
 COPY --chown=airflow:0 image/requirements-airflow.txt /tmp/requirements-airflow.txt
 COPY --from=wheel --chown=airflow:0 /dist/ /tmp/dist/
 # apache-airflow==${AIRFLOW_VERSION} next to the lock export so pip can never move Airflow.

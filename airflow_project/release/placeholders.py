@@ -76,13 +76,14 @@ def merged_values(files: Sequence[Path], set_flags: Sequence[str] = ()) -> dict:
     return values
 
 
-def _strings(node: Any, path: str = "") -> Iterator[tuple[str, str]]:
+def strings(node: Any, path: str = "") -> Iterator[tuple[str, str]]:
+    """(path, value) of every string in a values tree or a rendered object."""
     if isinstance(node, dict):
         for key, value in node.items():
-            yield from _strings(value, f"{path}.{key}" if path else str(key))
+            yield from strings(value, f"{path}.{key}" if path else str(key))
     elif isinstance(node, list):
         for i, value in enumerate(node):
-            yield from _strings(value, f"{path}[{i}]")
+            yield from strings(value, f"{path}[{i}]")
     elif isinstance(node, str):
         yield path, node
 
@@ -103,7 +104,7 @@ def problems(values: dict) -> list[str]:
         value = _get(values, path)
         if value is None or (isinstance(value, str) and not value.strip()):
             out.append(f"{path} is empty: set it to {what}")
-    for path, value in _strings(values):
+    for path, value in strings(values):
         match = PLACEHOLDER.search(value)
         if match:
             out.append(f"{path} = {value!r} is a placeholder ({match.group(0)!r})")

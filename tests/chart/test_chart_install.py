@@ -30,7 +30,7 @@ from chart_helpers import (
 )
 from crd_schema import CRDs
 
-from airflow_project.release import chart, devsecrets
+from airflow_project.release import chart, devsecrets, placeholders
 from airflow_project.serving import manifests
 from airflow_project.serving.constants import PREDICTOR_SERVICE_SUFFIX
 
@@ -137,7 +137,7 @@ def _namespace_refs(obj: dict):
         for key in ("ingressGateway", "localGateway", "kserveIngressGateway"):
             if ingress.get(key):
                 yield f"inferenceservice-config ingress.{key}", ingress[key].split("/")[0]
-    for path, text in _strings(obj):
+    for path, text in placeholders.strings(obj):
         if path.endswith("_example"):  # KServe's commented sample configuration
             continue
         for ns in _svc_namespaces(text):
@@ -150,17 +150,6 @@ def _namespace_refs(obj: dict):
 
 def _svc_namespaces(text: str) -> list[str]:
     return re.findall(r"\b[a-z0-9-]+\.([a-z0-9-]+)\.svc\b", text)
-
-
-def _strings(node, path=""):
-    if isinstance(node, dict):
-        for k, v in node.items():
-            yield from _strings(v, f"{path}.{k}" if path else str(k))
-    elif isinstance(node, list):
-        for i, v in enumerate(node):
-            yield from _strings(v, f"{path}[{i}]")
-    elif isinstance(node, str):
-        yield path, node
 
 
 @pytest.mark.parametrize("env", ENVS)

@@ -128,19 +128,23 @@ def test_plan_registry_prefix():
     assert "mlops.images.registry=myreg.azurecr.io/" in text
 
 
-def test_make_deploy_dry_run_prints_the_plan_without_a_cluster():
+def _make_deploy_dry_run(*variables: str) -> subprocess.CompletedProcess:
+    """`make -s deploy DRY_RUN=1 IMAGE_TAG=7.7.7 ...` with no kube context (-> production)."""
     if not shutil.which("make"):
         pytest.skip("make not installed")
-    env = {**os.environ, "KUBECONFIG": "/nonexistent"}
-    proc = subprocess.run(
-        ["make", "-s", "deploy", "DRY_RUN=1", "IMAGE_TAG=7.7.7", f"VALUES={SITE}"],
+    return subprocess.run(
+        ["make", "-s", "deploy", "DRY_RUN=1", "IMAGE_TAG=7.7.7", *variables],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        env=env,
+        env={**os.environ, "KUBECONFIG": "/nonexistent"},
         timeout=120,
         check=False,
     )
+
+
+def test_make_deploy_dry_run_prints_the_plan_without_a_cluster():
+    proc = _make_deploy_dry_run(f"VALUES={SITE}")
     assert proc.returncode == 0, proc.stderr
     assert re.findall(r"^# ---- (stage \d)/4", proc.stdout, re.MULTILINE) == [
         "stage 1",
@@ -155,18 +159,7 @@ def test_make_deploy_dry_run_prints_the_plan_without_a_cluster():
 
 
 def test_make_deploy_dry_run_refuses_the_placeholders_and_names_them():
-    if not shutil.which("make"):
-        pytest.skip("make not installed")
-    env = {**os.environ, "KUBECONFIG": "/nonexistent"}
-    proc = subprocess.run(
-        ["make", "-s", "deploy", "DRY_RUN=1", "IMAGE_TAG=7.7.7"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
+    proc = _make_deploy_dry_run()
     assert proc.returncode != 0
     assert "upgrade --install" not in proc.stdout  # no plan printed
     for path in placeholders.REQUIRED:
@@ -565,7 +558,7 @@ def test_production_render_has_no_placeholder_left(real_subcharts, plan_render):
         f"{o['kind']}/{o['metadata']['name']} {path}: {value[:80]!r}"
         for o in plan_render("production")
         if o["kind"] != "CustomResourceDefinition"  # schema descriptions quote examples
-        for path, value in placeholders._strings(o)
+        for path, value in placeholders.strings(o)
         if not path.endswith("_example") and placeholders.PLACEHOLDER.search(value)
     ]
     assert not found, "\n".join(found)

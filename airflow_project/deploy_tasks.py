@@ -1,7 +1,6 @@
 """The bodies of the deploy DAGs' tasks (`deploy_model`, `deploy_traffic_mirroring`).
 
-Airflow-free: the DAG tasks call these with values from their Params, and
-`deploy_local_demo()` runs the same steps without Airflow.
+Airflow-free: the DAG tasks call these with values from their Params.
 
 - `resolve_version(model)`: a version number or an alias of registered model
   `wachttijden` -> `{"version", "model_uri": "models:/wachttijden/<n>", ...}`; the URI is
@@ -300,38 +299,3 @@ def compare_shadow(
     log.info("shadow comparison %s (run %s): %s", run_name, run.info.run_id, metrics)
     return {"run_id": run.info.run_id, "experiment": SHADOW_EXPERIMENT, "metrics": metrics}
 
-
-# --------------------------------------------------------------------------- without Airflow
-def deploy_local_demo(
-    *,
-    namespace: str | None = None,
-    primary_model: str = "champion",
-    shadow_model: str = "challenger",
-    primary_service: str = "wachttijden-primary",
-    shadow_service: str = "wachttijden-shadow",
-    graph_name: str = "wachttijden-graph",
-    tracking_uri: str | None = None,
-    timeout: float = 300.0,
-) -> dict[str, Any]:
-    """What `deploy_traffic_mirroring` deploys, on the target from the environment, without
-    Airflow and without the comparison: for `mlops up` when it does not trigger the DAG.
-
-    Needs MLFLOW_TRACKING_URI (or `tracking_uri`) and MLOPS_HOME like the DAGs. Returns
-    `predictor_url`, `shadow_url`, `graph_url`, `sample_request`, `sample_response`,
-    the resolved versions.
-    """
-    import os
-
-    if tracking_uri:
-        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
-    p = resolve_version(primary_model, tracking_uri=tracking_uri)
-    s = resolve_version(shadow_model, tracking_uri=tracking_uri)
-    primary = deploy_predictor(primary_service, p["model_uri"], namespace=namespace, timeout=timeout)
-    shadow = deploy_predictor(shadow_service, s["model_uri"], namespace=namespace, timeout=timeout)
-    graph = deploy_mirroring(graph_name, primary_service, shadow_service, namespace=namespace, timeout=timeout)
-    smoke = smoke_test(graph["graph_url"], graph=True)
-    return {
-        "predictor_url": primary["url"], "shadow_url": shadow["url"], "graph_url": graph["graph_url"],
-        "primary_version": p["version"], "shadow_version": s["version"],
-        "sample_request": smoke["request"], "sample_response": smoke["response"],
-    }

@@ -28,7 +28,6 @@ PREPARED_SUFFIX = ".csv"
 class StepResult:
     output: str
     rows: int
-    details: dict[str, int]
 
 
 def _with_suffix(path: str, suffix: str) -> str:
@@ -40,7 +39,7 @@ def select_features(lake: DataLake, raw: BlobRef) -> StepResult:
     frame = dataset.select_features(dataset.read_raw(lake.read(raw), str(raw)))
     out = BlobRef(INTERMEDIATE_CONTAINER, _with_suffix(raw.path, INTERMEDIATE_SUFFIX))
     lake.write(out, dataset.to_intermediate_bytes(frame))
-    return StepResult(str(out), len(frame), {"rows": len(frame)})
+    return StepResult(str(out), len(frame))
 
 
 def fix_missing_values(lake: DataLake, intermediate: BlobRef) -> StepResult:
@@ -50,7 +49,7 @@ def fix_missing_values(lake: DataLake, intermediate: BlobRef) -> StepResult:
     cleaned, report = dataset.fix_missing_values(frame, source)
     out = BlobRef(PREPROCESSED_CONTAINER, _with_suffix(intermediate.path, PREPARED_SUFFIX))
     lake.write(out, dataset.to_prepared_bytes(cleaned))
-    return StepResult(str(out), report.rows_out, report.as_dict())
+    return StepResult(str(out), report.rows_out)
 
 
 def latest_preprocessed(lake: DataLake) -> BlobRef:

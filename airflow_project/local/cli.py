@@ -21,7 +21,6 @@ import tempfile
 from pathlib import Path
 
 EXIT_BAD_INPUT = 2
-EXIT_FAILED = 1
 
 
 class CommandError(Exception):

@@ -198,8 +198,7 @@ class TablePredictor:
             self._strides = [int(s) for s in strides]
             grid = list(itertools.product(*[[*c, _UNKNOWN] for c in cats]))
             frame = pd.DataFrame(grid, columns=list(self.features), dtype=object)
-            self._table = np.asarray(pipeline.predict(frame), dtype=np.float64)
-            self._table_list: list[float] = self._table.tolist()
+            self._table_list: list[float] = np.asarray(pipeline.predict(frame), dtype=np.float64).tolist()
 
     def predict(self, rows: Sequence[tuple[str, ...]]) -> list[float]:
         if self.mode == "table":

@@ -47,9 +47,6 @@ class CleaningReport:
     dropped_missing_feature: int
     filled_type_zorginstelling: int
 
-    def as_dict(self) -> dict[str, int]:
-        return dict(self.__dict__)
-
 
 def _decode(data: bytes, source: str) -> str:
     if data.startswith(_UTF8_BOM):

@@ -150,18 +150,24 @@ def test_virtualservice_mode_uses_a_local_mirror_router(local_deploy):
     assert comparison.data.metrics["rows"] == 40
 
 
-def test_deploy_local_demo_reuses_what_the_dag_deployed(local_deploy):
-    from airflow_project.deploy_tasks import deploy_local_demo
+def test_redeploying_what_the_dag_deployed_restarts_nothing(local_deploy):
+    """The steps of deploy_traffic_mirroring, run again without Airflow with the same
+    versions, find everything serving and change nothing."""
+    from airflow_project.deploy_tasks import deploy_mirroring, deploy_predictor, resolve_version, smoke_test
     from airflow_project.serving.targets import local_serving_objects
 
     target = LocalTarget(NS)
     before = {r["name"]: r["pid"] for r in local_serving_objects()}
-    demo = deploy_local_demo()
-    assert demo["graph_url"] == target.url("InferenceGraph", "wachttijden-graph")
-    assert demo["predictor_url"] == target.url("InferenceService", "wachttijden-primary")
-    assert (demo["primary_version"], demo["shadow_version"]) == (
+    primary, shadow = resolve_version("champion"), resolve_version("challenger")
+    predictor = deploy_predictor("wachttijden-primary", primary["model_uri"], timeout=300)
+    deploy_predictor("wachttijden-shadow", shadow["model_uri"], timeout=300)
+    graph = deploy_mirroring("wachttijden-graph", "wachttijden-primary", "wachttijden-shadow", timeout=300)
+    smoke = smoke_test(graph["graph_url"], graph=True)
+    assert graph["graph_url"] == target.url("InferenceGraph", "wachttijden-graph")
+    assert predictor["url"] == target.url("InferenceService", "wachttijden-primary")
+    assert (primary["version"], shadow["version"]) == (
         local_deploy["versions"]["champion"], local_deploy["versions"]["challenger"])
-    assert demo["sample_request"]["instances"] and len(demo["sample_response"]["predictions"]) == 1
+    assert smoke["request"]["instances"] and len(smoke["response"]["predictions"]) == 1
     after = {r["name"]: r["pid"] for r in local_serving_objects()}
     assert after == before  # nothing changed: nothing restarted
     assert all(r["running"] for r in local_serving_objects())

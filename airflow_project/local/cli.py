@@ -17,28 +17,15 @@ import contextlib
 import logging
 import os
 import sys
-import tempfile
 from pathlib import Path
+
+from airflow_project.host.files import write_atomic
 
 EXIT_BAD_INPUT = 2
 
 
 class CommandError(Exception):
     """An error to report to the user as one line, without a traceback."""
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write next to the target and rename: readers never see a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def _read_input(path: Path) -> bytes:
@@ -191,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from airflow_project.local.services import NO_TELEMETRY_ENV
+    from airflow_project.settings import NO_TELEMETRY_ENV
 
     for name, value in NO_TELEMETRY_ENV.items():
         os.environ.setdefault(name, value)  # an explicit choice of the user wins

@@ -63,7 +63,6 @@ import json
 import os
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -76,6 +75,9 @@ from typing import IO, Any
 import httpx
 import psutil
 
+from airflow_project.host.files import tail, write_atomic
+from airflow_project.host.net import free_port, http_ok, port_is_free, port_owner
+from airflow_project.host.processes import stop_process_groups
 from airflow_project.local.airflow_api import (
     FAILED_TASK_STATES,
     TERMINAL_RUN_STATES,
@@ -84,16 +86,13 @@ from airflow_project.local.airflow_api import (
 )
 from airflow_project.local.config import AIRFLOW_ADMIN_USER, LocalConfig
 from airflow_project.local.services import (
-    REPO_ROOT,
     PrerequisiteError,
     ServiceSpec,
     azurite_spec,
-    free_port,
     is_ready,
     mlflow_spec,
-    port_is_free,
-    tail,
 )
+from airflow_project.settings import REPO_ROOT
 
 PREPARE_DAG = "prepare_dataset"
 TRAIN_DAG = "train_model"
@@ -165,12 +164,7 @@ def pid_path(run_dir: Path, name: str) -> Path:
 
 
 def write_pid_record(run_dir: Path, record: PidRecord) -> Path:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = pid_path(run_dir, record.name)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(record.to_json())
-    tmp.replace(path)
-    return path
+    return write_atomic(pid_path(run_dir, record.name), record.to_json())
 
 
 def read_pid_records(run_dir: Path) -> dict[str, PidRecord]:
@@ -255,51 +249,16 @@ def stop_records(records: Iterable[PidRecord], timeout: float = 20.0) -> list[Pi
 
     Only records whose process still matches are touched. Returns those stopped.
     """
-    targets: list[tuple[PidRecord, psutil.Process, list[psutil.Process]]] = []
-    for record in records:
-        proc = _process(record)
-        if proc is None:
-            continue
-        try:
-            descendants = proc.children(recursive=True)
-        except psutil.Error:
-            descendants = []
-        targets.append((record, proc, descendants))
-        _signal_group(record.pid, signal.SIGTERM)
-        for child in descendants:  # task processes run in process groups of their own
-            try:
-                child.terminate()
-            except psutil.Error:
-                pass
-    everything = [p for _, proc, kids in targets for p in (proc, *kids)]
-    _, alive = psutil.wait_procs(everything, timeout=timeout)
-    for proc in alive:
-        try:
-            proc.kill()
-        except psutil.Error:
-            pass
-    for record, _, _ in targets:
-        _signal_group(record.pid, signal.SIGKILL)
-    psutil.wait_procs(alive, timeout=5)
-    for record, _, _ in targets:
+    live = [record for record in records if _process(record) is not None]
+    stop_process_groups([record.pid for record in live], timeout)
+    for record in live:
         child = _CHILDREN.pop(record.pid, None)
         if child is not None:
             try:
                 child.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 pass
-    return [record for record, _, _ in targets]
-
-
-def _signal_group(pid: int, sig: signal.Signals) -> None:
-    """Signal the process group led by pid (every service leads its own session)."""
-    try:
-        if os.getpgid(pid) == pid:
-            os.killpg(pid, sig)
-        else:
-            os.kill(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
+    return live
 
 
 def stray_processes(config: LocalConfig) -> list[psutil.Process]:
@@ -471,23 +430,6 @@ def service_urls(config: LocalConfig) -> dict[str, str | None]:
     }
 
 
-def port_owner(port: int) -> str:
-    """`pid 123 (cmd ...)` of whoever listens on the port, when the OS tells us."""
-    try:
-        for conn in psutil.net_connections(kind="tcp"):
-            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
-                try:
-                    cmd = " ".join(" ".join(psutil.Process(conn.pid).cmdline()).split())
-                except psutil.Error:
-                    cmd = "?"
-                if len(cmd) > 100:
-                    cmd = cmd[:99] + "…"
-                return f"pid {conn.pid} ({cmd})"
-    except (psutil.Error, OSError):
-        pass
-    return ""
-
-
 def port_conflict_message(name: str, port: int, owner: str = "", suggestion: int | None = None) -> str:
     env = PORT_ENV.get(name)
     by = f" by {owner}" if owner else " by another process"
@@ -633,18 +575,11 @@ def _serving_records(config: LocalConfig) -> list[dict[str, Any]]:
         return []
 
 
-def _http_ready(url: str, timeout: float = 2.0) -> bool:
-    try:
-        return httpx.get(url, timeout=timeout, trust_env=False).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 def serving_objects(config: LocalConfig) -> list[dict[str, Any]]:
     """`_serving_records` plus `ready` (the readiness endpoint answers 200) for running ones."""
     objects = _serving_records(config)
     for obj in objects:
-        obj["ready"] = bool(obj.get("running")) and _http_ready(f"{obj.get('url')}{obj.get('ready_path') or ''}")
+        obj["ready"] = bool(obj.get("running")) and http_ok(f"{obj.get('url')}{obj.get('ready_path') or ''}")
     return objects
 
 

@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from airflow_project.datalake import CONTAINERS, MODEL_ARTIFACTS_CONTAINER
+from airflow_project.host.files import tail
+from airflow_project.host.net import free_port, http_ok, port_is_free, tcp_ok
+from airflow_project.host.processes import stop_process_groups
+from airflow_project.settings import NO_TELEMETRY_ENV, REPO_ROOT
 
 # Azurite's published development account. It is not a secret: every Azurite
 # installation accepts it, and it only works against 127.0.0.1.
@@ -26,11 +26,6 @@ AZURITE_ACCOUNT = "devstoreaccount1"
 AZURITE_KEY = (
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 )
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-# MLflow's usage telemetry is off in every process the platform starts: a platform
-# for patient-adjacent data should not send usage data to a vendor by default.
-NO_TELEMETRY_ENV: dict[str, str] = {"MLFLOW_DISABLE_TELEMETRY": "true"}
 
 
 class PrerequisiteError(RuntimeError):
@@ -42,35 +37,6 @@ def azurite_connection_string(port: int, host: str = "127.0.0.1") -> str:
         f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
         f"BlobEndpoint=http://{host}:{port}/{AZURITE_ACCOUNT};"
     )
-
-
-def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def free_port_range(span: int, low: int = 20000, high: int = 32000) -> int:
-    """First port of `span` consecutive free ports below the ephemeral range (32768+),
-    like the default serving port 8100: a port there is never a client socket's own
-    port, so a readiness probe cannot connect to itself (TCP self-connect)."""
-    import random
-
-    for _ in range(200):
-        base = random.randrange(low, high - span)
-        if all(port_is_free(port) for port in range(base, base + span)):
-            return base
-    raise RuntimeError(f"no {span} consecutive free ports between {low} and {high}")
 
 
 def _azurite_blob_binary() -> str:
@@ -158,16 +124,8 @@ def mlflow_spec(data_dir: Path, port: int, azurite_port: int) -> ServiceSpec:
 
 def is_ready(spec: ServiceSpec) -> bool:
     if spec.ready_path is None:
-        try:
-            with socket.create_connection(("127.0.0.1", spec.port), timeout=1):
-                return True
-        except OSError:
-            return False
-    try:
-        with urllib.request.urlopen(spec.url + spec.ready_path, timeout=2) as response:
-            return 200 <= response.status < 300
-    except (urllib.error.URLError, OSError):
-        return False
+        return tcp_ok(spec.port)
+    return http_ok(spec.url + spec.ready_path)
 
 
 class ServiceProcess:
@@ -213,38 +171,12 @@ class ServiceProcess:
     def stop(self, timeout: float = 15.0) -> None:
         if self.process is None or self.process.poll() is not None:
             return
-        stop_process_group(self.process.pid, timeout)
+        stop_process_groups([self.process.pid], timeout)
         self.process.wait(timeout=timeout)
-
-
-def stop_process_group(pid: int, timeout: float = 15.0) -> None:
-    """SIGTERM the process group led by pid, SIGKILL what is left after timeout."""
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.2)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
-def tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 __all__ = [
     "AZURITE_ACCOUNT", "CONTAINERS", "PrerequisiteError", "ServiceProcess", "ServiceSpec",
     "azurite_connection_string", "azurite_spec", "free_port", "is_ready", "mlflow_spec",
-    "port_is_free", "stop_process_group",
+    "port_is_free", "tail",
 ]

@@ -60,6 +60,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from airflow_project.host.files import tail, write_atomic
+from airflow_project.host.net import http_ok, listens, port_is_free
+from airflow_project.host.processes import alive, stop_process_groups
 from airflow_project.serving.constants import (
     DEFAULT_NAMESPACE,
     DEFAULT_PREDICTOR_IMAGE,
@@ -68,6 +71,7 @@ from airflow_project.serving.constants import (
     ROUTER_READINESS_PATH,
     SERVED_MODEL_NAME,
 )
+from airflow_project.settings import REPO_ROOT, Ports, home_from_env
 
 log = logging.getLogger(__name__)
 
@@ -357,53 +361,6 @@ def predictor_args(manifest: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
-def _pid_alive(pid: int | None, must_contain: tuple[str, ...] = ()) -> bool:
-    """Running (not a zombie) and, when given, its command line contains every string."""
-    if not pid:
-        return False
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)  # reap our own exited children (dag.test runs in-process)
-    try:
-        import psutil
-
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return False
-        cmdline = " ".join(proc.cmdline())
-    except Exception:  # noqa: BLE001 - gone, or not ours to inspect
-        return False
-    return all(s in cmdline for s in must_contain)
-
-
-def _http_ok(url: str, timeout: float = 2.0) -> bool:
-    import http.client
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return 200 <= response.status < 300
-    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError):
-        return False
-
-
-def _listens(pid: int, port: int) -> bool:
-    """Whether process `pid` listens on `port`. Checked before any HTTP probe: connecting
-    to a port nobody listens on can, in the ephemeral range, connect the socket to itself
-    (TCP self-connect), which both fakes an answer and keeps the port from the server."""
-    try:
-        import psutil
-
-        proc = psutil.Process(pid)
-        return any(
-            c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
-            for p in (proc, *proc.children(recursive=True))
-            for c in p.net_connections(kind="tcp")
-        )
-    except Exception:  # noqa: BLE001 - gone or not inspectable: not listening
-        return False
-
-
 class LocalTarget:
     """The local serving controller (see the module docstring for state and rules)."""
 
@@ -418,12 +375,9 @@ class LocalTarget:
         python: str = sys.executable,
         poll_interval: float = 0.3,
     ) -> None:
-        from airflow_project.local.config import LocalConfig
-
-        config = LocalConfig()
         self.namespace = namespace
-        self.home = Path(home) if home else config.root
-        self.base_port = base_port if base_port is not None else config.ports.serving
+        self.home = Path(home) if home else home_from_env()
+        self.base_port = base_port if base_port is not None else Ports.from_env().serving
         self.python = python
         self.poll_interval = poll_interval
 
@@ -468,10 +422,7 @@ class LocalTarget:
 
     @staticmethod
     def _write_json(path: Path, data: Any) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-        tmp.replace(path)
+        write_atomic(path, json.dumps(data, indent=2, sort_keys=True))
 
     def _ports(self) -> dict[str, int]:
         try:
@@ -481,8 +432,6 @@ class LocalTarget:
 
     def port_for(self, kind: str, name: str) -> int:
         """The object's persisted port; allocates the next free one from base_port (call locked)."""
-        from airflow_project.local.services import port_is_free
-
         ports = self._ports()
         key = self._key(kind, name)
         if key in ports:
@@ -573,11 +522,9 @@ class LocalTarget:
         return short.removesuffix(PREDICTOR_SERVICE_SUFFIX)
 
     def _running(self, record: Mapping[str, Any]) -> bool:
-        return _pid_alive(record.get("pid"), ("airflow_project.serving", f"--port {record.get('port')}"))
+        return alive(record.get("pid"), ("airflow_project.serving", f"--port {record.get('port')}"))
 
     def _start(self, kind: str, name: str, argv: list[str], port: int) -> int:
-        from airflow_project.local.services import REPO_ROOT, port_is_free
-
         deadline = time.monotonic() + 15
         while not port_is_free(port):
             if time.monotonic() > deadline:
@@ -602,34 +549,16 @@ class LocalTarget:
         # Until exec() is done the child shows our own command line, and `_running` (which
         # checks it against pid reuse) would call it a stranger: wait for the exec.
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not _pid_alive(proc.pid, ("airflow_project.serving",)):
-            if not _pid_alive(proc.pid):
+        while time.monotonic() < deadline and not alive(proc.pid, ("airflow_project.serving",)):
+            if not alive(proc.pid):
                 break  # exited already: wait_ready reports it with the log
             time.sleep(0.02)
         return proc.pid
 
     def _stop(self, record: Mapping[str, Any], timeout: float = 15.0) -> None:
-        """SIGTERM the process group, SIGKILL after `timeout`; reaps our own children.
-
-        (`services.stop_process_group` would wait the full timeout on a zombie child of the
-        calling process, e.g. under `dag.test()`.)
-        """
-        import signal
-
-        if not self._running(record):
-            return
-        pid = int(record["pid"])
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while _pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)  # the leader's leftovers, or the leader after timeout
-        for _ in range(50):
-            if not _pid_alive(pid):
-                break
-            time.sleep(0.1)
+        """Stop the recorded process group, if it is still the one we started."""
+        if self._running(record):
+            stop_process_groups([int(record["pid"])], timeout)
 
     def url(self, kind: str, name: str) -> str | None:
         resource_type(kind)
@@ -637,15 +566,13 @@ class LocalTarget:
         return record["url"] if record else None
 
     def wait_ready(self, kind: str, name: str, timeout: float = DEFAULT_TIMEOUT_S) -> str:
-        from airflow_project.local.services import tail
-
         resource_type(kind)
         deadline = time.monotonic() + timeout
         while True:
             record = self.state(kind, name)
             if record is None:
                 raise DeployError(f"{kind} {self.namespace}/{name} is not deployed on the local target")
-            if (_listens(record["pid"], record["port"]) and _http_ok(record["url"] + record["ready_path"])
+            if (listens(record["pid"], record["port"]) and http_ok(record["url"] + record["ready_path"])
                     and self._running(record)):
                 return record["url"]
             if not self._running(record):

@@ -11,7 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from airflow_project.serving.targets import LocalTarget, _pid_alive
+from airflow_project.host.processes import alive
+from airflow_project.serving.targets import LocalTarget
 from airflow_project.wachttijden.schema import MODEL_NAME
 
 pytestmark = pytest.mark.integration
@@ -64,14 +65,14 @@ def test_deploy_model_serves_the_champion_and_redeploys_another_version(local_de
     assert r.status_code == 200, r.text
     assert r.json() == {"predictions": _expected(mlflow_uri, versions["champion"], ROWS)}
     assert _v2_version(url) == versions["champion"]
-    assert _pid_alive(record["pid"])  # outlives the task
+    assert alive(record["pid"])  # outlives the task
 
     # another version by number: same port, new process, new model
     run = _dag("deploy_model").test(run_conf={"model": versions["challenger"], "service_name": "wachttijden"})
     assert run.state == "success"
     again = target.state("InferenceService", "wachttijden")
     assert again["port"] == record["port"] and again["pid"] != record["pid"]
-    assert not _pid_alive(record["pid"])
+    assert not alive(record["pid"])
     assert _v2_version(url) == versions["challenger"]
 
     # the same again: nothing restarts
@@ -153,7 +154,12 @@ def test_virtualservice_mode_uses_a_local_mirror_router(local_deploy):
 def test_redeploying_what_the_dag_deployed_restarts_nothing(local_deploy):
     """The steps of deploy_traffic_mirroring, run again without Airflow with the same
     versions, find everything serving and change nothing."""
-    from airflow_project.deploy_tasks import deploy_mirroring, deploy_predictor, resolve_version, smoke_test
+    from airflow_project.deploy_tasks import (
+        deploy_mirroring,
+        deploy_predictor,
+        resolve_version,
+        smoke_test,
+    )
     from airflow_project.serving.targets import local_serving_objects
 
     target = LocalTarget(NS)

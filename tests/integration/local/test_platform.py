@@ -21,10 +21,10 @@ import httpx
 import psutil
 import pytest
 
+from airflow_project.host.net import free_port, free_port_range
 from airflow_project.local import platform
 from airflow_project.local.airflow_api import AirflowClient
 from airflow_project.local.config import AIRFLOW_ADMIN_USER, LocalConfig
-from airflow_project.local.services import free_port, free_port_range
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1500)]
 

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from airflow_project.local.services import free_port_range
+from airflow_project.host.net import free_port_range
+from airflow_project.host.processes import alive
 from airflow_project.serving import manifests, targets
 from airflow_project.serving.targets import (
     DeployError,
@@ -304,11 +305,11 @@ def local(tmp_path, monkeypatch):
     yield target
     pids = [record["pid"] for record in target.objects()]
     target.delete_all()
-    assert not [pid for pid in pids if targets._pid_alive(pid)], "processes left running"
+    assert not [pid for pid in pids if alive(pid)], "processes left running"
 
 
 def _alive(pid: int) -> bool:
-    return targets._pid_alive(pid)
+    return alive(pid)
 
 
 def test_local_apply_starts_detached_process_with_state_and_stable_port(local):

@@ -114,12 +114,9 @@ def deploy_predictor(
     target: Any | None = None,
 ) -> dict[str, Any]:
     """Apply an InferenceService for `model_uri` and wait until it is Ready."""
+    from airflow_project.serving.constants import INFERENCE_SERVICE
     from airflow_project.serving.manifests import inference_service
-    from airflow_project.serving.targets import (
-        INFERENCE_SERVICE,
-        serving_config_from_env,
-        target_from_env,
-    )
+    from airflow_project.serving.targets import serving_config_from_env, target_from_env
 
     target = target or target_from_env(namespace)
     config = serving_config_from_env(target.namespace)
@@ -150,13 +147,9 @@ def deploy_mirroring(
     Returns the URLs and `entry_url`: where requests go to reach primary and shadow (the
     graph when there is one, else the mirrored primary).
     """
+    from airflow_project.serving.constants import INFERENCE_GRAPH, VIRTUAL_SERVICE
     from airflow_project.serving.manifests import inference_graph, virtual_service_mirror
-    from airflow_project.serving.targets import (
-        INFERENCE_GRAPH,
-        VIRTUAL_SERVICE,
-        serving_config_from_env,
-        target_from_env,
-    )
+    from airflow_project.serving.targets import serving_config_from_env, target_from_env
 
     if mode not in MIRROR_MODES:
         raise ValueError(f"mirror mode must be one of {MIRROR_MODES}, got {mode!r}")

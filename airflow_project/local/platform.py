@@ -567,7 +567,7 @@ def collect_status(config: LocalConfig) -> list[StatusRow]:
 # ---------------------------------------------------------------------------- serving objects
 def _serving_records(config: LocalConfig) -> list[dict[str, Any]]:
     """The local serving controller's objects under the home (all namespaces), with `running`."""
-    from airflow_project.serving.targets import local_serving_objects
+    from airflow_project.serving.targets.local import local_serving_objects
 
     try:
         return local_serving_objects(config.root)
@@ -605,7 +605,7 @@ def format_serving(objects: list[dict[str, Any]]) -> str:
 
 
 def _stop_serving(config: LocalConfig, out: IO[str], err: IO[str]) -> list[str]:
-    from airflow_project.serving.targets import stop_local_serving
+    from airflow_project.serving.targets.local import stop_local_serving
 
     if not (config.root / "serving").is_dir():
         return []
@@ -1320,7 +1320,7 @@ def _reserve_serving_ports(config: LocalConfig, namespace: str) -> None:
     """Allocate primary, graph, shadow ports in this order (no-op for names that have one):
     a fresh home gets predictor 8100, graph 8101, shadow 8102 (the loadtest defaults)
     whatever order the DAG's parallel tasks deploy in."""
-    from airflow_project.serving.targets import LocalTarget
+    from airflow_project.serving.targets.local import LocalTarget
 
     target = LocalTarget(namespace, home=config.root, base_port=config.ports.serving)
     target.reserve_ports([(INFERENCE_SERVICE, PRIMARY_SERVICE), (INFERENCE_GRAPH, GRAPH_NAME),

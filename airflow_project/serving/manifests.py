@@ -35,11 +35,13 @@ from airflow_project.serving.constants import (
     DEFAULT_PREDICTOR_TAG,
     DEFAULT_TRACKING_URI,
     GRAPH_ROOT_NODE,
-    ISTIO_API_VERSION,
-    KSERVE_API_VERSION,
-    KSERVE_GRAPH_API_VERSION,
+    INFERENCE_GRAPH,
+    INFERENCE_SERVICE,
+    NAME_PATTERN,
     PREDICTOR_SERVICE_SUFFIX,
+    RESOURCES,
     SERVED_MODEL_NAME,
+    VIRTUAL_SERVICE,
 )
 
 APP_LABEL = "app.kubernetes.io/part-of"
@@ -111,7 +113,7 @@ def _metadata(name: str, config: ServingConfig, component: str, annotations: dic
 def _check_name(name: str) -> None:
     import re
 
-    if not re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", name or ""):
+    if not re.fullmatch(NAME_PATTERN, name or ""):
         raise ValueError(f"{name!r} is not a valid DNS-1035 label (KServe resource names)")
 
 
@@ -187,8 +189,8 @@ def inference_service(name: str, model_uri: str, config: ServingConfig | None = 
     if config.service_account_name:
         predictor["serviceAccountName"] = config.service_account_name
     return {
-        "apiVersion": KSERVE_API_VERSION,
-        "kind": "InferenceService",
+        "apiVersion": RESOURCES[INFERENCE_SERVICE].api_version,
+        "kind": INFERENCE_SERVICE,
         "metadata": _metadata(name, config, "predictor", config.annotations),
         "spec": {"predictor": predictor},
     }
@@ -226,8 +228,8 @@ def inference_graph(
     if service_timeout_seconds:
         spec["routerTimeouts"] = {"serviceClient": int(service_timeout_seconds)}
     return {
-        "apiVersion": KSERVE_GRAPH_API_VERSION,
-        "kind": "InferenceGraph",
+        "apiVersion": RESOURCES[INFERENCE_GRAPH].api_version,
+        "kind": INFERENCE_GRAPH,
         "metadata": _metadata(name, config, "graph"),
         "spec": spec,
     }
@@ -251,8 +253,8 @@ def virtual_service_mirror(
     primary_host = predictor_host(primary, config.namespace)
     shadow_host = predictor_host(shadow, config.namespace)
     return {
-        "apiVersion": ISTIO_API_VERSION,
-        "kind": "VirtualService",
+        "apiVersion": RESOURCES[VIRTUAL_SERVICE].api_version,
+        "kind": VIRTUAL_SERVICE,
         "metadata": _metadata(name or f"{primary}-mirror", config, "mirror"),
         "spec": {
             "hosts": [primary_host],

@@ -61,7 +61,7 @@ def serving_home(tmp_path_factory):
     import time
 
     from airflow_project.host.processes import alive
-    from airflow_project.serving.targets import local_serving_objects, stop_local_serving
+    from airflow_project.serving.targets.local import local_serving_objects, stop_local_serving
 
     pids = [record["pid"] for record in local_serving_objects(home)]
     started = time.monotonic()

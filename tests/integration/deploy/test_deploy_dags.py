@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from airflow_project.host.processes import alive
-from airflow_project.serving.targets import LocalTarget
+from airflow_project.serving.targets import target_from_env
 from airflow_project.wachttijden.schema import MODEL_NAME
 
 pytestmark = pytest.mark.integration
@@ -57,7 +57,7 @@ def test_deploy_model_serves_the_champion_and_redeploys_another_version(local_de
     run = _dag("deploy_model").test(run_conf={"model": "champion", "service_name": "wachttijden"})
     assert run.state == "success"
 
-    target = LocalTarget(NS)
+    target = target_from_env(NS)
     record = target.state("InferenceService", "wachttijden")
     url = target.url("InferenceService", "wachttijden")
     assert record["argv"][4] == f"models:/{MODEL_NAME}/{versions['champion']}"  # pinned by number
@@ -91,7 +91,7 @@ def test_deploy_model_fails_clearly_for_a_missing_version(local_deploy, capfd, m
     log = "".join(capfd.readouterr())
     assert message in log
     assert "existing versions: " in log and f"champion -> {local_deploy['versions']['champion']}" in log
-    assert LocalTarget(NS).state("InferenceService", "wachttijden-missing") is None
+    assert target_from_env(NS).state("InferenceService", "wachttijden-missing") is None
 
 
 def test_deploy_traffic_mirroring_graph_and_shadow_comparison(local_deploy):
@@ -101,7 +101,7 @@ def test_deploy_traffic_mirroring_graph_and_shadow_comparison(local_deploy):
     run = _dag("deploy_traffic_mirroring").test(run_conf={"sample_size": 150})
     assert run.state == "success"
 
-    target = LocalTarget(NS)
+    target = target_from_env(NS)
     graph_url = target.url("InferenceGraph", "wachttijden-graph")
     shadow = target.state("InferenceService", "wachttijden-shadow")
     request_id = f"it-{uuid.uuid4().hex}"
@@ -137,7 +137,7 @@ def test_virtualservice_mode_uses_a_local_mirror_router(local_deploy):
 
     run = _dag("deploy_traffic_mirroring").test(run_conf={"mirror_mode": "virtualservice", "sample_size": 40})
     assert run.state == "success"
-    target = LocalTarget(NS)
+    target = target_from_env(NS)
     mirror_url = target.url("VirtualService", "wachttijden-primary-mirror")
     r = httpx.post(mirror_url + V1, json={"instances": ROWS}, timeout=30)
     assert r.status_code == 200, r.text
@@ -160,10 +160,10 @@ def test_redeploying_what_the_dag_deployed_restarts_nothing(local_deploy):
         resolve_version,
         smoke_test,
     )
-    from airflow_project.serving.targets import local_serving_objects
+    from airflow_project.serving.targets.local import local_serving_objects
 
-    target = LocalTarget(NS)
-    before = {r["name"]: r["pid"] for r in local_serving_objects()}
+    target = target_from_env(NS)
+    before = {r["name"]: r["pid"] for r in local_serving_objects(local_deploy["home"])}
     primary, shadow = resolve_version("champion"), resolve_version("challenger")
     predictor = deploy_predictor("wachttijden-primary", primary["model_uri"], timeout=300)
     deploy_predictor("wachttijden-shadow", shadow["model_uri"], timeout=300)
@@ -174,6 +174,6 @@ def test_redeploying_what_the_dag_deployed_restarts_nothing(local_deploy):
     assert (primary["version"], shadow["version"]) == (
         local_deploy["versions"]["champion"], local_deploy["versions"]["challenger"])
     assert smoke["request"]["instances"] and len(smoke["response"]["predictions"]) == 1
-    after = {r["name"]: r["pid"] for r in local_serving_objects()}
+    after = {r["name"]: r["pid"] for r in local_serving_objects(local_deploy["home"])}
     assert after == before  # nothing changed: nothing restarted
-    assert all(r["running"] for r in local_serving_objects())
+    assert all(r["running"] for r in local_serving_objects(local_deploy["home"]))

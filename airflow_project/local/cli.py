@@ -103,24 +103,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from airflow_project.local import platform
+    from airflow_project.local import commands
     from airflow_project.local.config import LocalConfig
 
-    return platform.up(LocalConfig(), rows=args.rows)
+    return commands.up(LocalConfig(), rows=args.rows)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from airflow_project.local import platform
+    from airflow_project.local import commands
     from airflow_project.local.config import LocalConfig
 
-    return platform.status(LocalConfig())
+    return commands.status(LocalConfig())
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    from airflow_project.local import platform
+    from airflow_project.local import commands
     from airflow_project.local.config import LocalConfig
 
-    return platform.down(LocalConfig(), purge=args.purge)
+    return commands.down(LocalConfig(), purge=args.purge)
 
 
 def _positive(text: str) -> int:

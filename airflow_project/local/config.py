@@ -14,11 +14,28 @@ from pathlib import Path
 
 from airflow_project.datalake import CONNECTION_ID
 from airflow_project.host.files import write_atomic
-from airflow_project.local.services import azurite_connection_string
 from airflow_project.settings import NO_TELEMETRY_ENV, Ports, home_from_env
 
 DAGS_FOLDER = Path(__file__).resolve().parents[1] / "dags"
 AIRFLOW_ADMIN_USER = "admin"
+# The DAGs `mlops up` runs.
+PREPARE_DAG = "prepare_dataset"
+TRAIN_DAG = "train_model"
+MIRROR_DAG = "deploy_traffic_mirroring"
+
+# Azurite's published development account. It is not a secret: every Azurite
+# installation accepts it, and it only works against 127.0.0.1.
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
+
+
+def azurite_connection_string(port: int, host: str = "127.0.0.1") -> str:
+    return (
+        f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+        f"BlobEndpoint=http://{host}:{port}/{AZURITE_ACCOUNT};"
+    )
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from airflow_project.registry import model_uri, require_version
+from airflow_project.wachttijden.categories import SAMPLE_ROW
 from airflow_project.wachttijden.schema import FEATURES, MODEL_NAME
 
 log = logging.getLogger(__name__)
@@ -40,16 +42,6 @@ log = logging.getLogger(__name__)
 SHADOW_EXPERIMENT = "wachttijden-shadow"
 WITHIN_WEEKS = 1.0
 BATCH_ROWS = 1000
-SMOKE_ROW: dict[str, str] = {
-    "TYPE_WACHTTIJD": "Behandeling",
-    "SPECIALISME": "Orthopedie (305)",
-    "ROAZ_REGIO": "Acute Zorg Oost",
-    "TYPE_ZORGINSTELLING": "Ziekenhuis",
-}
-
-
-class ModelVersionNotFound(LookupError):
-    """The requested version or alias does not exist in the registry."""
 
 
 class SmokeTestError(RuntimeError):
@@ -57,48 +49,22 @@ class SmokeTestError(RuntimeError):
 
 
 # --------------------------------------------------------------------------- registry
-def _describe_registry(client: Any, name: str) -> str:
-    try:
-        model = client.get_registered_model(name)
-    except Exception:  # noqa: BLE001 - only for the message
-        return f"registered model {name!r} does not exist (run train_model first)"
-    try:
-        versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
-    except Exception:  # noqa: BLE001
-        versions = []
-    aliases = ", ".join(f"{a} -> {v}" for a, v in sorted((model.aliases or {}).items())) or "none"
-    shown = ", ".join(map(str, versions)) or "none"
-    return f"existing versions: {shown}; aliases: {aliases}"
-
-
 def resolve_version(model: str | int, *, name: str = MODEL_NAME, tracking_uri: str | None = None) -> dict[str, Any]:
     """Version number or alias -> the registered version, pinned by number."""
     from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
 
     ref = str(model).strip()
     if not ref:
         raise ValueError("model must be a version number or an alias, got an empty string")
-    client = MlflowClient(tracking_uri)
-    by_number = ref.isdigit()
-    try:
-        mv = client.get_model_version(name, ref) if by_number else client.get_model_version_by_alias(name, ref)
-    except MlflowException as exc:
-        if exc.error_code not in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"}:
-            raise
-        what = f"version {ref}" if by_number else f"alias {ref!r}"
-        raise ModelVersionNotFound(
-            f"model {name!r} has no {what} in the MLflow registry at {client.tracking_uri}; "
-            f"{_describe_registry(client, name)}"
-        ) from exc
+    mv = require_version(MlflowClient(tracking_uri), ref, name)
     version = str(mv.version)
     result = {
         "name": name,
         "requested": ref,
         "version": version,
-        "model_uri": f"models:/{name}/{version}",
+        "model_uri": model_uri(version, name),
         "run_id": mv.run_id,
-        "aliases": sorted(getattr(mv, "aliases", None) or ([] if by_number else [ref])),
+        "aliases": sorted(getattr(mv, "aliases", None) or ([] if ref.isdigit() else [ref])),
     }
     log.info("model %s %s -> version %s (%s)", name, ref, version, result["model_uri"])
     return result
@@ -200,7 +166,7 @@ def smoke_test(url: str, model_name: str = MODEL_NAME, *, row: Mapping[str, str]
 
     import httpx
 
-    row = dict(row or SMOKE_ROW)
+    row = dict(row or SAMPLE_ROW)
     last: Exception | None = None
     for attempt in range(1, attempts + 1):
         try:

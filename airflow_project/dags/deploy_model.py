@@ -21,6 +21,7 @@ from __future__ import annotations
 from airflow.sdk import Param, dag, task
 
 from airflow_project.dag_defaults import IO_RETRIES, START_DATE
+from airflow_project.serving.constants import MODEL_SERVICE, NAME_PATTERN
 
 
 @dag(
@@ -40,7 +41,7 @@ from airflow_project.dag_defaults import IO_RETRIES, START_DATE
             "(champion, challenger).",
         ),
         "service_name": Param(
-            "wachttijden", type="string", pattern="^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$",
+            MODEL_SERVICE, type="string", pattern=NAME_PATTERN,
             title="Service name",
             description="InferenceService name (DNS-1035 label); one predictor per name.",
         ),
@@ -62,7 +63,8 @@ def deploy_model():
         """Version number or alias -> a registered version (fails at once if unknown)."""
         from airflow.sdk.exceptions import AirflowFailException
 
-        from airflow_project.deploy_tasks import ModelVersionNotFound, resolve_version
+        from airflow_project.deploy_tasks import resolve_version
+        from airflow_project.registry import ModelVersionNotFound
 
         try:
             return resolve_version(context["params"]["model"])

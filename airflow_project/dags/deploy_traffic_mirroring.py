@@ -25,8 +25,12 @@ from __future__ import annotations
 from airflow.sdk import Param, dag, task
 
 from airflow_project.dag_defaults import IO_RETRIES, START_DATE
-
-NAME_PATTERN = "^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$"
+from airflow_project.serving.constants import (
+    GRAPH_NAME,
+    NAME_PATTERN,
+    PRIMARY_SERVICE,
+    SHADOW_SERVICE,
+)
 
 
 @dag(
@@ -48,15 +52,15 @@ NAME_PATTERN = "^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$"
             description="Version number or alias of 'wachttijden' that receives copies.",
         ),
         "primary_service": Param(
-            "wachttijden-primary", type="string", pattern=NAME_PATTERN, title="Primary service",
+            PRIMARY_SERVICE, type="string", pattern=NAME_PATTERN, title="Primary service",
             description="InferenceService name of the primary.",
         ),
         "shadow_service": Param(
-            "wachttijden-shadow", type="string", pattern=NAME_PATTERN, title="Shadow service",
+            SHADOW_SERVICE, type="string", pattern=NAME_PATTERN, title="Shadow service",
             description="InferenceService name of the shadow.",
         ),
         "graph_name": Param(
-            "wachttijden-graph", type="string", pattern=NAME_PATTERN, title="Graph name",
+            GRAPH_NAME, type="string", pattern=NAME_PATTERN, title="Graph name",
             description="InferenceGraph name (mode graph or both).",
         ),
         "namespace": Param(
@@ -88,7 +92,8 @@ def deploy_traffic_mirroring():
         """Primary and shadow versions (fails at once if one does not exist)."""
         from airflow.sdk.exceptions import AirflowFailException
 
-        from airflow_project.deploy_tasks import ModelVersionNotFound, resolve_version
+        from airflow_project.deploy_tasks import resolve_version
+        from airflow_project.registry import ModelVersionNotFound
 
         params = context["params"]
         try:

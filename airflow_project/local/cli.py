@@ -49,9 +49,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_prepare(args: argparse.Namespace) -> int:
     from airflow_project.wachttijden import dataset
 
-    source = str(args.input)
-    raw = dataset.read_raw(_read_input(args.input), source)
-    cleaned, report = dataset.fix_missing_values(dataset.select_features(raw), source)
+    cleaned, report = dataset.prepare(_read_input(args.input), str(args.input))
     write_atomic(args.output, dataset.to_prepared_bytes(cleaned))
     print(
         f"wrote {report.rows_out} of {report.rows_in} rows to {args.output} "

@@ -38,6 +38,7 @@ from airflow_project.local.models import (
     shadow_comparison,
 )
 from airflow_project.local.summary import Endpoints, Reporter, duration, final_summary, try_it
+from airflow_project.registry import model_uri
 from airflow_project.serving.constants import (
     GRAPH_NAME,
     INFERENCE_GRAPH,
@@ -319,12 +320,6 @@ def ensure_second_model_run(api: AirflowClient, day: dt.date, report: Reporter) 
                    f"input {conf['input_path']})")
             return run
     raise PlatformError(f"could not trigger or find the {TRAIN_DAG} run {run_id}")
-
-
-def model_uri(version: int) -> str:
-    from airflow_project.wachttijden.schema import MODEL_NAME
-
-    return f"models:/{MODEL_NAME}/{version}"
 
 
 def mirroring_conf(primary: int, shadow: int) -> dict[str, Any]:

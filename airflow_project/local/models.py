@@ -46,9 +46,7 @@ def mlflow_client(config: LocalConfig) -> Any:
 
 
 def registry_state(config: LocalConfig) -> RegistryState:
-    from mlflow.exceptions import MlflowException
-
-    from airflow_project.registry import CHALLENGER, CHAMPION
+    from airflow_project.registry import CHALLENGER, CHAMPION, find_version
     from airflow_project.wachttijden.schema import MODEL_NAME
 
     client = mlflow_client(config)
@@ -57,10 +55,8 @@ def registry_state(config: LocalConfig) -> RegistryState:
         raise PlatformError(f"{TRAIN_DAG} succeeded but MLflow has no version of model {MODEL_NAME!r}")
     aliases: dict[str, int | None] = {}
     for alias in (CHAMPION, CHALLENGER):
-        try:
-            aliases[alias] = int(client.get_model_version_by_alias(MODEL_NAME, alias).version)
-        except MlflowException:
-            aliases[alias] = None
+        mv = find_version(client, alias)
+        aliases[alias] = None if mv is None else int(mv.version)
     return RegistryState(versions=versions, champion=aliases[CHAMPION], challenger=aliases[CHALLENGER])
 
 

@@ -39,6 +39,7 @@ from airflow_project.serving.constants import (
     SHADOW_SERVICE,
     predict_path,
 )
+from airflow_project.wachttijden.categories import SAMPLE_ROW
 
 
 class Reporter:
@@ -162,25 +163,8 @@ class Endpoints:
         return self.shadow + predict_path(SERVED_MODEL_NAME)
 
 
-def sample_instance() -> dict[str, str]:
-    """A real row of the NZa export (values from `wachttijden.categories`), in feature order."""
-    from airflow_project.wachttijden import categories
-    from airflow_project.wachttijden.schema import FEATURES
-
-    row = {
-        "TYPE_WACHTTIJD": "Behandeling", "SPECIALISME": "Orthopedie (305)",
-        "ROAZ_REGIO": "Acute Zorg Oost", "TYPE_ZORGINSTELLING": "Ziekenhuis",
-    }
-    allowed = {
-        "TYPE_WACHTTIJD": categories.TYPES_WACHTTIJD, "SPECIALISME": categories.SPECIALISMEN,
-        "ROAZ_REGIO": categories.ROAZ_REGIOS, "TYPE_ZORGINSTELLING": categories.TYPES_ZORGINSTELLING,
-    }
-    assert all(row[k] in allowed[k] for k in row), "sample row must use category values"
-    return {k: row[k] for k in FEATURES}
-
-
 def sample_request() -> dict[str, Any]:
-    return {"instances": [sample_instance()]}
+    return {"instances": [dict(SAMPLE_ROW)]}
 
 
 def curl_command(url: str, body: dict[str, Any]) -> str:

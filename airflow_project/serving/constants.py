@@ -50,7 +50,8 @@ RESOURCES: dict[str, ResourceType] = {
     VIRTUAL_SERVICE: ResourceType("networking.istio.io", "v1", "virtualservices"),
 }
 
-# The names the mirroring DAG (and `mlops up`) deploy by default.
+# The names the deploy DAGs (and `mlops up`) deploy by default.
+MODEL_SERVICE = "wachttijden"
 PRIMARY_SERVICE = "wachttijden-primary"
 SHADOW_SERVICE = "wachttijden-shadow"
 GRAPH_NAME = "wachttijden-graph"

@@ -46,6 +46,7 @@ from kserve import Model
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
+from airflow_project import registry
 from airflow_project.serving.constants import (
     FEATURE_COLUMNS,
     MAX_INSTANCES,
@@ -73,20 +74,16 @@ class LoadedModel:
     """The resolved, immutable URI `models:/<name>/<version>`."""
 
 
-def resolve_model_uri(model_uri: str, client: Any) -> tuple[str, str]:
+def resolve_model_uri(uri: str, client: Any) -> tuple[str, str]:
     """`models:/name/<version>` or `models:/name@alias` -> (registered name, version)."""
-    match = _MODEL_URI.match(model_uri)
+    match = _MODEL_URI.match(uri)
     if not match:
         raise ValueError(
             f"model URI must be models:/<name>/<version> or models:/<name>@<alias>, "
-            f"got {model_uri!r}"
+            f"got {uri!r}"
         )
     name = match["name"]
-    if match["version"]:
-        version = client.get_model_version(name, match["version"]).version
-    else:
-        version = client.get_model_version_by_alias(name, match["alias"]).version
-    return name, str(version)
+    return name, str(registry.require_version(client, match["version"] or match["alias"], name).version)
 
 
 def load_model(model_uri: str, tracking_uri: str | None = None) -> LoadedModel:
@@ -102,7 +99,7 @@ def load_model(model_uri: str, tracking_uri: str | None = None) -> LoadedModel:
     client = MlflowClient()
     name, version = resolve_model_uri(model_uri, client)
     # Download the resolved version, not the alias: the alias may move meanwhile.
-    resolved = f"models:/{name}/{version}"
+    resolved = registry.model_uri(version, name)
     local = download_artifacts(artifact_uri=resolved, dst_path=tempfile.mkdtemp(prefix="wt-model-"))
     flavor = MlflowModel.load(local).flavors.get("sklearn")
     if flavor is None:

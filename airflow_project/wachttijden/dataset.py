@@ -153,20 +153,16 @@ def fix_missing_values(frame: pd.DataFrame, source: str) -> tuple[pd.DataFrame, 
     return cleaned, report
 
 
+def prepare(raw: bytes, source: str) -> tuple[pd.DataFrame, CleaningReport]:
+    """A raw export, prepared: the contract's columns, rows a model can learn from."""
+    return fix_missing_values(select_features(read_raw(raw, source)), source)
+
+
 def to_prepared_bytes(frame: pd.DataFrame) -> bytes:
     """The prepared format: UTF-8, `;`, header exactly COLUMNS, LF, no index."""
     return frame.loc[:, list(COLUMNS)].to_csv(
         sep=PREPARED_SEPARATOR, index=False, lineterminator="\n", float_format="%.10g"
     ).encode(PREPARED_ENCODING)
-
-
-def read_selected(data: bytes, source: str) -> pd.DataFrame:
-    """A file in the prepared layout with the values as strings (the intermediate stage)."""
-    try:
-        text = data.decode(PREPARED_ENCODING)
-    except UnicodeDecodeError as exc:
-        raise DataValidationError(f"{source}: must be UTF-8 ({exc})") from exc
-    return _read_columns(text, source, PREPARED_SEPARATOR)
 
 
 def to_intermediate_bytes(frame: pd.DataFrame) -> bytes:
@@ -199,7 +195,11 @@ def read_intermediate(data: bytes, source: str) -> pd.DataFrame:
 
 def read_prepared(data: bytes, source: str) -> pd.DataFrame:
     """A prepared file with a float target; validates header and target."""
-    frame = read_selected(data, source)
+    try:
+        text = data.decode(PREPARED_ENCODING)
+    except UnicodeDecodeError as exc:
+        raise DataValidationError(f"{source}: must be UTF-8 ({exc})") from exc
+    frame = _read_columns(text, source, PREPARED_SEPARATOR)
     target = pd.to_numeric(frame[TARGET], errors="coerce")
     bad = target.isna()
     if bad.any():

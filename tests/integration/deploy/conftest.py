@@ -19,7 +19,7 @@ def deploy_frame():
     from airflow_project.wachttijden import dataset, synthetic
 
     raw = synthetic.to_raw_bytes(synthetic.generate(synthetic.SyntheticConfig(rows=3000, seed=11)))
-    frame, _ = dataset.fix_missing_values(dataset.select_features(dataset.read_raw(raw, "t")), "t")
+    frame, _ = dataset.prepare(raw, "t")
     return frame
 
 

@@ -104,12 +104,16 @@ def test_anything_else_is_redeployed(objects: list[dict[str, Any]], namespace: s
 
 
 def test_the_sample_is_a_real_row_in_feature_order() -> None:
+    from airflow_project.wachttijden import categories
     from airflow_project.wachttijden.schema import FEATURES
 
-    row = summary.sample_instance()
+    row = categories.SAMPLE_ROW
     assert tuple(row) == FEATURES
     assert row["SPECIALISME"] == "Orthopedie (305)"
     assert summary.sample_request() == {"instances": [row]}
+    allowed = {"TYPE_WACHTTIJD": categories.TYPES_WACHTTIJD, "SPECIALISME": categories.SPECIALISMEN,
+               "ROAZ_REGIO": categories.ROAZ_REGIOS, "TYPE_ZORGINSTELLING": categories.TYPES_ZORGINSTELLING}
+    assert all(row[k] in allowed[k] for k in row)  # values the export really has
 
 
 def test_curl_command_is_ready_to_paste() -> None:

@@ -11,7 +11,7 @@ from airflow_project.wachttijden.training import TrainingConfig, train
 
 def training_frame(rows: int = 3000, seed: int = 42):
     raw = synthetic.to_raw_bytes(synthetic.generate(synthetic.SyntheticConfig(rows=rows, seed=seed)))
-    frame, _ = dataset.fix_missing_values(dataset.select_features(dataset.read_raw(raw, "t")), "t")
+    frame, _ = dataset.prepare(raw, "t")
     return frame
 
 

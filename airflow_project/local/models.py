@@ -96,7 +96,7 @@ class ShadowComparison:
 
 def shadow_comparison(config: LocalConfig) -> ShadowComparison | None:
     """The MLflow experiment of the shadow comparison and its newest run's metrics."""
-    from airflow_project.deploy_tasks import SHADOW_EXPERIMENT
+    from airflow_project.deploy_steps import SHADOW_EXPERIMENT
 
     client = mlflow_client(config)
     experiment = client.get_experiment_by_name(SHADOW_EXPERIMENT)

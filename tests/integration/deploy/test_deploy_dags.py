@@ -154,7 +154,7 @@ def test_virtualservice_mode_uses_a_local_mirror_router(local_deploy):
 def test_redeploying_what_the_dag_deployed_restarts_nothing(local_deploy):
     """The steps of deploy_traffic_mirroring, run again without Airflow with the same
     versions, find everything serving and change nothing."""
-    from airflow_project.deploy_tasks import (
+    from airflow_project.deploy_steps import (
         deploy_mirroring,
         deploy_predictor,
         resolve_version,

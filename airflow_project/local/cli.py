@@ -94,10 +94,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from airflow_project.serving.server import serve
+    from airflow_project.serving.cli import main as serve
 
-    serve(args.model_uri, args.name, args.port, args.tracking_uri)
-    return 0
+    return serve(args.args, prog="mlops serve")
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -157,11 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=42)
     train.set_defaults(func=cmd_train)
 
-    serve = commands.add_parser("serve", help="run the KServe predictor in the foreground")
-    serve.add_argument("--model-uri", required=True, help="models:/wachttijden/<version|@alias>")
-    serve.add_argument("--name", required=True, help="served model name")
-    serve.add_argument("--port", type=int, required=True)
-    serve.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI")
+    # The predictor's own parser (KServe's flags and ours) reads the rest: `mlops serve --help`.
+    serve = commands.add_parser("serve", help="run the KServe predictor in the foreground", add_help=False,
+                                prefix_chars="\0")
+    serve.add_argument("args", nargs=argparse.REMAINDER)
     serve.set_defaults(func=cmd_serve)
 
     up = commands.add_parser("up", help="start the local platform and run the whole job")

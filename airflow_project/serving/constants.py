@@ -21,6 +21,8 @@ OUTPUT_NAME = "predictions"
 CONTAINER_NAME = "kserve-container"
 """KServe requires this name for the predictor's custom container."""
 CONTAINER_PORT = 8080
+PREDICTOR_COMMAND: tuple[str, ...] = ("mlops", "serve")
+"""The predictor image's entry point, and the InferenceService's command."""
 DEFAULT_PREDICTOR_IMAGE = "airflow-project/predictor"
 DEFAULT_PREDICTOR_TAG = "latest"
 DEFAULT_NAMESPACE = "serving"  # the chart's serving namespace (MLOPS_SERVING_NAMESPACE)

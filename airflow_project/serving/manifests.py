@@ -38,6 +38,7 @@ from airflow_project.serving.constants import (
     INFERENCE_GRAPH,
     INFERENCE_SERVICE,
     NAME_PATTERN,
+    PREDICTOR_COMMAND,
     PREDICTOR_SERVICE_SUFFIX,
     RESOURCES,
     SERVED_MODEL_NAME,
@@ -130,7 +131,6 @@ def inference_service(name: str, model_uri: str, config: ServingConfig | None = 
     model = config.served_model_name
     env = [
         {"name": "MLFLOW_TRACKING_URI", "value": config.tracking_uri},
-        {"name": "MODEL_URI", "value": model_uri},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
         *({"name": k, "value": v} for k, v in sorted(config.extra_env.items())),
     ]
@@ -138,7 +138,7 @@ def inference_service(name: str, model_uri: str, config: ServingConfig | None = 
         "name": CONTAINER_NAME,
         "image": config.image_ref,
         "imagePullPolicy": config.image_pull_policy,
-        "command": ["python", "-m", "airflow_project.serving"],
+        "command": list(PREDICTOR_COMMAND),
         "args": [
             "--model_name", model,
             "--model-uri", model_uri,

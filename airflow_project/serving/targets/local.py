@@ -70,7 +70,7 @@ def predictor_args(manifest: Mapping[str, Any]) -> dict[str, str]:
     container = _container(manifest)
     env = {e["name"]: e.get("value", "") for e in container.get("env") or []}
     args = [str(a) for a in container.get("args") or []]
-    model_uri = _arg(args, "--model-uri", "--model_uri") or env.get("MODEL_URI")
+    model_uri = _arg(args, "--model-uri", "--model_uri")
     if not model_uri:
         raise ValueError(f"InferenceService {manifest['metadata']['name']}: no model URI")
     return {

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from airflow.sdk import Param, dag, task
 
-from airflow_project.dag_defaults import IO_RETRIES, START_DATE
+from airflow_project.dag_defaults import DAG_DEFAULTS
 from airflow_project.serving.constants import MODEL_SERVICE, NAME_PATTERN
 
 if TYPE_CHECKING:
@@ -32,10 +32,7 @@ if TYPE_CHECKING:
 @dag(
     dag_id="deploy_model",
     schedule=None,
-    start_date=START_DATE,
-    catchup=False,
-    max_active_runs=1,
-    default_args=IO_RETRIES,
+    **DAG_DEFAULTS,
     tags=["wachttijden", "serving", "kserve"],
     doc_md=__doc__,
     params={

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from airflow.sdk import Param, dag, task
 
-from airflow_project.dag_defaults import IO_RETRIES, START_DATE
+from airflow_project.dag_defaults import DAG_DEFAULTS
 from airflow_project.serving.constants import (
     GRAPH_NAME,
     NAME_PATTERN,
@@ -46,10 +46,7 @@ if TYPE_CHECKING:
 @dag(
     dag_id="deploy_traffic_mirroring",
     schedule=None,
-    start_date=START_DATE,
-    catchup=False,
-    max_active_runs=1,
-    default_args=IO_RETRIES,
+    **DAG_DEFAULTS,
     tags=["wachttijden", "serving", "kserve", "shadow"],
     doc_md=__doc__,
     params={

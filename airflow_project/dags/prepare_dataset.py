@@ -16,16 +16,13 @@ from __future__ import annotations
 from airflow.sdk import Param, dag, task
 
 from airflow_project.assets import PREPROCESSED_DATASET
-from airflow_project.dag_defaults import IO_RETRIES, START_DATE
+from airflow_project.dag_defaults import DAG_DEFAULTS
 
 
 @dag(
     dag_id="prepare_dataset",
     schedule="@daily",
-    start_date=START_DATE,
-    catchup=False,
-    max_active_runs=1,
-    default_args=IO_RETRIES,
+    **DAG_DEFAULTS,
     tags=["wachttijden", "data"],
     doc_md=__doc__,
     params={

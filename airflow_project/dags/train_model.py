@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from airflow.sdk import Param, dag, task
 
 from airflow_project.assets import PREPROCESSED_DATASET
-from airflow_project.dag_defaults import IO_RETRIES, START_DATE
+from airflow_project.dag_defaults import DAG_DEFAULTS
 
 if TYPE_CHECKING:
     from airflow_project.data_steps import TrainingResult
@@ -28,10 +28,7 @@ if TYPE_CHECKING:
 @dag(
     dag_id="train_model",
     schedule=[PREPROCESSED_DATASET],
-    start_date=START_DATE,
-    catchup=False,
-    max_active_runs=1,
-    default_args=IO_RETRIES,
+    **DAG_DEFAULTS,
     tags=["wachttijden", "training", "mlflow"],
     doc_md=__doc__,
     params={

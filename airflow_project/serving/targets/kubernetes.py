@@ -10,17 +10,11 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from airflow_project.serving import targets
 from airflow_project.serving.constants import (
     INFERENCE_SERVICE,
     PREDICTOR_SERVICE_SUFFIX,
     VIRTUAL_SERVICE,
-)
-from airflow_project.serving.targets import (
-    DEFAULT_TIMEOUT_S,
-    DeployError,
-    DeployTimeout,
-    manifest_identity,
-    resource_type,
 )
 
 log = logging.getLogger(__name__)
@@ -111,12 +105,12 @@ class KubernetesTarget:
         return self._api
 
     def _path(self, kind: str) -> dict[str, str]:
-        rtype = resource_type(kind)
+        rtype = targets.resource_type(kind)
         return {"group": rtype.group, "version": rtype.version, "namespace": self.namespace,
                 "plural": rtype.plural}
 
     def apply(self, manifest: Mapping[str, Any]) -> None:
-        kind, name = manifest_identity(manifest, self.namespace)
+        kind, name = targets.manifest_identity(manifest, self.namespace)
         body = json.loads(json.dumps(manifest))
         body.setdefault("metadata", {})["namespace"] = self.namespace
         try:
@@ -129,7 +123,7 @@ class KubernetesTarget:
             status = getattr(exc, "status", None)
             if status is None:
                 raise
-            raise DeployError(
+            raise targets.DeployError(
                 f"server-side apply of {kind} {self.namespace}/{name} failed with HTTP {status}: "
                 f"{getattr(exc, 'reason', '')} {getattr(exc, 'body', '') or ''}".strip()
             ) from exc
@@ -165,8 +159,8 @@ class KubernetesTarget:
             return f"http://{hosts[0]}" if hosts else None
         return self._object_url(obj) or self._fallback_url(kind, name)
 
-    def wait_ready(self, kind: str, name: str, timeout: float = DEFAULT_TIMEOUT_S) -> str:
-        resource_type(kind)
+    def wait_ready(self, kind: str, name: str, timeout: float = targets.DEFAULT_TIMEOUT_S) -> str:
+        targets.resource_type(kind)
         deadline = self._clock() + timeout
         obj: dict[str, Any] | None = None
         while True:
@@ -182,10 +176,10 @@ class KubernetesTarget:
                 break
             self._sleep(self.poll_interval)
         if obj is None:
-            raise DeployTimeout(f"{kind} {self.namespace}/{name} not found after {timeout:.0f}s")
+            raise targets.DeployTimeout(f"{kind} {self.namespace}/{name} not found after {timeout:.0f}s")
         status = obj.get("status") or {}
         generation = (obj.get("metadata") or {}).get("generation")
-        raise DeployTimeout(
+        raise targets.DeployTimeout(
             f"{kind} {self.namespace}/{name} not Ready after {timeout:.0f}s "
             f"(generation {generation}, observed {status.get('observedGeneration')}); "
             f"conditions: {describe_conditions(status.get('conditions'))}"

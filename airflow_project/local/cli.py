@@ -1,13 +1,8 @@
 """`mlops`: the command line of the platform.
 
-    mlops data generate --rows N --seed S --output FILE
-    mlops data prepare --input RAW --output PREPARED
-    mlops train --input PREPARED [--tracking-uri URI] [--estimator NAME]
-    mlops serve --model-uri URI --name NAME --port P [--tracking-uri URI]
-    mlops up | status | down [--purge]
-
-Errors are one line on stderr and a non-zero exit code; files are written to a
-temporary name and moved into place, so a failed command leaves no output file.
+The README ("Command line") lists the commands and their output formats. Errors are one
+line on stderr and a non-zero exit code; files are written to a temporary name and moved
+into place, so a failed command leaves no output file.
 """
 
 from __future__ import annotations

@@ -1,25 +1,9 @@
-"""Manifest builders for both deploy targets (Kubernetes and the local controller).
+"""Manifest builders for both deploy targets: pure functions returning plain dicts (no
+kserve/mlflow/kubernetes imports, DAG files import this module at parse time).
 
-Pure functions returning plain dicts (no kserve/mlflow/kubernetes imports: DAG files
-import this module at parse time):
-
-- `inference_service(name, model_uri, config)`: a KServe `InferenceService`
-  (`serving.kserve.io/v1beta1`) with a custom predictor container running
-  `python -m airflow_project.serving` (image + tag, `MLFLOW_TRACKING_URI`, model URI,
-  resources, readiness/liveness probes, non-root securityContext).
-- `inference_graph(name, primary, shadow, config)`: a KServe `InferenceGraph`
-  (`serving.kserve.io/v1alpha1`) whose root is a Sequence
-  `[shadow: Soft, $request; primary: Hard, $request]`, so the primary's answer is
-  returned. KServe semantics: the steps run one after the other (latency adds up) and a
-  shadow that cannot be reached (refused/timeout) fails the request with a 500; a shadow
-  answering non-2xx is tolerated (Soft). Use it when a shared Istio mesh is not available.
-- `virtual_service_mirror(primary, shadow, config, percentage)`: an Istio
-  `VirtualService` that routes to the primary predictor and mirrors (fire and forget)
-  `percentage` % of requests to the shadow: no added latency, a dead shadow has no effect
-  on answers. Use it when the cluster runs Istio (the kubernetes target does).
-
-The served model name is passed as `--model_name`: KServe's graph controller reads it
-from there to build the step URL `/v1/models/<model_name>:predict`.
+An InferenceService with our predictor as custom container; an InferenceGraph Sequence
+[shadow: Soft, primary: Hard], so the primary answers; an Istio VirtualService mirroring the
+primary to the shadow. Which mirror when: README ("Traffic mirroring").
 """
 
 from __future__ import annotations

@@ -1,14 +1,6 @@
-"""Reading, validating and cleaning the NZa waiting-time export.
-
-Three formats:
-- raw: the public NZa export, `;`-separated, ISO-8859-1 (UTF-8 with a BOM is
-  accepted too), CRLF or LF, any number of extra columns;
-- prepared: UTF-8, `;`-separated, exactly the COLUMNS header, no index column.
-  The `preprocessed` stage, the CLI's output and the training input use it;
-- intermediate: the selected COLUMNS as found (all strings), as Parquet. It is
-  only the hand-off between the two prepare tasks, so it is typed and compressed
-  rather than human-readable: at 1M rows ~2 MB instead of ~75 MB of CSV, and
-  about 5x faster to write and read back.
+"""Reading, validating and cleaning the NZa waiting-time export, in its three formats: raw
+(the public export), intermediate (the hand-off between the two prepare tasks, Parquet) and
+prepared (what training reads). The README ("Data flow") describes each.
 """
 
 from __future__ import annotations

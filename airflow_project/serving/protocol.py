@@ -119,45 +119,65 @@ def v2_rows(inputs: Sequence[Mapping[str, Any]], features: Sequence[str] = FEATU
             max_rows: int = MAX_INSTANCES, outputs: Sequence[str] = (), *,
             strict: bool = False) -> list[tuple[str, ...]]:
     """One BYTES input per feature (`{"name", "datatype", "shape", "data"}`) -> rows in
-    `features` order. `outputs`: the names of requested outputs, if any. `strict` (the fast
-    path, on parsed JSON) also refuses, as NotCanonical, what KServe's schema would first
-    coerce or ignore."""
+    `features` order. `outputs`: the names of requested outputs, if any.
+
+    `strict` is the fast path's single pass over parsed JSON: it also refuses, as
+    NotCanonical, what KServe's schema would first coerce or ignore, and checks the inputs
+    in the order they come (its errors are never shown: the request goes to KServe). Without
+    it, the problems are reported in the contract's order, as the KServe model needs.
+    """
     if not inputs:
         raise BadInput(f"inputs: must contain one BYTES input per feature {list(features)}")
-    by_name: dict[Any, Mapping[str, Any]] = {}
-    for inp in inputs:
-        if strict and (type(inp) is not dict or (inp.keys() != _INPUT_KEYS and not _unused_parameters(inp))
-                       or type(inp["name"]) is not str):
-            raise NotCanonical("inputs: an input that is not a plain object with a name")
-        by_name[inp["name"]] = inp
     wanted = _FEATURES if features is FEATURE_COLUMNS else frozenset(features)
-    if len(by_name) != len(inputs) or by_name.keys() != wanted:
-        names = [inp["name"] for inp in inputs]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise BadInput(f"inputs: duplicate input name(s) {duplicates}")
-        missing = [f for f in features if f not in by_name]
-        if missing:
-            raise BadInput(f"inputs: missing input(s) {missing}")
-        raise BadInput(f"inputs: unexpected input(s) {sorted(n for n in names if n not in wanted)}")
-    if outputs:
-        wrong = sorted(o for o in outputs if o != OUTPUT_NAME)
-        if wrong:
-            raise BadInput(f"outputs: unknown output(s) {wrong}; the only output is {OUTPUT_NAME!r}")
-    first = features[0]
-    columns = []
-    n_rows = -1
-    for f in features:
-        inp = by_name[f]
-        shape = inp["shape"]
-        if strict and (type(shape) is not list or (shape and type(shape[0]) is not int)
-                       or (len(shape) > 1 and type(shape[1]) is not int)):
-            raise NotCanonical(f"inputs[{f}].shape: not a list of integers")
-        values = v2_column(f, inp["datatype"], shape, inp["data"], n_rows, first)
-        n_rows = len(values)
-        columns.append(values)
-    check_count(n_rows, "inputs", max_rows)
+    if strict:
+        by_name = _strict_columns(inputs)
+        if by_name.keys() != wanted:
+            raise BadInput("inputs: not one input per feature")
+    else:
+        by_name = {inp["name"]: inp for inp in inputs}
+        if len(by_name) != len(inputs) or by_name.keys() != wanted:
+            _names_error(inputs, features, wanted, by_name)
+        if outputs:
+            wrong = sorted(o for o in outputs if o != OUTPUT_NAME)
+            if wrong:
+                raise BadInput(f"outputs: unknown output(s) {wrong}; the only output is {OUTPUT_NAME!r}")
+        first = features[0]
+        n_rows = -1
+        for f in features:
+            inp = by_name[f]
+            by_name[f] = v2_column(f, inp["datatype"], inp["shape"], inp["data"], n_rows, first)
+            n_rows = len(by_name[f])
+    columns = [by_name[f] for f in features]
+    check_count(len(columns[0]), "inputs", max_rows)
     return list(zip(*columns))
+
+
+def _strict_columns(inputs: Sequence[Any]) -> dict[Any, Any]:
+    """name -> values of canonical JSON inputs, checked in the order they come."""
+    columns: dict[Any, Any] = {}
+    n_rows, first = -1, ""
+    for inp in inputs:
+        if type(inp) is not dict or (inp.keys() != _INPUT_KEYS and not _unused_parameters(inp)):
+            raise NotCanonical("inputs: an input that is not a plain object")
+        name, shape = inp["name"], inp["shape"]
+        if (type(name) is not str or name in columns or type(shape) is not list
+                or (shape and type(shape[0]) is not int) or (len(shape) > 1 and type(shape[1]) is not int)):
+            raise NotCanonical("inputs: a name or shape of another type, or a name twice")
+        columns[name] = values = v2_column(name, inp["datatype"], shape, inp["data"], n_rows, first)
+        n_rows, first = len(values), first or name
+    return columns
+
+
+def _names_error(inputs: Sequence[Mapping[str, Any]], features: Sequence[str], wanted: frozenset[str],
+                 by_name: Mapping[Any, Any]) -> None:
+    names = [inp["name"] for inp in inputs]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise BadInput(f"inputs: duplicate input name(s) {duplicates}")
+    missing = [f for f in features if f not in by_name]
+    if missing:
+        raise BadInput(f"inputs: missing input(s) {missing}")
+    raise BadInput(f"inputs: unexpected input(s) {sorted(n for n in names if n not in wanted)}")
 
 
 def _unused_parameters(inp: Mapping[str, Any]) -> bool:
@@ -169,6 +189,14 @@ def v2_column(name: str, datatype: Any, shape: Any, data: Any, n_rows: int = -1,
     """The one column checker: the values of a BYTES input of shape [n] or [n, 1] (data flat
     or one value per row), as strings; `n_rows` >= 0: the row count of input `first`, which
     this one must match."""
+    if datatype == "BYTES" and type(shape) is list and len(shape) == 1 and type(data) is list:
+        n = shape[0]  # the usual [n] of strings: no more checks than the full path below makes
+        if type(n) is int and n == len(data) and (n_rows < 0 or n == n_rows) and (not n or type(data[0]) is str):
+            for value in data:
+                if type(value) is not str:
+                    break
+            else:
+                return data
     if datatype != "BYTES":
         raise BadInput(f"inputs[{name}].datatype: expected BYTES, got {datatype!r}")
     if type(shape) is not list:

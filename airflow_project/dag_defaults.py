@@ -14,3 +14,6 @@ IO_RETRIES = {
     "retry_exponential_backoff": True,
     "max_retry_delay": dt.timedelta(minutes=2),
 }
+
+DAG_DEFAULTS = {"start_date": START_DATE, "catchup": False, "max_active_runs": 1, "default_args": IO_RETRIES}
+"""What every DAG here shares: the start date, no catch-up, one run at a time, I/O retries."""

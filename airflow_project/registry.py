@@ -1,8 +1,10 @@
-"""MLflow: log a training run, register the model, apply the promotion rule.
+"""The MLflow model registry: register a trained model, apply the promotion rule, and find
+a registered version by number or alias.
 
-Shared by the `train_model` DAG and `mlops train`, so both register models the
-same way. Aliases: every new version becomes `challenger`; `champion` moves to
-it only when it beats the current champion's MAE on the same hold-out rows.
+Training (the `train_model` DAG, `mlops train`), deploying (`deploy_steps`), serving (the
+predictor) and `mlops up` all name versions the same way through this module. Every new
+version becomes `challenger`; `champion` moves to it only when it beats the current
+champion's MAE on the same hold-out rows.
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ import tempfile
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
-from airflow_project.wachttijden import training
 from airflow_project.wachttijden.schema import MODEL_NAME
+
+if TYPE_CHECKING:  # training pulls in pandas and numpy: imported where a model is trained
+    import pandas as pd
+
+    from airflow_project.wachttijden import training
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +30,8 @@ EXPERIMENT = MODEL_NAME
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 ARTIFACT_NAME = "model"
+# What MLflow answers for a version or alias that does not exist (by server and version).
+NOT_FOUND_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"})
 
 # skops refuses to load types it does not trust. These are the only non-default
 # types our estimators contain; anything else is an error at save time, so an
@@ -72,15 +78,57 @@ def _check_trusted(pipeline: Any) -> None:
         )
 
 
-def champion_version(client: Any, name: str = MODEL_NAME) -> Any | None:
+class ModelVersionNotFound(LookupError):
+    """The requested version or alias does not exist in the registry."""
+
+
+def model_uri(version: str | int, name: str = MODEL_NAME) -> str:
+    """`models:/<name>/<version>`: a registered version, pinned by number."""
+    return f"models:/{name}/{version}"
+
+
+def find_version(client: Any, ref: str | int, name: str = MODEL_NAME) -> Any | None:
+    """A version number (`3`) or an alias (`champion`) -> its MLflow ModelVersion; None when
+    the registry has no such version or alias."""
     from mlflow.exceptions import MlflowException
 
+    ref = str(ref).strip()
     try:
-        return client.get_model_version_by_alias(name, CHAMPION)
+        if ref.isdigit():
+            return client.get_model_version(name, ref)
+        return client.get_model_version_by_alias(name, ref)
     except MlflowException as exc:
-        if exc.error_code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"}:
+        if exc.error_code in NOT_FOUND_CODES:
             return None
         raise
+
+
+def require_version(client: Any, ref: str | int, name: str = MODEL_NAME) -> Any:
+    """`find_version`, or ModelVersionNotFound naming what the registry does have."""
+    mv = find_version(client, ref, name)
+    if mv is None:
+        ref = str(ref).strip()
+        what = f"version {ref}" if ref.isdigit() else f"alias {ref!r}"
+        raise ModelVersionNotFound(
+            f"model {name!r} has no {what} in the MLflow registry at {client.tracking_uri}; "
+            f"{describe_registry(client, name)}"
+        )
+    return mv
+
+
+def describe_registry(client: Any, name: str = MODEL_NAME) -> str:
+    """`existing versions: 1, 2; aliases: champion -> 2`, for error messages."""
+    try:
+        model = client.get_registered_model(name)
+    except Exception:  # noqa: BLE001 - only for the message
+        return f"registered model {name!r} does not exist (run train_model first)"
+    try:
+        versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
+    except Exception:  # noqa: BLE001
+        versions = []
+    aliases = ", ".join(f"{a} -> {v}" for a, v in sorted((model.aliases or {}).items())) or "none"
+    shown = ", ".join(map(str, versions)) or "none"
+    return f"existing versions: {shown}; aliases: {aliases}"
 
 
 def _champion_mae(version: Any, x_test: pd.DataFrame, y_test: pd.Series) -> float:
@@ -88,7 +136,7 @@ def _champion_mae(version: Any, x_test: pd.DataFrame, y_test: pd.Series) -> floa
 
     from airflow_project.wachttijden.training import evaluate
 
-    model = mlflow.sklearn.load_model(f"models:/{MODEL_NAME}/{version.version}")
+    model = mlflow.sklearn.load_model(model_uri(version.version))
     return evaluate(y_test, model.predict(x_test), float(y_test.mean()))["mae"]
 
 
@@ -119,6 +167,8 @@ def train_and_register(
     import mlflow
     from mlflow import MlflowClient
     from mlflow.models import infer_signature
+
+    from airflow_project.wachttijden import training
 
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
@@ -152,7 +202,7 @@ def train_and_register(
         version = str(info.registered_model_version)
         client.set_registered_model_alias(MODEL_NAME, CHALLENGER, version)
 
-        current = champion_version(client)
+        current = find_version(client, CHAMPION)
         champion_mae = None
         if current is not None and str(current.version) != version:
             champion_mae = _champion_mae(current, result.x_test, result.y_test)
@@ -168,7 +218,7 @@ def train_and_register(
 
     return RegistrationResult(
         run_id=run.info.run_id,
-        model_uri=f"models:/{MODEL_NAME}/{version}",
+        model_uri=model_uri(version),
         version=version,
         promoted=promoted,
         metrics=result.metrics,

@@ -120,20 +120,20 @@ print(json.dumps({"dag_runs_s": time.perf_counter() - start}), file=sys.stderr)
 
 def run(sizes: list[int]) -> list[Measurement]:
     from airflow_project.datalake import RAW_CONTAINER, BlobRef, DataLake, dataset_path
-    from airflow_project.local import services
+    from airflow_project.host.net import free_port
+    from airflow_project.local import stack
     from airflow_project.local.config import LocalConfig, Ports
 
     home = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
-    ports = Ports(azurite=services.free_port(), mlflow=services.free_port(),
-                  airflow=services.free_port(), serving=services.free_port())
+    ports = Ports(azurite=free_port(), mlflow=free_port(), airflow=free_port(), serving=free_port())
     config = LocalConfig(root=home, ports=ports)
     logs = home / "logs"
-    azurite = services.ServiceProcess(services.azurite_spec(config.azurite_data, ports.azurite),
+    azurite = stack.ServiceProcess(stack.azurite_spec(config.azurite_data, ports.azurite),
                                       logs / "azurite.log").start().wait_ready()
     lake = DataLake.from_connection_string(config.azurite_connection_string)
     lake.ensure_containers()
-    mlflow = services.ServiceProcess(
-        services.mlflow_spec(config.mlflow_data, ports.mlflow, ports.azurite), logs / "mlflow.log"
+    mlflow = stack.ServiceProcess(
+        stack.mlflow_spec(config.mlflow_data, ports.mlflow, ports.azurite), logs / "mlflow.log"
     ).start().wait_ready()
     env = {**os.environ, **config.airflow_env()}
     env.pop("AIRFLOW__CORE__EXECUTION_API_SERVER_URL", None)  # dag.test runs in-process

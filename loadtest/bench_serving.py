@@ -188,7 +188,7 @@ def register_model(tracking_uri: str, rows: int = 20_000) -> str:
     from airflow_project.wachttijden.training import TrainingConfig
 
     raw = synthetic.to_raw_bytes(synthetic.generate(synthetic.SyntheticConfig(rows=rows)))
-    frame, _ = dataset.fix_missing_values(dataset.select_features(dataset.read_raw(raw, "bench")), "bench")
+    frame, _ = dataset.prepare(raw, "bench")
     result = train_and_register(frame, TrainingConfig(), tracking_uri=tracking_uri, source="bench-serving")
     return result.model_uri
 
@@ -582,11 +582,12 @@ def main(argv: list[str] | None = None) -> int:
         import mlflow
         from mlflow.tracking import MlflowClient
 
+        from airflow_project.registry import model_uri as registry_model_uri
         from airflow_project.serving.predictor import resolve_model_uri
 
         mlflow.set_tracking_uri(tracking_uri)
         name, version = resolve_model_uri(model_uri, MlflowClient())
-        model_uri = f"models:/{name}/{version}"
+        model_uri = registry_model_uri(version, name)
         model_dir = download_model(tracking_uri, model_uri, work / "model")
         print(f"serving {model_uri}", flush=True)
 
@@ -607,15 +608,16 @@ def main(argv: list[str] | None = None) -> int:
         servers.append(mlserver)
 
         from airflow_project.serving import manifests
+        from airflow_project.serving.constants import GRAPH_NAME, PRIMARY_SERVICE, SHADOW_SERVICE
 
         def router(mode: str) -> Server:
             config = {
-                "graph": manifests.inference_graph("wachttijden-graph", "wachttijden-primary", "wachttijden-shadow"),
-                "services": {"wachttijden-primary": primary.url, "wachttijden-shadow": shadow.url},
+                "graph": manifests.inference_graph(GRAPH_NAME, PRIMARY_SERVICE, SHADOW_SERVICE),
+                "services": {PRIMARY_SERVICE: primary.url, SHADOW_SERVICE: shadow.url},
                 "mode": mode,
             }
             if mode == "mirror":
-                config["mirror"] = {"primary": "wachttijden-primary", "shadow": "wachttijden-shadow",
+                config["mirror"] = {"primary": PRIMARY_SERVICE, "shadow": SHADOW_SERVICE,
                                     "percentage": 100}
             graph_file = work / f"graph-{mode}.json"
             graph_file.write_text(json.dumps(config))

@@ -18,18 +18,21 @@ Manual trigger only.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from airflow.sdk import Param, dag, task
 
-from airflow_project.dag_defaults import IO_RETRIES, START_DATE
+from airflow_project.dag_defaults import DAG_DEFAULTS
+from airflow_project.serving.constants import MODEL_SERVICE, NAME_PATTERN
+
+if TYPE_CHECKING:
+    from airflow_project.deploy_steps import ModelVersion, PredictorDeployment, SmokeResult
 
 
 @dag(
     dag_id="deploy_model",
     schedule=None,
-    start_date=START_DATE,
-    catchup=False,
-    max_active_runs=1,
-    default_args=IO_RETRIES,
+    **DAG_DEFAULTS,
     tags=["wachttijden", "serving", "kserve"],
     doc_md=__doc__,
     params={
@@ -40,7 +43,7 @@ from airflow_project.dag_defaults import IO_RETRIES, START_DATE
             "(champion, challenger).",
         ),
         "service_name": Param(
-            "wachttijden", type="string", pattern="^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$",
+            MODEL_SERVICE, type="string", pattern=NAME_PATTERN,
             title="Service name",
             description="InferenceService name (DNS-1035 label); one predictor per name.",
         ),
@@ -57,33 +60,28 @@ from airflow_project.dag_defaults import IO_RETRIES, START_DATE
     },
 )
 def deploy_model():
-    @task
-    def resolve_version(**context) -> dict:
+    @task(multiple_outputs=True)
+    def resolve_version(*, params: dict) -> ModelVersion:
         """Version number or alias -> a registered version (fails at once if unknown)."""
-        from airflow.sdk.exceptions import AirflowFailException
+        from airflow_project.deploy_steps import resolve_version
+        from airflow_project.task_context import fail_on_bad_input
 
-        from airflow_project.deploy_tasks import ModelVersionNotFound, resolve_version
+        with fail_on_bad_input():
+            return resolve_version(params["model"])
 
-        try:
-            return resolve_version(context["params"]["model"])
-        except (ModelVersionNotFound, ValueError) as exc:
-            raise AirflowFailException(str(exc)) from exc
-
-    @task
-    def deploy(version: dict, **context) -> dict:
+    @task(multiple_outputs=True)
+    def deploy(version: ModelVersion, *, params: dict) -> PredictorDeployment:
         """Apply the InferenceService and wait until it is Ready."""
-        from airflow_project.deploy_tasks import deploy_predictor
+        from airflow_project.deploy_steps import deploy_predictor
 
-        params = context["params"]
-        return deploy_predictor(
-            params["service_name"], version["model_uri"],
-            namespace=params["namespace"] or None, timeout=float(params["timeout_seconds"]),
-        ) | {"version": version["version"]}
+        deployed = deploy_predictor(params["service_name"], version["model_uri"], namespace=params["namespace"] or None,
+                                    timeout=float(params["timeout_seconds"]))
+        return deployed | {"version": version["version"]}
 
-    @task
-    def smoke_test(service: dict) -> dict:
+    @task(multiple_outputs=True)
+    def smoke_test(service: PredictorDeployment) -> SmokeResult:
         """One prediction through the deployed predictor."""
-        from airflow_project.deploy_tasks import smoke_test
+        from airflow_project.deploy_steps import smoke_test
 
         return smoke_test(service["url"], service["model_name"]) | {"version": service["version"]}
 

@@ -22,20 +22,31 @@ Deploy target: `MLOPS_DEPLOY_TARGET` (`local` default, or `kubernetes`). Manual 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from airflow.sdk import Param, dag, task
 
-from airflow_project.dag_defaults import IO_RETRIES, START_DATE
+from airflow_project.dag_defaults import DAG_DEFAULTS
+from airflow_project.serving.constants import (
+    GRAPH_NAME,
+    NAME_PATTERN,
+    PRIMARY_SERVICE,
+    SHADOW_SERVICE,
+)
 
-NAME_PATTERN = "^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$"
+if TYPE_CHECKING:
+    from airflow_project.deploy_steps import (
+        ComparisonResult,
+        MirrorDeployment,
+        ModelVersion,
+        PredictorDeployment,
+    )
 
 
 @dag(
     dag_id="deploy_traffic_mirroring",
     schedule=None,
-    start_date=START_DATE,
-    catchup=False,
-    max_active_runs=1,
-    default_args=IO_RETRIES,
+    **DAG_DEFAULTS,
     tags=["wachttijden", "serving", "kserve", "shadow"],
     doc_md=__doc__,
     params={
@@ -48,15 +59,15 @@ NAME_PATTERN = "^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$"
             description="Version number or alias of 'wachttijden' that receives copies.",
         ),
         "primary_service": Param(
-            "wachttijden-primary", type="string", pattern=NAME_PATTERN, title="Primary service",
+            PRIMARY_SERVICE, type="string", pattern=NAME_PATTERN, title="Primary service",
             description="InferenceService name of the primary.",
         ),
         "shadow_service": Param(
-            "wachttijden-shadow", type="string", pattern=NAME_PATTERN, title="Shadow service",
+            SHADOW_SERVICE, type="string", pattern=NAME_PATTERN, title="Shadow service",
             description="InferenceService name of the shadow.",
         ),
         "graph_name": Param(
-            "wachttijden-graph", type="string", pattern=NAME_PATTERN, title="Graph name",
+            GRAPH_NAME, type="string", pattern=NAME_PATTERN, title="Graph name",
             description="InferenceGraph name (mode graph or both).",
         ),
         "namespace": Param(
@@ -83,77 +94,61 @@ NAME_PATTERN = "^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$"
     },
 )
 def deploy_traffic_mirroring():
-    @task
-    def resolve_versions(**context) -> dict:
+    @task(multiple_outputs=True)
+    def resolve_versions(*, params: dict) -> dict[str, ModelVersion]:
         """Primary and shadow versions (fails at once if one does not exist)."""
-        from airflow.sdk.exceptions import AirflowFailException
+        from airflow_project.deploy_steps import resolve_version
+        from airflow_project.task_context import fail_on_bad_input
 
-        from airflow_project.deploy_tasks import ModelVersionNotFound, resolve_version
-
-        params = context["params"]
-        try:
+        with fail_on_bad_input():
             return {"primary": resolve_version(params["primary_model"]),
                     "shadow": resolve_version(params["shadow_model"])}
-        except (ModelVersionNotFound, ValueError) as exc:
-            raise AirflowFailException(str(exc)) from exc
 
-    @task
-    def deploy_primary(versions: dict, **context) -> dict:
-        """InferenceService for the primary, Ready."""
-        from airflow_project.deploy_tasks import deploy_predictor
+    @task(multiple_outputs=True)
+    def deploy(version: ModelVersion, role: str, *, params: dict) -> PredictorDeployment:
+        """InferenceService for the primary or the shadow (`role`), Ready."""
+        from airflow_project.deploy_steps import deploy_predictor
 
-        p = context["params"]
-        return deploy_predictor(p["primary_service"], versions["primary"]["model_uri"],
-                                namespace=p["namespace"] or None, timeout=float(p["timeout_seconds"]),
-                                cluster_local=p["mirror_mode"] != "graph")
+        # Istio mirror: the VirtualService owns the primary's external host, so neither
+        # predictor gets an Ingress of its own (manifests.inference_service).
+        return deploy_predictor(params[f"{role}_service"], version["model_uri"], namespace=params["namespace"] or None,
+                                timeout=float(params["timeout_seconds"]),
+                                cluster_local=params["mirror_mode"] != "graph")
 
-    @task
-    def deploy_shadow(versions: dict, **context) -> dict:
-        """InferenceService for the shadow, Ready."""
-        from airflow_project.deploy_tasks import deploy_predictor
-
-        p = context["params"]
-        return deploy_predictor(p["shadow_service"], versions["shadow"]["model_uri"],
-                                namespace=p["namespace"] or None, timeout=float(p["timeout_seconds"]),
-                                cluster_local=p["mirror_mode"] != "graph")
-
-    @task
-    def deploy_mirror(primary: dict, shadow: dict, **context) -> dict:
+    @task(multiple_outputs=True)
+    def deploy_mirror(primary: PredictorDeployment, shadow: PredictorDeployment, *,
+                      params: dict) -> MirrorDeployment:
         """InferenceGraph and/or VirtualService mirror; smoke test through the entry."""
-        from airflow_project.deploy_tasks import deploy_mirroring, smoke_test
+        from airflow_project.deploy_steps import deploy_mirroring, smoke_test
 
-        p = context["params"]
         mirror = deploy_mirroring(
-            p["graph_name"], primary["service"], shadow["service"], mode=p["mirror_mode"],
-            percentage=float(p["mirror_percentage"]), namespace=p["namespace"] or None,
-            timeout=float(p["timeout_seconds"]),
+            params["graph_name"], primary["service"], shadow["service"], mode=params["mirror_mode"],
+            percentage=float(params["mirror_percentage"]), namespace=params["namespace"] or None,
+            timeout=float(params["timeout_seconds"]),
         )
-        smoke_test(mirror["entry_url"], graph="graph_url" in mirror)
+        smoke_test(mirror["entry_url"], graph=mirror["entry_is_graph"])
         return mirror | {"shadow_url": shadow["url"], "model_name": primary["model_name"]}
 
-    @task
-    def compare_shadow(mirror: dict, versions: dict, **context) -> dict:
+    @task(multiple_outputs=True)
+    def compare_shadow(mirror: MirrorDeployment, versions: dict[str, ModelVersion], *, params: dict,
+                       dag_run=None) -> ComparisonResult:
         """Hold-out sample through the mirror; agreement metrics to MLflow."""
-        from airflow_project.dag_tasks import data_lake
-        from airflow_project.deploy_tasks import compare_shadow
-        from airflow_project.pipeline_steps import latest_preprocessed
-        from airflow_project.wachttijden.dataset import read_prepared
+        from airflow_project.data_steps import newest_prepared
+        from airflow_project.deploy_steps import compare_shadow
+        from airflow_project.task_context import data_lake
 
-        lake = data_lake()
-        ref = latest_preprocessed(lake)
-        frame = read_prepared(lake.read(ref), str(ref))
+        frame, dataset = newest_prepared(data_lake())
         return compare_shadow(
-            mirror["entry_url"], mirror["shadow_url"], frame,
-            sample_size=int(context["params"]["sample_size"]), model_name=mirror["model_name"],
-            entry_is_graph="graph_url" in mirror, dataset=str(ref),
+            mirror["entry_url"], mirror["shadow_url"], frame, sample_size=int(params["sample_size"]),
+            model_name=mirror["model_name"], entry_is_graph=mirror["entry_is_graph"], dataset=dataset,
             primary=versions["primary"], shadow=versions["shadow"],
-            tags={"airflow_dag_id": context["dag"].dag_id, "airflow_run_id": context["dag_run"].run_id,
-                  "mirror_mode": mirror["mode"]},
+            tags={"airflow_dag_id": dag_run.dag_id, "airflow_run_id": dag_run.run_id, "mirror_mode": mirror["mode"]},
         )
 
     versions = resolve_versions()
-    mirror = deploy_mirror(deploy_primary(versions), deploy_shadow(versions))
-    compare_shadow(mirror, versions)
+    primary = deploy.override(task_id="deploy_primary")(versions["primary"], "primary")
+    shadow = deploy.override(task_id="deploy_shadow")(versions["shadow"], "shadow")
+    compare_shadow(deploy_mirror(primary, shadow), versions)
 
 
 deploy_traffic_mirroring()

@@ -16,16 +16,13 @@ from __future__ import annotations
 from airflow.sdk import Param, dag, task
 
 from airflow_project.assets import PREPROCESSED_DATASET
-from airflow_project.dag_defaults import IO_RETRIES, START_DATE
+from airflow_project.dag_defaults import DAG_DEFAULTS
 
 
 @dag(
     dag_id="prepare_dataset",
     schedule="@daily",
-    start_date=START_DATE,
-    catchup=False,
-    max_active_runs=1,
-    default_args=IO_RETRIES,
+    **DAG_DEFAULTS,
     tags=["wachttijden", "data"],
     doc_md=__doc__,
     params={
@@ -40,27 +37,25 @@ from airflow_project.dag_defaults import IO_RETRIES, START_DATE
 )
 def prepare_dataset():
     @task
-    def select_features(**context) -> str:
+    def select_features(*, params: dict, logical_date=None, dag_run=None) -> str:
         """Keep WACHTTIJD and the four features of the raw export."""
-        from airflow_project.dag_tasks import data_lake, fail_on_bad_data, raw_input
-        from airflow_project.pipeline_steps import select_features as step
+        from airflow_project.data_steps import raw_input
+        from airflow_project.data_steps import select_features as step
+        from airflow_project.task_context import data_lake, fail_on_bad_input, run_date
 
-        with fail_on_bad_data():
-            result = step(data_lake(), raw_input(context))
-        return result.output
+        with fail_on_bad_input():
+            return step(data_lake(), raw_input(params.get("raw_path"), run_date(logical_date, dag_run))).output
 
     @task(outlets=[PREPROCESSED_DATASET])
-    def fix_missing_values(intermediate: str, **context) -> str:
+    def fix_missing_values(intermediate: str, *, outlet_events=None) -> str:
         """Drop rows without a numeric waiting time, fill TYPE_ZORGINSTELLING."""
-        from airflow_project.dag_tasks import data_lake, fail_on_bad_data
+        from airflow_project.data_steps import fix_missing_values as step
         from airflow_project.datalake import BlobRef
-        from airflow_project.pipeline_steps import fix_missing_values as step
+        from airflow_project.task_context import data_lake, fail_on_bad_input
 
-        with fail_on_bad_data():
+        with fail_on_bad_input():
             result = step(data_lake(), BlobRef.parse(intermediate))
-        context["outlet_events"][PREPROCESSED_DATASET].extra = {
-            "path": result.output, "rows": result.rows,
-        }
+        outlet_events[PREPROCESSED_DATASET].extra = {"path": result.output, "rows": result.rows}
         return result.output
 
     fix_missing_values(select_features())

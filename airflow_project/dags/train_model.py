@@ -14,19 +14,21 @@ event's path, the newest dataset in the `preprocessed` container.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from airflow.sdk import Param, dag, task
 
 from airflow_project.assets import PREPROCESSED_DATASET
-from airflow_project.dag_defaults import IO_RETRIES, START_DATE
+from airflow_project.dag_defaults import DAG_DEFAULTS
+
+if TYPE_CHECKING:
+    from airflow_project.data_steps import TrainingResult
 
 
 @dag(
     dag_id="train_model",
     schedule=[PREPROCESSED_DATASET],
-    start_date=START_DATE,
-    catchup=False,
-    max_active_runs=1,
-    default_args=IO_RETRIES,
+    **DAG_DEFAULTS,
     tags=["wachttijden", "training", "mlflow"],
     doc_md=__doc__,
     params={
@@ -54,19 +56,24 @@ from airflow_project.dag_defaults import IO_RETRIES, START_DATE
 )
 def train_model():
     @task
-    def resolve_input(**context) -> str:
+    def resolve_input(*, params: dict, triggering_asset_events=None) -> str:
         """Which preprocessed dataset to train on."""
-        from airflow_project.dag_tasks import training_input
+        from airflow_project.data_steps import training_input
+        from airflow_project.task_context import asset_event_path, data_lake
 
-        return training_input(context)
+        return training_input(data_lake(), params.get("input_path"), asset_event_path(triggering_asset_events))
 
-    @task
-    def train_and_register(path: str, **context) -> dict:
+    @task(multiple_outputs=True)
+    def train_and_register(path: str, *, params: dict, dag_run=None) -> TrainingResult:
         """Train, evaluate, log to MLflow, register and apply the promotion rule."""
-        from airflow_project.dag_tasks import fail_on_bad_data, train_from_lake
+        from airflow_project.data_steps import train
+        from airflow_project.task_context import data_lake, fail_on_bad_input
+        from airflow_project.wachttijden.training import TrainingConfig
 
-        with fail_on_bad_data():
-            return train_from_lake(path, context)
+        with fail_on_bad_input():
+            config = TrainingConfig(params["estimator"], float(params["test_size"]), int(params["random_seed"]))
+            return train(data_lake(), path, config, run_name=dag_run.run_id,
+                         tags={"airflow_dag_id": dag_run.dag_id, "airflow_run_id": dag_run.run_id})
 
     train_and_register(resolve_input())
 

@@ -1,13 +1,8 @@
 """`mlops`: the command line of the platform.
 
-    mlops data generate --rows N --seed S --output FILE
-    mlops data prepare --input RAW --output PREPARED
-    mlops train --input PREPARED [--tracking-uri URI] [--estimator NAME]
-    mlops serve --model-uri URI --name NAME --port P [--tracking-uri URI]
-    mlops up | status | down [--purge]
-
-Errors are one line on stderr and a non-zero exit code; files are written to a
-temporary name and moved into place, so a failed command leaves no output file.
+The README ("Command line") lists the commands and their output formats. Errors are one
+line on stderr and a non-zero exit code; files are written to a temporary name and moved
+into place, so a failed command leaves no output file.
 """
 
 from __future__ import annotations
@@ -17,29 +12,15 @@ import contextlib
 import logging
 import os
 import sys
-import tempfile
 from pathlib import Path
 
+from airflow_project.host.files import write_atomic
+
 EXIT_BAD_INPUT = 2
-EXIT_FAILED = 1
 
 
 class CommandError(Exception):
     """An error to report to the user as one line, without a traceback."""
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write next to the target and rename: readers never see a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def _read_input(path: Path) -> bytes:
@@ -63,9 +44,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_prepare(args: argparse.Namespace) -> int:
     from airflow_project.wachttijden import dataset
 
-    source = str(args.input)
-    raw = dataset.read_raw(_read_input(args.input), source)
-    cleaned, report = dataset.fix_missing_values(dataset.select_features(raw), source)
+    cleaned, report = dataset.prepare(_read_input(args.input), str(args.input))
     write_atomic(args.output, dataset.to_prepared_bytes(cleaned))
     print(
         f"wrote {report.rows_out} of {report.rows_in} rows to {args.output} "
@@ -110,31 +89,30 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from airflow_project.serving.server import serve
+    from airflow_project.serving.cli import main as serve
 
-    serve(args.model_uri, args.name, args.port, args.tracking_uri)
-    return 0
+    return serve(args.args, prog="mlops serve")
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from airflow_project.local import platform
+    from airflow_project.local import commands
     from airflow_project.local.config import LocalConfig
 
-    return platform.up(LocalConfig(), rows=args.rows)
+    return commands.up(LocalConfig(), rows=args.rows)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from airflow_project.local import platform
+    from airflow_project.local import commands
     from airflow_project.local.config import LocalConfig
 
-    return platform.status(LocalConfig())
+    return commands.status(LocalConfig())
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    from airflow_project.local import platform
+    from airflow_project.local import commands
     from airflow_project.local.config import LocalConfig
 
-    return platform.down(LocalConfig(), purge=args.purge)
+    return commands.down(LocalConfig(), purge=args.purge)
 
 
 def _positive(text: str) -> int:
@@ -173,11 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=42)
     train.set_defaults(func=cmd_train)
 
-    serve = commands.add_parser("serve", help="run the KServe predictor in the foreground")
-    serve.add_argument("--model-uri", required=True, help="models:/wachttijden/<version|@alias>")
-    serve.add_argument("--name", required=True, help="served model name")
-    serve.add_argument("--port", type=int, required=True)
-    serve.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI")
+    # The predictor's own parser (KServe's flags and ours) reads the rest: `mlops serve --help`.
+    serve = commands.add_parser("serve", help="run the KServe predictor in the foreground", add_help=False,
+                                prefix_chars="\0")
+    serve.add_argument("args", nargs=argparse.REMAINDER)
     serve.set_defaults(func=cmd_serve)
 
     up = commands.add_parser("up", help="start the local platform and run the whole job")
@@ -192,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from airflow_project.local.services import NO_TELEMETRY_ENV
+    from airflow_project.settings import NO_TELEMETRY_ENV
 
     for name, value in NO_TELEMETRY_ENV.items():
         os.environ.setdefault(name, value)  # an explicit choice of the user wins

@@ -8,57 +8,39 @@ fresh `.local/` folder is enough to rebuild the platform.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from airflow_project.datalake import CONNECTION_ID
-from airflow_project.local.services import (
-    NO_TELEMETRY_ENV,
-    REPO_ROOT,
-    azurite_connection_string,
-)
+from airflow_project.host.files import write_atomic
+from airflow_project.settings import NO_TELEMETRY_ENV, Ports, home_from_env
 
 DAGS_FOLDER = Path(__file__).resolve().parents[1] / "dags"
 AIRFLOW_ADMIN_USER = "admin"
+# The DAGs `mlops up` runs.
+PREPARE_DAG = "prepare_dataset"
+TRAIN_DAG = "train_model"
+MIRROR_DAG = "deploy_traffic_mirroring"
+
+# Azurite's published development account. It is not a secret: every Azurite
+# installation accepts it, and it only works against 127.0.0.1.
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
 
 
-def _env_port(name: str, default: int) -> int:
-    value = os.environ.get(name)
-    if value is None or value == "":
-        return default
-    try:
-        port = int(value)
-    except ValueError:
-        raise ValueError(f"{name} must be a port number, got {value!r}") from None
-    if not 0 < port < 65536:
-        raise ValueError(f"{name} must be between 1 and 65535, got {port}")
-    return port
-
-
-@dataclass(frozen=True)
-class Ports:
-    """Ports on 127.0.0.1; each can be moved with an MLOPS_*_PORT variable."""
-
-    azurite: int = 10000
-    mlflow: int = 5000
-    airflow: int = 8080
-    serving: int = 8100  # first port handed to local model servers and routers
-
-    @classmethod
-    def from_env(cls) -> Ports:
-        return cls(
-            azurite=_env_port("MLOPS_AZURITE_PORT", cls.azurite),
-            mlflow=_env_port("MLOPS_MLFLOW_PORT", cls.mlflow),
-            airflow=_env_port("MLOPS_AIRFLOW_PORT", cls.airflow),
-            serving=_env_port("MLOPS_SERVING_PORT", cls.serving),
-        )
+def azurite_connection_string(port: int, host: str = "127.0.0.1") -> str:
+    return (
+        f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+        f"BlobEndpoint=http://{host}:{port}/{AZURITE_ACCOUNT};"
+    )
 
 
 @dataclass(frozen=True)
 class LocalConfig:
-    root: Path = field(default_factory=lambda: Path(os.environ.get("MLOPS_HOME", REPO_ROOT / ".local")))
+    root: Path = field(default_factory=home_from_env)
     ports: Ports = field(default_factory=Ports.from_env)
 
     @property
@@ -98,11 +80,7 @@ class LocalConfig:
         """A random secret generated once per .local/ folder (never committed)."""
         path = self.airflow_home / f".{name}"
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(secrets.token_urlsafe(64))
-            tmp.chmod(0o600)
-            tmp.replace(path)
+            write_atomic(path, secrets.token_urlsafe(64), mode=0o600)
         return path.read_text().strip()
 
     def airflow_env(self) -> dict[str, str]:

@@ -58,7 +58,3 @@ def image_tag(root: Path | None = None) -> str:
     if tagged and not dirty:
         return version
     return f"{version}-{sha}" + ("-dirty" if dirty else "")
-
-
-def git_revision(root: Path | None = None) -> str:
-    return _git(root or repo_root(), "rev-parse", "HEAD") or "unknown"

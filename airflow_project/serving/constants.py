@@ -6,6 +6,8 @@ parse time).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from airflow_project.wachttijden.schema import FEATURES, MODEL_NAME
 
 SERVED_MODEL_NAME = MODEL_NAME
@@ -19,13 +21,42 @@ OUTPUT_NAME = "predictions"
 CONTAINER_NAME = "kserve-container"
 """KServe requires this name for the predictor's custom container."""
 CONTAINER_PORT = 8080
+PREDICTOR_COMMAND: tuple[str, ...] = ("mlops", "serve")
+"""The predictor image's entry point, and the InferenceService's command."""
 DEFAULT_PREDICTOR_IMAGE = "airflow-project/predictor"
 DEFAULT_PREDICTOR_TAG = "latest"
 DEFAULT_NAMESPACE = "serving"  # the chart's serving namespace (MLOPS_SERVING_NAMESPACE)
 DEFAULT_TRACKING_URI = "http://mlflow.mlflow.svc.cluster.local:80"
-KSERVE_API_VERSION = "serving.kserve.io/v1beta1"
-KSERVE_GRAPH_API_VERSION = "serving.kserve.io/v1alpha1"
-ISTIO_API_VERSION = "networking.istio.io/v1"
+NAME_PATTERN = "^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$"
+"""A DNS-1035 label: what KServe and Istio accept as object names."""
+
+INFERENCE_SERVICE = "InferenceService"
+INFERENCE_GRAPH = "InferenceGraph"
+VIRTUAL_SERVICE = "VirtualService"
+
+
+@dataclass(frozen=True)
+class ResourceType:
+    group: str
+    version: str
+    plural: str
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}"
+
+
+RESOURCES: dict[str, ResourceType] = {
+    INFERENCE_SERVICE: ResourceType("serving.kserve.io", "v1beta1", "inferenceservices"),
+    INFERENCE_GRAPH: ResourceType("serving.kserve.io", "v1alpha1", "inferencegraphs"),
+    VIRTUAL_SERVICE: ResourceType("networking.istio.io", "v1", "virtualservices"),
+}
+
+# The names the deploy DAGs (and `mlops up`) deploy by default.
+MODEL_SERVICE = "wachttijden"
+PRIMARY_SERVICE = "wachttijden-primary"
+SHADOW_SERVICE = "wachttijden-shadow"
+GRAPH_NAME = "wachttijden-graph"
 GRAPH_ROOT_NODE = "root"
 """KServe's router always starts at the node named `root`."""
 PREDICTOR_SERVICE_SUFFIX = "-predictor"

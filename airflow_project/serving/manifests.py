@@ -1,29 +1,10 @@
-"""Manifest builders for both deploy targets (Kubernetes and the local controller).
+"""Manifest builders for both deploy targets: pure functions returning plain dicts (no
+kserve/mlflow/kubernetes imports, DAG files import this module at parse time).
 
-Pure functions returning plain dicts (no kserve/mlflow/kubernetes imports: DAG files
-import this module at parse time):
-
-- `inference_service(name, model_uri, config)`: a KServe `InferenceService`
-  (`serving.kserve.io/v1beta1`) with a custom predictor container running
-  `python -m airflow_project.serving` (image + tag, `MLFLOW_TRACKING_URI`, model URI,
-  resources, readiness/liveness probes, non-root securityContext).
-- `inference_graph(name, primary, shadow, config)`: a KServe `InferenceGraph`
-  (`serving.kserve.io/v1alpha1`) whose root is a Sequence
-  `[shadow: Soft, $request; primary: Hard, $request]`, so the primary's answer is
-  returned. KServe semantics: the steps run one after the other (latency adds up) and a
-  shadow that cannot be reached (refused/timeout) fails the request with a 500; a shadow
-  answering non-2xx is tolerated (Soft). Use it when a shared Istio mesh is not available.
-- `virtual_service_mirror(primary, shadow, config, percentage)`: an Istio
-  `VirtualService` that routes to the primary predictor and mirrors (fire and forget)
-  `percentage` % of requests to the shadow: no added latency, a dead shadow has no effect
-  on answers. Use it when the cluster runs Istio (the kubernetes target does). With
-  `config.gateway` and `config.ingress_domain` it also owns the primary's external host on
-  that gateway, so traffic from outside is mirrored too; the primary is then deployed
-  cluster-local (`cluster_local=True`) so that KServe's own Ingress does not compete for
-  the host.
-
-The served model name is passed as `--model_name`: KServe's graph controller reads it
-from there to build the step URL `/v1/models/<model_name>:predict`.
+An InferenceService with our predictor as custom container; an InferenceGraph Sequence
+[shadow: Soft, primary: Hard], so the primary answers; an Istio VirtualService mirroring the
+primary to the shadow, which on a gateway also owns the primary's external host (the
+primary is then cluster-local). Which mirror when: README ("Traffic mirroring").
 """
 
 from __future__ import annotations
@@ -39,11 +20,14 @@ from airflow_project.serving.constants import (
     DEFAULT_PREDICTOR_TAG,
     DEFAULT_TRACKING_URI,
     GRAPH_ROOT_NODE,
-    ISTIO_API_VERSION,
-    KSERVE_API_VERSION,
-    KSERVE_GRAPH_API_VERSION,
+    INFERENCE_GRAPH,
+    INFERENCE_SERVICE,
+    NAME_PATTERN,
+    PREDICTOR_COMMAND,
     PREDICTOR_SERVICE_SUFFIX,
+    RESOURCES,
     SERVED_MODEL_NAME,
+    VIRTUAL_SERVICE,
 )
 
 APP_LABEL = "app.kubernetes.io/part-of"
@@ -120,7 +104,7 @@ def _metadata(name: str, config: ServingConfig, component: str, annotations: dic
 def _check_name(name: str) -> None:
     import re
 
-    if not re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", name or ""):
+    if not re.fullmatch(NAME_PATTERN, name or ""):
         raise ValueError(f"{name!r} is not a valid DNS-1035 label (KServe resource names)")
 
 
@@ -151,7 +135,6 @@ def inference_service(
     model = config.served_model_name
     env = [
         {"name": "MLFLOW_TRACKING_URI", "value": config.tracking_uri},
-        {"name": "MODEL_URI", "value": model_uri},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
         *({"name": k, "value": v} for k, v in sorted(config.extra_env.items())),
     ]
@@ -159,7 +142,7 @@ def inference_service(
         "name": CONTAINER_NAME,
         "image": config.image_ref,
         "imagePullPolicy": config.image_pull_policy,
-        "command": ["python", "-m", "airflow_project.serving"],
+        "command": list(PREDICTOR_COMMAND),
         "args": [
             "--model_name", model,
             "--model-uri", model_uri,
@@ -210,8 +193,8 @@ def inference_service(
     if config.service_account_name:
         predictor["serviceAccountName"] = config.service_account_name
     return {
-        "apiVersion": KSERVE_API_VERSION,
-        "kind": "InferenceService",
+        "apiVersion": RESOURCES[INFERENCE_SERVICE].api_version,
+        "kind": INFERENCE_SERVICE,
         "metadata": _metadata(name, config, "predictor", config.annotations),
         "spec": {"predictor": predictor},
     }
@@ -249,8 +232,8 @@ def inference_graph(
     if service_timeout_seconds:
         spec["routerTimeouts"] = {"serviceClient": int(service_timeout_seconds)}
     return {
-        "apiVersion": KSERVE_GRAPH_API_VERSION,
-        "kind": "InferenceGraph",
+        "apiVersion": RESOURCES[INFERENCE_GRAPH].api_version,
+        "kind": INFERENCE_GRAPH,
         "metadata": _metadata(name, config, "graph"),
         "spec": spec,
     }
@@ -286,8 +269,8 @@ def virtual_service_mirror(
         hosts.append(external_host(primary, config.namespace, config.ingress_domain))
         gateways = ["mesh", config.gateway]
     return {
-        "apiVersion": ISTIO_API_VERSION,
-        "kind": "VirtualService",
+        "apiVersion": RESOURCES[VIRTUAL_SERVICE].api_version,
+        "kind": VIRTUAL_SERVICE,
         "metadata": _metadata(name or f"{primary}-mirror", config, "mirror"),
         "spec": {
             "hosts": hosts,

@@ -1,29 +1,9 @@
-"""The KServe predictor for the wachttijden model.
+"""The KServe model: one `kserve.Model` subclass answering V1 and V2 (the bodies are `protocol`'s).
 
-`WachttijdenModel` is one `kserve.Model` subclass that answers both protocols:
-
-- V1 `POST /v1/models/<name>:predict` with `{"instances": [{<4 feature strings>}, ...]}`
-  -> `{"predictions": [<weeks>, ...]}`
-- V2 `POST /v2/models/<name>/infer` (Open Inference Protocol): one BYTES input per
-  feature column (shape `[n]` or `[n, 1]`), optionally `parameters.content_type = "pd"`
-  -> one FP64 output named `predictions` with shape `[n]`.
-
-The model is loaded from the MLflow registry through the tracking server
-(`models:/wachttijden/<version>` or `models:/wachttijden@<alias>`); artifacts come
-through the server's proxy, so no storage credentials are needed here. Only the skops
-serialization format is accepted, never pickle.
-
-Hot path: the pipeline is `ColumnTransformer(OneHotEncoder) -> regressor` on four
-categorical columns, so its output depends only on, per feature, *which* fitted category
-a value is (or that it is unknown: the encoder ignores unknown values, all unknowns of a
-feature encode alike). `TablePredictor` evaluates the pipeline once, in one batch, on
-every combination (categories + one unknown sentinel per feature, a few thousand rows)
-and then answers each row with dictionary look-ups and one table index: identical to the
-pipeline's own `predict` and microseconds per request. If the pipeline does not have
-that shape, it falls back to a bounded memo of the pipeline's batch predictions.
-
-Every bad request is rejected with `kserve.errors.InvalidInput` (HTTP 400) and a
-message naming the field and the problem.
+It loads a registered version through the MLflow server (skops only, trusted types
+allow-listed, no storage credentials) and answers from a `TablePredictor`: the pipeline
+evaluated once on every combination of fitted categories plus an unknown value per feature,
+so a prediction is a table lookup, bit-identical to the pipeline's own `predict`.
 """
 
 from __future__ import annotations
@@ -37,18 +17,19 @@ import re
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from kserve import Model
 from kserve.errors import InvalidInput
-from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+from kserve.protocol.infer_type import InferRequest, InferResponse
 
+from airflow_project import registry
+from airflow_project.serving import protocol
 from airflow_project.serving.constants import (
     FEATURE_COLUMNS,
-    MAX_INSTANCES,
     OUTPUT_NAME,
     PREDICTION_LOGGER,
 )
@@ -73,20 +54,16 @@ class LoadedModel:
     """The resolved, immutable URI `models:/<name>/<version>`."""
 
 
-def resolve_model_uri(model_uri: str, client: Any) -> tuple[str, str]:
+def resolve_model_uri(uri: str, client: Any) -> tuple[str, str]:
     """`models:/name/<version>` or `models:/name@alias` -> (registered name, version)."""
-    match = _MODEL_URI.match(model_uri)
+    match = _MODEL_URI.match(uri)
     if not match:
         raise ValueError(
             f"model URI must be models:/<name>/<version> or models:/<name>@<alias>, "
-            f"got {model_uri!r}"
+            f"got {uri!r}"
         )
     name = match["name"]
-    if match["version"]:
-        version = client.get_model_version(name, match["version"]).version
-    else:
-        version = client.get_model_version_by_alias(name, match["alias"]).version
-    return name, str(version)
+    return name, str(registry.require_version(client, match["version"] or match["alias"], name).version)
 
 
 def load_model(model_uri: str, tracking_uri: str | None = None) -> LoadedModel:
@@ -102,7 +79,7 @@ def load_model(model_uri: str, tracking_uri: str | None = None) -> LoadedModel:
     client = MlflowClient()
     name, version = resolve_model_uri(model_uri, client)
     # Download the resolved version, not the alias: the alias may move meanwhile.
-    resolved = f"models:/{name}/{version}"
+    resolved = registry.model_uri(version, name)
     local = download_artifacts(artifact_uri=resolved, dst_path=tempfile.mkdtemp(prefix="wt-model-"))
     flavor = MlflowModel.load(local).flavors.get("sklearn")
     if flavor is None:
@@ -198,8 +175,7 @@ class TablePredictor:
             self._strides = [int(s) for s in strides]
             grid = list(itertools.product(*[[*c, _UNKNOWN] for c in cats]))
             frame = pd.DataFrame(grid, columns=list(self.features), dtype=object)
-            self._table = np.asarray(pipeline.predict(frame), dtype=np.float64)
-            self._table_list: list[float] = self._table.tolist()
+            self._table_list: list[float] = np.asarray(pipeline.predict(frame), dtype=np.float64).tolist()
 
     def predict(self, rows: Sequence[tuple[str, ...]]) -> list[float]:
         if self.mode == "table":
@@ -225,148 +201,6 @@ class TablePredictor:
                 memo.clear()
             memo.update(zip(missing, values))
         return [known[r] for r in rows]
-
-
-# --------------------------------------------------------------------------- validation
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
-
-
-def _check_count(n: int, where: str) -> None:
-    if n == 0:
-        raise InvalidInput(f"{where}: must contain at least one instance")
-    if n > MAX_INSTANCES:
-        raise InvalidInput(f"{where}: {n} instances, at most {MAX_INSTANCES} per request")
-
-
-def parse_v1(body: Any, features: Sequence[str] = FEATURE_COLUMNS) -> list[tuple[str, ...]]:
-    """Validate a V1 body and return its rows as tuples in `features` order."""
-    if isinstance(body, (bytes, bytearray)):  # a non-JSON content type: KServe passes raw bytes
-        try:
-            body = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise InvalidInput(f"body: malformed JSON ({exc})") from None
-    if not isinstance(body, dict):
-        raise InvalidInput(f"body: expected a JSON object with 'instances', got {_type_name(body)}")
-    extra = sorted(set(body) - {"instances"})
-    if extra:
-        raise InvalidInput(f"body: unexpected field(s) {extra}; only 'instances' is accepted")
-    if "instances" not in body:
-        raise InvalidInput("instances: missing field")
-    instances = body["instances"]
-    if not isinstance(instances, list):
-        raise InvalidInput(f"instances: expected an array, got {_type_name(instances)}")
-    _check_count(len(instances), "instances")
-    wanted = set(features)
-    rows = []
-    for i, instance in enumerate(instances):
-        if not isinstance(instance, dict):
-            raise InvalidInput(
-                f"instances[{i}]: expected an object with fields {list(features)}, "
-                f"got {_type_name(instance)}"
-            )
-        if instance.keys() != wanted:
-            missing = [f for f in features if f not in instance]
-            if missing:
-                raise InvalidInput(f"instances[{i}]: missing field(s) {missing}")
-            extra = sorted(str(k) for k in instance if k not in wanted)
-            raise InvalidInput(f"instances[{i}]: unexpected field(s) {extra}")
-        row = tuple(instance[f] for f in features)
-        for f, value in zip(features, row):
-            if not isinstance(value, str):
-                raise InvalidInput(
-                    f"instances[{i}].{f}: expected a string, got {_type_name(value)}"
-                )
-        rows.append(row)
-    return rows
-
-
-def _flatten_column(data: Any, name: str) -> list[Any]:
-    if not isinstance(data, list):
-        raise InvalidInput(f"inputs[{name}].data: expected an array, got {_type_name(data)}")
-    if data and all(isinstance(v, list) for v in data):  # row-major [[v], [v], ...]
-        flat = []
-        for row in data:
-            if len(row) != 1:
-                raise InvalidInput(
-                    f"inputs[{name}].data: nested rows must hold exactly one value, got {len(row)}"
-                )
-            flat.append(row[0])
-        return flat
-    return data
-
-
-def parse_v2(request: InferRequest, features: Sequence[str] = FEATURE_COLUMNS) -> list[tuple[str, ...]]:
-    """Validate a V2 InferRequest (one BYTES input per feature) and return its rows."""
-    params = request.parameters or {}
-    if not isinstance(params, Mapping):
-        raise InvalidInput("parameters: expected an object")
-    content_type = params.get("content_type")
-    if content_type not in (None, "pd"):
-        raise InvalidInput(f"parameters.content_type: expected 'pd' or absent, got {content_type!r}")
-    inputs = request.inputs or []
-    if not inputs:
-        raise InvalidInput("inputs: must contain one BYTES input per feature " f"{list(features)}")
-    names = [inp.name for inp in inputs]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise InvalidInput(f"inputs: duplicate input name(s) {duplicates}")
-    missing = [f for f in features if f not in names]
-    if missing:
-        raise InvalidInput(f"inputs: missing input(s) {missing}")
-    extra = sorted(n for n in names if n not in features)
-    if extra:
-        raise InvalidInput(f"inputs: unexpected input(s) {extra}")
-    if request.request_outputs:
-        wrong = sorted(o.name for o in request.request_outputs if o.name != OUTPUT_NAME)
-        if wrong:
-            raise InvalidInput(f"outputs: unknown output(s) {wrong}; the only output is {OUTPUT_NAME!r}")
-    by_name = {inp.name: inp for inp in inputs}
-    columns = []
-    n_rows: int | None = None
-    for f in features:
-        inp = by_name[f]
-        if inp.datatype != "BYTES":
-            raise InvalidInput(f"inputs[{f}].datatype: expected BYTES, got {inp.datatype!r}")
-        shape = list(inp.shape or [])
-        if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)) or any(
-            not isinstance(s, int) or s < 0 for s in shape
-        ):
-            raise InvalidInput(f"inputs[{f}].shape: expected [n] or [n, 1], got {shape}")
-        values = _flatten_column(inp.data, f)
-        if len(values) != shape[0]:
-            raise InvalidInput(
-                f"inputs[{f}]: shape {shape} does not match data length {len(values)}"
-            )
-        if n_rows is None:
-            n_rows = shape[0]
-        elif shape[0] != n_rows:
-            raise InvalidInput(
-                f"inputs[{f}]: {shape[0]} rows, but inputs[{features[0]}] has {n_rows}"
-            )
-        column = []
-        for j, value in enumerate(values):
-            if isinstance(value, (bytes, bytearray)):
-                try:
-                    value = bytes(value).decode("utf-8")
-                except UnicodeDecodeError:
-                    raise InvalidInput(f"inputs[{f}].data[{j}]: not valid UTF-8") from None
-            if not isinstance(value, str):
-                raise InvalidInput(f"inputs[{f}].data[{j}]: expected a string, got {_type_name(value)}")
-            column.append(value)
-        columns.append(column)
-    _check_count(n_rows or 0, "inputs")
-    return list(zip(*columns))
 
 
 # --------------------------------------------------------------------------- the model
@@ -432,12 +266,16 @@ class _LineBatcher:
             handler.handleError(logging.makeLogRecord({"msg": text}))
 
 
+_LINE_FORMAT = logging.Formatter("%(message)s")
+"""The prediction log's own format: a record is its message, so a line can skip the record."""
+
+
 def prediction_logger() -> logging.Logger:
     """The JSON-lines prediction log on stdout (its own handler; not propagated)."""
     logger = logging.getLogger(PREDICTION_LOGGER)
     if not logger.handlers:
         handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.setFormatter(_LINE_FORMAT)
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
         logger.propagate = False
@@ -470,8 +308,7 @@ class WachttijdenModel(Model):
         self._lines = (
             _LineBatcher(own)
             if type(own) is logging.StreamHandler
-            and own.formatter is not None
-            and own.formatter._fmt == "%(message)s"
+            and own.formatter is _LINE_FORMAT
             and own.level <= logging.INFO
             else None
         )
@@ -498,11 +335,18 @@ class WachttijdenModel(Model):
 
     async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> _Batch:
         headers = headers or {}
-        if isinstance(payload, InferRequest):
-            rows = parse_v2(payload)
-            request_id = headers.get("x-request-id") or payload.id or new_request_id()
-            return _Batch("v2", rows, request_id, payload)
-        rows = parse_v1(payload)
+        try:
+            if isinstance(payload, InferRequest):
+                protocol.v2_parameters(payload.parameters)
+                inputs = [{"name": i.name, "datatype": i.datatype, "shape": i.shape, "data": i.data}
+                          for i in payload.inputs or []]
+                outputs = [o.name for o in payload.request_outputs or []]
+                rows = protocol.v2_rows(inputs, outputs=outputs)
+                request_id = headers.get("x-request-id") or payload.id or new_request_id()
+                return _Batch("v2", rows, request_id, payload)
+            rows = protocol.v1_rows(payload)
+        except protocol.BadInput as exc:
+            raise InvalidInput(str(exc)) from None
         return _Batch("v1", rows, headers.get("x-request-id") or new_request_id())
 
     def predict(self, payload: _Batch, headers: dict[str, str] | None = None) -> Any:
@@ -510,17 +354,11 @@ class WachttijdenModel(Model):
         predictions = self.predictor.predict(payload.rows)
         self._log_prediction(payload, predictions)
         if payload.protocol == "v1":
-            return {"predictions": predictions}
+            return protocol.v1_answer(predictions)
         request = payload.v2_request
         assert request is not None
-        output = InferOutput(
-            name=OUTPUT_NAME, shape=[len(predictions)], datatype="FP64", data=predictions
-        )
-        return InferResponse(
-            response_id=request.id or payload.request_id,
-            model_name=self.name,
-            model_version=self.model_version,
-            infer_outputs=[output],
+        return InferResponse.from_rest(
+            protocol.v2_answer(self.name, self.model_version, request.id or payload.request_id, predictions)
         )
 
     def _log_prediction(self, batch: _Batch, predictions: list[float]) -> None:

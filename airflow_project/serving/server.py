@@ -1,21 +1,9 @@
-"""Run the wachttijden predictor with `kserve.ModelServer` (REST only, one process).
+"""The predictor process: KServe's app with our guards, behind a raw-ASGI fast path.
 
-`serve(model_uri, name, port, tracking_uri)` loads the model through the MLflow
-tracking server, then serves it in the foreground until SIGINT/SIGTERM. The HTTP port
-only opens once the model is loaded, so `GET /v2/models/<name>/ready` answering 200
-means "ready to predict".
-
-KServe serves its endpoints on one module-level FastAPI app (`kserve.model_server.app`).
-`install_guards(app)` adds what KServe lacks for hostile input:
-- a body-size limit (`asgi.BodySizeLimitMiddleware`: 413 with a JSON error, before
-  anything is parsed),
-- request-validation errors (FastAPI's 422 for V2 bodies that do not match the Open
-  Inference Protocol schema) rendered as `{"error": "<field>: <problem>", "detail": [...]}`
-  without echoing the input.
-
-`PredictFastPath` (installed by `serve()`) answers valid JSON V1/V2 predict requests
-without FastAPI/pydantic and delegates everything else to the KServe app; see its
-docstring for what it handles and which Prometheus metrics it updates.
+`build_app()` assembles what is served (and what the unit tests exercise); `serve()` loads
+the model, builds the app and runs it with `kserve.ModelServer` until SIGINT/SIGTERM. The
+HTTP port only opens once the model is loaded, so `GET /v2/models/<name>/ready` answering
+200 means "ready to predict".
 """
 
 from __future__ import annotations
@@ -24,8 +12,11 @@ import gc
 import json
 import logging
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
+from airflow_project.serving import kserve_compat, protocol
 from airflow_project.serving.asgi import BodySizeLimitMiddleware, replay_body
 from airflow_project.serving.constants import DEFAULT_HTTP_PORT, MAX_BODY_BYTES
 
@@ -65,33 +56,6 @@ def _http_exception_handler(_request: Any, exc: Any) -> Any:
                         headers=getattr(exc, "headers", None))
 
 
-def harden_dataplane(dataplane: Any) -> Any:
-    """Make KServe's binary V2 decoding (`inference-header-content-length`) answer 400.
-
-    `InferRequest.from_bytes` indexes the JSON header without checks, so a malformed
-    binary request raises KeyError/TypeError (a 500). Wrap it on this dataplane instance.
-    """
-    import struct
-
-    from kserve.errors import InferenceError, InvalidInput
-
-    original = dataplane.decode_inference_request
-
-    def decode_inference_request(body: Any, headers: Any, model_name: str) -> Any:
-        try:
-            return original(body, headers, model_name)
-        except InvalidInput:
-            raise
-        except (KeyError, TypeError, ValueError, IndexError, AttributeError, struct.error,
-                InferenceError) as exc:
-            raise InvalidInput(
-                f"body: malformed binary inference request ({type(exc).__name__}: {exc})"
-            ) from None
-
-    dataplane.decode_inference_request = decode_inference_request
-    return dataplane
-
-
 _GUARDED: set[int] = set()
 
 
@@ -114,6 +78,35 @@ def fast_path_app(app: Any, model: Any, max_body_bytes: int = MAX_BODY_BYTES) ->
     return PredictFastPath(app, model, max_body_bytes)
 
 
+@dataclass(frozen=True)
+class PredictorApp:
+    server: Any
+    """The `kserve.ModelServer` with the model registered."""
+    app: Any
+    """What is served: the fast path in front of `kserve_app`."""
+    kserve_app: Any
+    """KServe's own FastAPI app, routes and guards installed."""
+
+
+# KServe's ModelServer settings the predictor chooses differently from KServe's defaults.
+SERVER_DEFAULTS: dict[str, Any] = {"enable_grpc": False, "workers": 1, "enable_docs_url": False}
+
+
+def build_app(model: Any, max_body_bytes: int = MAX_BODY_BYTES, *, http_port: int = DEFAULT_HTTP_PORT,
+              server_options: Mapping[str, Any] | None = None) -> PredictorApp:
+    """KServe's model server and app for a loaded model, exactly as `serve()` runs them."""
+    from kserve import ModelServer
+    from kserve import model_server as kserve_model_server
+
+    kserve_compat.apply()
+    server = ModelServer(http_port=http_port, **{**SERVER_DEFAULTS, **dict(server_options or {})})
+    server.register_model(model)
+    kserve_app = install_guards(kserve_model_server.app, max_body_bytes)
+    kserve_compat.harden_dataplane(server.dataplane)
+    kserve_compat.create_application(server)
+    return PredictorApp(server, fast_path_app(kserve_app, model, max_body_bytes), kserve_app)
+
+
 def build_model(model_uri: str, name: str, tracking_uri: str | None = None) -> Any:
     from airflow_project.serving.predictor import WachttijdenModel
 
@@ -129,69 +122,19 @@ def serve(
     tracking_uri: str | None = None,
     *,
     max_body_bytes: int = MAX_BODY_BYTES,
+    server_options: Mapping[str, Any] | None = None,
 ) -> None:
     """Load `model_uri` through the MLflow server and serve it as `name` on `port` (blocking)."""
+    kserve_compat.check_versions()  # before the model load: an upgrade fails in a second
     model = build_model(model_uri, name, tracking_uri)
     # Everything imported and loaded so far (mlflow, sklearn, pandas, the model) lives as
     # long as the process: move it out of the collector's reach, so that full collections
     # triggered by request garbage do not walk the ~300 000 startup objects.
     gc.collect()
     gc.freeze()
-    from kserve import ModelServer
-    from kserve import model_server as kserve_model_server
-
-    server = ModelServer(http_port=port, enable_grpc=False, workers=1, enable_docs_url=False)
-    install_guards(kserve_model_server.app, max_body_bytes)
-    harden_dataplane(server.dataplane)
-    # KServe hands this module global to uvicorn as the app (it registers its routes and
-    # middlewares on `kserve_model_server.app` itself): serve the fast path in front of it.
-    kserve_model_server.FASTAPI_APP_IMPORT_STRING = fast_path_app(kserve_model_server.app, model, max_body_bytes)
-    _use_write_coalescing(kserve_model_server)
-    _use_uvloop(server.event_loop)
+    built = build_app(model, max_body_bytes, http_port=port, server_options=server_options)
     log.info("serving %s (%s, version %s) on port %d", name, model.model_uri, model.model_version, port)
-    server.start([model])
-
-
-def _use_write_coalescing(kserve_model_server: Any) -> None:
-    """Have the uvicorn server KServe builds write each response in one socket write.
-
-    `ModelServer.start()` creates its `RESTServer` (and with it the `uvicorn.Config`) from
-    the name in `kserve.model_server`, so a subclass put there is the one place to choose
-    uvicorn's HTTP protocol class (see `write_coalescing`).
-    """
-    from kserve.protocol.rest.server import RESTServer
-
-    from airflow_project.serving.write_coalescing import HTTP_PROTOCOL
-
-    class CoalescingRESTServer(RESTServer):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self.config.http = HTTP_PROTOCOL
-
-    kserve_model_server.RESTServer = CoalescingRESTServer
-
-
-def _use_uvloop(event_loop: str) -> bool:
-    """Run KServe's server on uvloop when its `event_loop` setting allows it.
-
-    `ModelServer.start()` runs its servers with `asyncio.run()`, which creates a loop from
-    the current policy: uvicorn's `loop` setting ("auto" = uvloop when installed) is
-    never applied, so KServe serves on the stdlib loop. Setting the policy first gives
-    the loop KServe's setting asks for.
-    """
-    if event_loop not in ("auto", "uvloop"):
-        return False
-    try:
-        import uvloop
-    except ImportError:
-        return False
-    import asyncio
-
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    # KServe's setup_event_loop() calls asyncio.get_event_loop() outside a running loop,
-    # which uvloop's policy (unlike the stdlib's) does not answer with an implicit loop.
-    asyncio.set_event_loop(asyncio.new_event_loop())
-    return True
+    kserve_compat.run(built.server, built.app, [model])
 
 
 # --------------------------------------------------------------------------- fast path
@@ -217,37 +160,13 @@ def _plain_float(x: float) -> bool:
     return a == 0.0 or 1e-4 <= a < 1e16
 
 
-def _v1_rows(body: Any, features: tuple[str, ...], max_rows: int) -> list[tuple[str, ...]] | None:
-    """Rows of a valid V1 body (exactly what `parse_v1` accepts), else None."""
-    if type(body) is not dict or len(body) != 1:
-        return None
-    instances = body.get("instances")
-    if type(instances) is not list or not 0 < len(instances) <= max_rows:
-        return None
-    wanted = set(features)
-    rows = []
-    for instance in instances:
-        if type(instance) is not dict or instance.keys() != wanted:
-            return None
-        row = tuple(instance[f] for f in features)
-        for value in row:
-            if type(value) is not str:
-                return None
-        rows.append(row)
-    return rows
-
-
 _V2_TOP = frozenset(("id", "parameters", "inputs", "outputs"))
-_V2_INPUT = frozenset(("name", "shape", "datatype", "data", "parameters"))
-_V2_PLAIN_INPUT = frozenset(("name", "shape", "datatype", "data"))
 
 
-def _v2_rows(body: Any, features: tuple[str, ...], max_rows: int) -> tuple[list[tuple[str, ...]], str | None] | None:
-    """(rows, body id) of a canonical valid V2 JSON body, else None.
-
-    Accepts a strict subset of what KServe's pydantic schema plus `parse_v2` accept (no
-    coercions: ints are ints, strings are strings); everything else goes to KServe.
-    """
+def _v2_inputs(body: Any) -> tuple[list[Any], str | None] | None:
+    """(inputs, body id) of a V2 body whose top level is in canonical JSON form (what
+    KServe's schema takes as it is, without requested outputs), else None; the inputs
+    themselves are checked by `protocol.v2_rows(..., strict=True)`."""
     if type(body) is not dict or not body.keys() <= _V2_TOP:
         return None
     body_id = body.get("id")
@@ -256,50 +175,10 @@ def _v2_rows(body: Any, features: tuple[str, ...], max_rows: int) -> tuple[list[
     params = body.get("parameters")
     if params is not None and not (type(params) is dict and (not params or params == {"content_type": "pd"})):
         return None
-    if body.get("outputs") is not None:
-        return None
     inputs = body.get("inputs")
-    if type(inputs) is not list or len(inputs) != len(features):
+    if body.get("outputs") is not None or type(inputs) is not list:
         return None
-    by_name: dict[str, list[Any]] = {}
-    n_rows = -1
-    for inp in inputs:  # one pass: each input is checked whole, its values kept by name
-        if type(inp) is not dict:
-            return None
-        keys = inp.keys()
-        if keys != _V2_PLAIN_INPUT and (not keys <= _V2_INPUT or inp.get("parameters") is not None):
-            return None
-        name = inp.get("name")
-        shape = inp.get("shape")
-        values = inp.get("data")
-        if (type(name) is not str or name in by_name or inp.get("datatype") != "BYTES"
-                or type(shape) is not list or type(values) is not list):
-            return None
-        if len(shape) == 2:  # [n, 1]: one single-element list per row
-            if type(shape[1]) is not int or shape[1] != 1:
-                return None
-            nested, values = values, []
-            for row in nested:
-                if type(row) is not list or len(row) != 1:
-                    return None
-                values.append(row[0])
-        elif len(shape) != 1:
-            return None
-        n = shape[0]
-        if type(n) is not int or n != len(values) or (n_rows >= 0 and n != n_rows):
-            return None
-        n_rows = n
-        for value in values:
-            if type(value) is not str:
-                return None
-        by_name[name] = values
-    try:  # as many inputs as features, with unique names: either all are there or one is not
-        columns = [by_name[f] for f in features]
-    except KeyError:
-        return None
-    if not 0 < n_rows <= max_rows:
-        return None
-    return list(zip(*columns)), body_id
+    return inputs, body_id
 
 
 class PredictFastPath:
@@ -324,7 +203,7 @@ class PredictFastPath:
 
     Logging: the prediction line (with the client address added) is the access record of
     a fast-path request, so uvicorn's plain-text access line is skipped for it
-    (`_skip_server_access_line`). Two lines per prediction, one unstructured, cost more
+    (`kserve_compat.skip_access_line`). Two lines per prediction, one unstructured, cost more
     than the whole prediction (measured in loadtest/README.md). Every other request,
     including predictions KServe's own path answers, keeps uvicorn's access line.
 
@@ -345,7 +224,7 @@ class PredictFastPath:
         self.app = app
         self.model = model
         self.max_body_bytes = max_body_bytes
-        self.features = tuple(FEATURE_COLUMNS)
+        self.features = FEATURE_COLUMNS
         self.max_rows = MAX_INSTANCES
         self.new_request_id = new_request_id
         self.v1_path = f"/v1/models/{model.name}:predict"
@@ -353,11 +232,21 @@ class PredictFastPath:
         self._pre = PRE_HIST_TIME.labels(model_name=model.name)
         self._predict = PREDICT_HIST_TIME.labels(model_name=model.name)
         self._post = POST_HIST_TIME.labels(model_name=model.name)
-        # The constant prefix of every V2 response (field order as KServe writes it).
-        self._v2_head = (
-            b'{"model_name":' + _dumps(model.name) + b',"model_version":' + _dumps(str(model.model_version))
-            + b',"id":'
-        )
+        self.model_version = str(model.model_version)
+
+    def _rows(self, doc: Any, v2: bool) -> tuple[list[tuple[str, ...]] | None, str | None]:
+        """(rows, V2 body id) of a body the fast path answers; no rows for anything else."""
+        if doc is None:
+            return None, None
+        try:
+            if not v2:
+                return protocol.v1_rows(doc, self.features, self.max_rows), None
+            top = _v2_inputs(doc)
+            if top is None:
+                return None, None
+            return protocol.v2_rows(top[0], self.features, self.max_rows, strict=True), top[1]
+        except protocol.BadInput:
+            return None, None
 
     def __getattr__(self, name: str) -> Any:  # behave like the wrapped app for callers that inspect it
         return getattr(self.app, name)
@@ -411,16 +300,10 @@ class PredictFastPath:
             doc = _loads(body)
         except _JSON_ERRORS:
             doc = None
-        parsed = None
-        if doc is not None:
-            parsed = _v2_rows(doc, self.features, self.max_rows) if v2 else _v1_rows(doc, self.features, self.max_rows)
-        if parsed is None:
+        rows, body_id = self._rows(doc, v2)
+        if rows is None:
             return await self.app(scope, replay_body(body, receive, False), send)
-        if v2:
-            rows, body_id = parsed  # type: ignore[misc]
-        else:
-            rows, body_id = parsed, None  # type: ignore[assignment]
-        rid = request_id.decode("latin-1") if request_id else (body_id if v2 and body_id else self.new_request_id())
+        rid = request_id.decode("latin-1") if request_id else (body_id or self.new_request_id())
         t_pre = time.perf_counter()
         predictions = self.model.predictor.predict(rows)
         t_pred = time.perf_counter()
@@ -428,15 +311,10 @@ class PredictFastPath:
             if not _plain_float(x):  # NaN/inf or exponent notation: let KServe encode it
                 return await self.app(scope, replay_body(body, receive, False), send)
         try:
-            if v2:
-                out = (
-                    self._v2_head + _dumps(body_id or rid)
-                    + b',"parameters":null,"outputs":[{"name":"predictions","shape":['
-                    + str(len(predictions)).encode() + b'],"datatype":"FP64","parameters":null,"data":'
-                    + _dumps(predictions) + b"}]}"
-                )
-            else:
-                out = b'{"predictions":' + _dumps(predictions) + b"}"
+            out = _dumps(
+                protocol.v2_answer(self.model.name, self.model_version, body_id or rid, predictions) if v2
+                else protocol.v1_answer(predictions)
+            )
             rid_header = rid.encode("latin-1")
         except (TypeError, ValueError, UnicodeEncodeError):
             return await self.app(scope, replay_body(body, receive, False), send)
@@ -447,7 +325,7 @@ class PredictFastPath:
         client = scope.get("client")
         self.model.log_prediction("v2" if v2 else "v1", rid, rows, predictions, started,
                                   f"{client[0]}:{client[1]}" if client else "-")
-        _skip_server_access_line(send)
+        kserve_compat.skip_access_line(send)
         await send({
             "type": "http.response.start",
             "status": 200,
@@ -459,14 +337,3 @@ class PredictFastPath:
         })
         await send({"type": "http.response.body", "body": out})
 
-
-def _skip_server_access_line(send: Any) -> None:
-    """Ask uvicorn not to write its access line for this request.
-
-    uvicorn decides per request, when the response starts, from the `access_log` attribute
-    of the request's `RequestResponseCycle`, whose bound `send` the app is given. Under
-    any other server (or a wrapped `send`) nothing changes and both lines are written.
-    """
-    cycle = getattr(send, "__self__", None)
-    if getattr(cycle, "access_log", None) is True:
-        cycle.access_log = False  # type: ignore[union-attr]

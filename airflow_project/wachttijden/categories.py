@@ -45,3 +45,12 @@ ROAZ_REGIOS: tuple[str, ...] = (
 TYPES_ZORGINSTELLING: tuple[str, ...] = ("Ziekenhuis", "Kliniek")
 
 TYPES_WACHTTIJD: tuple[str, ...] = ("Polikliniekbezoek", "Diagnostiek", "Behandeling")
+
+SAMPLE_ROW: dict[str, str] = {
+    "TYPE_WACHTTIJD": "Behandeling",
+    "SPECIALISME": "Orthopedie (305)",
+    "ROAZ_REGIO": "Acute Zorg Oost",
+    "TYPE_ZORGINSTELLING": "Ziekenhuis",
+}
+"""A real row of the export, in feature order: the deploy smoke test's request and the
+row `mlops up` sends (and prints as a curl line) to the predictor and the graph."""

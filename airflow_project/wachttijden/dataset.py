@@ -1,14 +1,6 @@
-"""Reading, validating and cleaning the NZa waiting-time export.
-
-Three formats:
-- raw: the public NZa export, `;`-separated, ISO-8859-1 (UTF-8 with a BOM is
-  accepted too), CRLF or LF, any number of extra columns;
-- prepared: UTF-8, `;`-separated, exactly the COLUMNS header, no index column.
-  The `preprocessed` stage, the CLI's output and the training input use it;
-- intermediate: the selected COLUMNS as found (all strings), as Parquet. It is
-  only the hand-off between the two prepare tasks, so it is typed and compressed
-  rather than human-readable: at 1M rows ~2 MB instead of ~75 MB of CSV, and
-  about 5x faster to write and read back.
+"""Reading, validating and cleaning the NZa waiting-time export, in its three formats: raw
+(the public export), intermediate (the hand-off between the two prepare tasks, Parquet) and
+prepared (what training reads). The README ("Data flow") describes each.
 """
 
 from __future__ import annotations
@@ -46,9 +38,6 @@ class CleaningReport:
     dropped_missing_target: int
     dropped_missing_feature: int
     filled_type_zorginstelling: int
-
-    def as_dict(self) -> dict[str, int]:
-        return dict(self.__dict__)
 
 
 def _decode(data: bytes, source: str) -> str:
@@ -156,20 +145,16 @@ def fix_missing_values(frame: pd.DataFrame, source: str) -> tuple[pd.DataFrame, 
     return cleaned, report
 
 
+def prepare(raw: bytes, source: str) -> tuple[pd.DataFrame, CleaningReport]:
+    """A raw export, prepared: the contract's columns, rows a model can learn from."""
+    return fix_missing_values(select_features(read_raw(raw, source)), source)
+
+
 def to_prepared_bytes(frame: pd.DataFrame) -> bytes:
     """The prepared format: UTF-8, `;`, header exactly COLUMNS, LF, no index."""
     return frame.loc[:, list(COLUMNS)].to_csv(
         sep=PREPARED_SEPARATOR, index=False, lineterminator="\n", float_format="%.10g"
     ).encode(PREPARED_ENCODING)
-
-
-def read_selected(data: bytes, source: str) -> pd.DataFrame:
-    """A file in the prepared layout with the values as strings (the intermediate stage)."""
-    try:
-        text = data.decode(PREPARED_ENCODING)
-    except UnicodeDecodeError as exc:
-        raise DataValidationError(f"{source}: must be UTF-8 ({exc})") from exc
-    return _read_columns(text, source, PREPARED_SEPARATOR)
 
 
 def to_intermediate_bytes(frame: pd.DataFrame) -> bytes:
@@ -202,7 +187,11 @@ def read_intermediate(data: bytes, source: str) -> pd.DataFrame:
 
 def read_prepared(data: bytes, source: str) -> pd.DataFrame:
     """A prepared file with a float target; validates header and target."""
-    frame = read_selected(data, source)
+    try:
+        text = data.decode(PREPARED_ENCODING)
+    except UnicodeDecodeError as exc:
+        raise DataValidationError(f"{source}: must be UTF-8 ({exc})") from exc
+    frame = _read_columns(text, source, PREPARED_SEPARATOR)
     target = pd.to_numeric(frame[TARGET], errors="coerce")
     bad = target.isna()
     if bad.any():

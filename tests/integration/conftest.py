@@ -1,7 +1,7 @@
 """Real local services for integration tests: Azurite and an MLflow server.
 
 Each is started once per session on a free port with the same specs `mlops up`
-uses (airflow_project.local.services), and stopped at the end.
+uses (airflow_project.local.stack), and stopped at the end.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from airflow_project.local import services
+from airflow_project.host.net import free_port
+from airflow_project.local import stack
+from airflow_project.local.config import azurite_connection_string
 
 pytestmark = pytest.mark.integration
 
@@ -25,15 +27,15 @@ def services_home() -> Path:
     return Path(os.environ["MLOPS_TEST_HOME"]) / "services"
 
 
-def _start(spec: services.ServiceSpec, logs: Path) -> services.ServiceProcess:
-    return services.ServiceProcess(spec, logs / f"{spec.name}.log").start()
+def _start(spec: stack.ServiceSpec, logs: Path) -> stack.ServiceProcess:
+    return stack.ServiceProcess(spec, logs / f"{spec.name}.log").start()
 
 
 @pytest.fixture(scope="session")
 def azurite_port(services_home: Path) -> Iterator[int]:
     """Port of a running Azurite blob service (Node.js is a prerequisite, never skipped)."""
-    port = services.free_port()
-    process = _start(services.azurite_spec(services_home / "azurite", port), services_home / "logs")
+    port = free_port()
+    process = _start(stack.azurite_spec(services_home / "azurite", port), services_home / "logs")
     try:
         process.wait_ready()
         yield port
@@ -44,14 +46,14 @@ def azurite_port(services_home: Path) -> Iterator[int]:
 @pytest.fixture(scope="session")
 def azurite(azurite_port: int) -> str:
     """Connection string of the session's Azurite."""
-    return services.azurite_connection_string(azurite_port)
+    return azurite_connection_string(azurite_port)
 
 
 @contextlib.contextmanager
 def running_mlflow(folder: Path, azurite_port: int) -> Iterator[str]:
     """An MLflow server with its own SQLite store in `folder`, artifacts on Azurite."""
-    port = services.free_port()
-    process = _start(services.mlflow_spec(folder, port, azurite_port), folder / "logs")
+    port = free_port()
+    process = _start(stack.mlflow_spec(folder, port, azurite_port), folder / "logs")
     try:
         process.wait_ready()
         yield f"http://127.0.0.1:{port}"

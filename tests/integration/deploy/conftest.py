@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_project.local.services import free_port_range
+from airflow_project.host.net import free_port_range
 
 DATASET_DAY = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)  # newest in the lake
 
@@ -19,7 +19,7 @@ def deploy_frame():
     from airflow_project.wachttijden import dataset, synthetic
 
     raw = synthetic.to_raw_bytes(synthetic.generate(synthetic.SyntheticConfig(rows=3000, seed=11)))
-    frame, _ = dataset.fix_missing_values(dataset.select_features(dataset.read_raw(raw, "t")), "t")
+    frame, _ = dataset.prepare(raw, "t")
     return frame
 
 
@@ -60,11 +60,8 @@ def serving_home(tmp_path_factory):
     yield home
     import time
 
-    from airflow_project.serving.targets import (
-        _pid_alive,
-        local_serving_objects,
-        stop_local_serving,
-    )
+    from airflow_project.host.processes import alive
+    from airflow_project.serving.targets.local import local_serving_objects, stop_local_serving
 
     pids = [record["pid"] for record in local_serving_objects(home)]
     started = time.monotonic()
@@ -72,7 +69,7 @@ def serving_home(tmp_path_factory):
     assert len(removed) == len(pids)
     assert local_serving_objects(home) == []
     print(f"stopped {len(pids)} serving processes in {time.monotonic() - started:.1f}s")
-    assert not [pid for pid in pids if _pid_alive(pid)], "serving processes left running"
+    assert not [pid for pid in pids if alive(pid)], "serving processes left running"
 
 
 @pytest.fixture(scope="session")

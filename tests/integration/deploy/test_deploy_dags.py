@@ -11,7 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from airflow_project.serving.targets import LocalTarget, _pid_alive
+from airflow_project.host.processes import alive
+from airflow_project.serving.targets import target_from_env
 from airflow_project.wachttijden.schema import MODEL_NAME
 
 pytestmark = pytest.mark.integration
@@ -56,7 +57,7 @@ def test_deploy_model_serves_the_champion_and_redeploys_another_version(local_de
     run = _dag("deploy_model").test(run_conf={"model": "champion", "service_name": "wachttijden"})
     assert run.state == "success"
 
-    target = LocalTarget(NS)
+    target = target_from_env(NS)
     record = target.state("InferenceService", "wachttijden")
     url = target.url("InferenceService", "wachttijden")
     assert record["argv"][4] == f"models:/{MODEL_NAME}/{versions['champion']}"  # pinned by number
@@ -64,14 +65,14 @@ def test_deploy_model_serves_the_champion_and_redeploys_another_version(local_de
     assert r.status_code == 200, r.text
     assert r.json() == {"predictions": _expected(mlflow_uri, versions["champion"], ROWS)}
     assert _v2_version(url) == versions["champion"]
-    assert _pid_alive(record["pid"])  # outlives the task
+    assert alive(record["pid"])  # outlives the task
 
     # another version by number: same port, new process, new model
     run = _dag("deploy_model").test(run_conf={"model": versions["challenger"], "service_name": "wachttijden"})
     assert run.state == "success"
     again = target.state("InferenceService", "wachttijden")
     assert again["port"] == record["port"] and again["pid"] != record["pid"]
-    assert not _pid_alive(record["pid"])
+    assert not alive(record["pid"])
     assert _v2_version(url) == versions["challenger"]
 
     # the same again: nothing restarts
@@ -90,7 +91,7 @@ def test_deploy_model_fails_clearly_for_a_missing_version(local_deploy, capfd, m
     log = "".join(capfd.readouterr())
     assert message in log
     assert "existing versions: " in log and f"champion -> {local_deploy['versions']['champion']}" in log
-    assert LocalTarget(NS).state("InferenceService", "wachttijden-missing") is None
+    assert target_from_env(NS).state("InferenceService", "wachttijden-missing") is None
 
 
 def test_deploy_traffic_mirroring_graph_and_shadow_comparison(local_deploy):
@@ -100,7 +101,7 @@ def test_deploy_traffic_mirroring_graph_and_shadow_comparison(local_deploy):
     run = _dag("deploy_traffic_mirroring").test(run_conf={"sample_size": 150})
     assert run.state == "success"
 
-    target = LocalTarget(NS)
+    target = target_from_env(NS)
     graph_url = target.url("InferenceGraph", "wachttijden-graph")
     shadow = target.state("InferenceService", "wachttijden-shadow")
     request_id = f"it-{uuid.uuid4().hex}"
@@ -136,7 +137,7 @@ def test_virtualservice_mode_uses_a_local_mirror_router(local_deploy):
 
     run = _dag("deploy_traffic_mirroring").test(run_conf={"mirror_mode": "virtualservice", "sample_size": 40})
     assert run.state == "success"
-    target = LocalTarget(NS)
+    target = target_from_env(NS)
     mirror_url = target.url("VirtualService", "wachttijden-primary-mirror")
     r = httpx.post(mirror_url + V1, json={"instances": ROWS}, timeout=30)
     assert r.status_code == 200, r.text
@@ -150,18 +151,29 @@ def test_virtualservice_mode_uses_a_local_mirror_router(local_deploy):
     assert comparison.data.metrics["rows"] == 40
 
 
-def test_deploy_local_demo_reuses_what_the_dag_deployed(local_deploy):
-    from airflow_project.deploy_tasks import deploy_local_demo
-    from airflow_project.serving.targets import local_serving_objects
+def test_redeploying_what_the_dag_deployed_restarts_nothing(local_deploy):
+    """The steps of deploy_traffic_mirroring, run again without Airflow with the same
+    versions, find everything serving and change nothing."""
+    from airflow_project.deploy_steps import (
+        deploy_mirroring,
+        deploy_predictor,
+        resolve_version,
+        smoke_test,
+    )
+    from airflow_project.serving.targets.local import local_serving_objects
 
-    target = LocalTarget(NS)
-    before = {r["name"]: r["pid"] for r in local_serving_objects()}
-    demo = deploy_local_demo()
-    assert demo["graph_url"] == target.url("InferenceGraph", "wachttijden-graph")
-    assert demo["predictor_url"] == target.url("InferenceService", "wachttijden-primary")
-    assert (demo["primary_version"], demo["shadow_version"]) == (
+    target = target_from_env(NS)
+    before = {r["name"]: r["pid"] for r in local_serving_objects(local_deploy["home"])}
+    primary, shadow = resolve_version("champion"), resolve_version("challenger")
+    predictor = deploy_predictor("wachttijden-primary", primary["model_uri"], timeout=300)
+    deploy_predictor("wachttijden-shadow", shadow["model_uri"], timeout=300)
+    graph = deploy_mirroring("wachttijden-graph", "wachttijden-primary", "wachttijden-shadow", timeout=300)
+    smoke = smoke_test(graph["graph_url"], graph=True)
+    assert graph["graph_url"] == target.url("InferenceGraph", "wachttijden-graph")
+    assert predictor["url"] == target.url("InferenceService", "wachttijden-primary")
+    assert (primary["version"], shadow["version"]) == (
         local_deploy["versions"]["champion"], local_deploy["versions"]["challenger"])
-    assert demo["sample_request"]["instances"] and len(demo["sample_response"]["predictions"]) == 1
-    after = {r["name"]: r["pid"] for r in local_serving_objects()}
+    assert smoke["request"]["instances"] and len(smoke["response"]["predictions"]) == 1
+    after = {r["name"]: r["pid"] for r in local_serving_objects(local_deploy["home"])}
     assert after == before  # nothing changed: nothing restarted
-    assert all(r["running"] for r in local_serving_objects())
+    assert all(r["running"] for r in local_serving_objects(local_deploy["home"]))

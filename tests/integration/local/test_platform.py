@@ -21,10 +21,10 @@ import httpx
 import psutil
 import pytest
 
-from airflow_project.local import platform
+from airflow_project.host.net import free_port, free_port_range
+from airflow_project.local import commands, job, processes, stack, summary
 from airflow_project.local.airflow_api import AirflowClient
 from airflow_project.local.config import AIRFLOW_ADMIN_USER, LocalConfig
-from airflow_project.local.services import free_port, free_port_range
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1500)]
 
@@ -45,7 +45,7 @@ class UpResult:
 def _run_up(config: LocalConfig) -> UpResult:
     out, err = io.StringIO(), io.StringIO()
     started = time.monotonic()
-    code = platform.up(config, rows=ROWS, timeout=1200, out=out, err=err)
+    code = commands.up(config, rows=ROWS, timeout=1200, out=out, err=err)
     return UpResult(config, code, out.getvalue(), err.getvalue(), time.monotonic() - started)
 
 
@@ -66,7 +66,7 @@ def first_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpResult]:
             print(result.out, result.err)
             yield result
         finally:
-            platform.down(config, purge=False, out=io.StringIO(), err=io.StringIO())
+            commands.down(config, purge=False, out=io.StringIO(), err=io.StringIO())
 
 
 @pytest.fixture(scope="module")
@@ -82,17 +82,17 @@ def _today_midnight() -> dt.datetime:
 
 def _live_pids(config: LocalConfig) -> dict[str, int]:
     return {
-        name: record.pid for name, record in platform.read_pid_records(config.run).items()
-        if platform.record_alive(record)
+        name: record.pid for name, record in processes.read_pid_records(config.run).items()
+        if processes.record_alive(record)
     }
 
 
 def _serving_pids(config: LocalConfig) -> dict[str, int]:
-    return {o["name"]: o["pid"] for o in platform.serving_objects(config) if o["running"]}
+    return {o["name"]: o["pid"] for o in job.serving_objects(config) if o["running"]}
 
 
 def _run_counts(api: AirflowClient) -> tuple[int, ...]:
-    return tuple(len(api.runs(d)) for d in platform.JOB_DAGS)
+    return tuple(len(api.runs(d)) for d in job.JOB_DAGS)
 
 
 def _model_versions(config: LocalConfig) -> list[str]:
@@ -135,7 +135,7 @@ def test_up_runs_the_whole_job(first_up: UpResult, api: AirflowClient) -> None:
     assert [r["state"] for r in api.runs("deploy_traffic_mirroring")] == ["success"]
 
     # services log under <root>/logs, task logs under <root>/logs/airflow
-    for name in platform.SERVICE_NAMES:
+    for name in stack.SERVICE_NAMES:
         assert (config.logs / f"{name}.log").stat().st_size > 0
     assert list((config.logs / "airflow").rglob("*.log"))
 
@@ -155,7 +155,7 @@ def test_up_serves_the_champion_and_the_graph(first_up: UpResult) -> None:
     assert predictor == f"http://127.0.0.1:{base}/v1/models/wachttijden:predict"
     assert graph == f"http://127.0.0.1:{base + 1}"
     assert shadow == f"http://127.0.0.1:{base + 2}/v1/models/wachttijden:predict"
-    body = platform.sample_request()
+    body = summary.sample_request()
     answers = {}
     for name, url in (("predictor", predictor), ("graph", graph + "/"), ("shadow", shadow)):
         response = httpx.post(url, json=body, timeout=30, trust_env=False)
@@ -165,17 +165,17 @@ def test_up_serves_the_champion_and_the_graph(first_up: UpResult) -> None:
         answers[name] = response.json()
     assert answers["graph"] == answers["predictor"]  # the primary answers through the graph
     # the curl lines are printed with the answer up got
-    assert platform.curl_command(predictor, body) in out
-    assert platform.curl_command(graph + "/", body) in out
+    assert summary.curl_command(predictor, body) in out
+    assert summary.curl_command(graph + "/", body) in out
     assert f"-> {json.dumps(answers['predictor'])}" in out
     assert "Comparison  MLflow experiment wachttijden-shadow: " in out
 
 
 def test_status_shows_every_service_running_and_ready(first_up: UpResult) -> None:
     out = io.StringIO()
-    assert platform.status(first_up.config, out=out) == 0, out.getvalue()
+    assert commands.status(first_up.config, out=out) == 0, out.getvalue()
     table = out.getvalue().split("\n\n")[0].splitlines()[1:]
-    assert [line.split()[:2] for line in table] == [[n, "running"] for n in platform.SERVICE_NAMES]
+    assert [line.split()[:2] for line in table] == [[n, "running"] for n in stack.SERVICE_NAMES]
     assert all(line.split()[4] == "yes" for line in table)
     assert first_up.config.airflow_url in out.getvalue()
     assert "have no pid file" not in out.getvalue()  # every process of the home is accounted for
@@ -193,12 +193,12 @@ def test_a_port_taken_by_another_process_gives_a_clear_message(first_up: UpResul
     other = LocalConfig(root=tmp_path / "other", ports=type(first_up.config.ports)(
         azurite=taken, mlflow=free_port(), airflow=free_port()))
     out, err = io.StringIO(), io.StringIO()
-    assert platform.up(other, out=out, err=err) == 2
+    assert commands.up(other, out=out, err=err) == 2
     message = err.getvalue()
     assert f"port {taken} on 127.0.0.1, needed by azurite, is already in use" in message
     assert "MLOPS_AZURITE_PORT=" in message
     assert "Traceback" not in message
-    assert platform.read_pid_records(other.run) == {}
+    assert processes.read_pid_records(other.run) == {}
 
 
 def test_up_again_reuses_everything(first_up: UpResult, api: AirflowClient) -> None:
@@ -209,7 +209,7 @@ def test_up_again_reuses_everything(first_up: UpResult, api: AirflowClient) -> N
     again = _run_up(config)
     print(f"second up took {again.seconds:.1f}s:\n{again.out}{again.err}")
     assert again.code == 0, again.err + again.out
-    for name in platform.SERVICE_NAMES:
+    for name in stack.SERVICE_NAMES:
         assert f"{name} already running (pid {before[name]}), reusing it" in again.out
     assert "already succeeded: reusing it (no new run)" in again.out
     assert "already in the data lake" in again.out
@@ -224,43 +224,43 @@ def test_up_again_reuses_everything(first_up: UpResult, api: AirflowClient) -> N
 def test_up_restarts_only_what_is_missing(first_up: UpResult) -> None:
     config = first_up.config
     before = _live_pids(config)
-    record = platform.read_pid_records(config.run)[platform.TRIGGERER]
-    platform.stop_records([record], timeout=15)
+    record = processes.read_pid_records(config.run)[stack.TRIGGERER]
+    processes.stop_records([record], timeout=15)
     again = _run_up(config)
     assert again.code == 0, again.err + again.out
     after = _live_pids(config)
-    assert after[platform.TRIGGERER] != before[platform.TRIGGERER]
-    assert f"started {platform.TRIGGERER}" in again.out
-    assert {k: v for k, v in after.items() if k != platform.TRIGGERER} == {
-        k: v for k, v in before.items() if k != platform.TRIGGERER}
+    assert after[stack.TRIGGERER] != before[stack.TRIGGERER]
+    assert f"started {stack.TRIGGERER}" in again.out
+    assert {k: v for k, v in after.items() if k != stack.TRIGGERER} == {
+        k: v for k, v in before.items() if k != stack.TRIGGERER}
 
 
 def test_down_stops_our_processes_and_keeps_data(first_up: UpResult) -> None:
     config = first_up.config
     pids = _live_pids(config)
-    assert set(pids) == set(platform.SERVICE_NAMES)
+    assert set(pids) == set(stack.SERVICE_NAMES)
     descendants = [c for pid in pids.values() for c in psutil.Process(pid).children(recursive=True)]
     serving = _serving_pids(config)
     assert sorted(serving) == ["wachttijden-graph", "wachttijden-primary", "wachttijden-shadow"]
     out, err = io.StringIO(), io.StringIO()
-    assert platform.down(config, out=out, err=err) == 0
+    assert commands.down(config, out=out, err=err) == 0
     assert err.getvalue() == ""
     for kind, name in (("InferenceGraph", "wachttijden-graph"), ("InferenceService", "wachttijden-primary"),
                        ("InferenceService", "wachttijden-shadow")):
         assert f"stopped serving serving/{kind}/{name}" in out.getvalue()
     for pid in serving.values():
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    assert platform.serving_objects(config) == []
+    assert job.serving_objects(config) == []
     for name, pid in pids.items():
         assert f"stopped {name} (pid {pid})" in out.getvalue()
     for pid in pids.values():
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     assert all(not c.is_running() or c.status() == psutil.STATUS_ZOMBIE for c in descendants)
-    assert platform.read_pid_records(config.run) == {}
+    assert processes.read_pid_records(config.run) == {}
     # data kept
     assert (config.mlflow_data / "mlflow.db").exists()
     assert (config.airflow_home / "airflow.db").exists()
     assert any(config.azurite_data.iterdir())
     status = io.StringIO()
-    assert platform.status(config, out=status) == 1
+    assert commands.status(config, out=status) == 1
     assert "not running" in status.getvalue()

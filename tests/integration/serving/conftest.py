@@ -98,7 +98,7 @@ def registered(mlflow_server):
     from airflow_project.wachttijden.training import TrainingConfig, train
 
     raw = synthetic.to_raw_bytes(synthetic.generate(synthetic.SyntheticConfig(rows=3000)))
-    frame, _ = dataset.fix_missing_values(dataset.select_features(dataset.read_raw(raw, "t")), "t")
+    frame, _ = dataset.prepare(raw, "t")
     mlflow.set_tracking_uri(mlflow_server)
     mlflow.set_experiment("serving-integration")
     pipelines = {}

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from airflow_project.local import airflow_api, platform
+from airflow_project.local import airflow_api, commands, stack
 from airflow_project.local.airflow_api import AirflowApiError, AirflowClient
 from airflow_project.local.config import LocalConfig
 
@@ -91,15 +91,15 @@ def test_api_errors_carry_the_status() -> None:
 def test_an_unexpected_error_in_up_is_one_line_plus_a_traceback_file(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(platform, "check_prerequisites", lambda: None)
+    monkeypatch.setattr(stack, "check_prerequisites", lambda: None)
 
-    def boom(*args: object) -> None:
+    def boom(*args: object, **kwargs: object) -> None:
         raise ValueError("something odd")
 
-    monkeypatch.setattr(platform, "_start_services", boom)
+    monkeypatch.setattr(stack, "start_services", boom)
     config = LocalConfig(root=tmp_path)
     err = io.StringIO()
-    assert platform.up(config, out=io.StringIO(), err=err) == 1
+    assert commands.up(config, out=io.StringIO(), err=err) == 1
     lines = err.getvalue().splitlines()
     assert lines[0] == "mlops up: unexpected error: ValueError: something odd"
     assert "Traceback" in (config.logs / "mlops-up.log").read_text()

@@ -11,7 +11,7 @@ from airflow_project.wachttijden.training import TrainingConfig, train
 
 def training_frame(rows: int = 3000, seed: int = 42):
     raw = synthetic.to_raw_bytes(synthetic.generate(synthetic.SyntheticConfig(rows=rows, seed=seed)))
-    frame, _ = dataset.fix_missing_values(dataset.select_features(dataset.read_raw(raw, "t")), "t")
+    frame, _ = dataset.prepare(raw, "t")
     return frame
 
 
@@ -43,19 +43,27 @@ def max_body() -> int:
 
 
 @pytest.fixture(scope="session")
-def client(model):
-    """KServe's own app with our model and guards, exactly as `serve()` builds it."""
+def served(model):
+    """What `serve()` serves, built by the same `build_app()`: KServe's model server and app
+    with our guards, behind the fast path."""
+    from airflow_project.serving.server import build_app
+
+    return build_app(model, MAX_BODY, http_port=0)
+
+
+@pytest.fixture(scope="session")
+def client(served):
+    """The predictor as a client sees it: fast path first, KServe for everything else."""
     from fastapi.testclient import TestClient
-    from kserve import ModelServer
-    from kserve import model_server as kserve_model_server
-    from kserve.protocol.rest.server import RESTServer
 
-    from airflow_project.serving.server import harden_dataplane, install_guards
+    with TestClient(served.app, raise_server_exceptions=False) as c:
+        yield c
 
-    server = ModelServer(http_port=0, enable_grpc=False)
-    server.register_model(model)
-    install_guards(kserve_model_server.app, MAX_BODY)
-    harden_dataplane(server.dataplane)
-    RESTServer(kserve_model_server.app, server.dataplane, server.model_repository_extension, 0).create_application()
-    with TestClient(kserve_model_server.app, raise_server_exceptions=False) as c:
+
+@pytest.fixture(scope="session")
+def kserve_client(served):
+    """KServe's own app alone (no fast path): what the fast path must answer exactly like."""
+    from fastapi.testclient import TestClient
+
+    with TestClient(served.kserve_app, raise_server_exceptions=False) as c:
         yield c

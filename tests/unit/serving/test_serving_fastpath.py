@@ -13,16 +13,15 @@ from tests.unit.serving.test_serving_predictor import BAD_V1, BAD_V2, ROW, V1, V
 
 
 @pytest.fixture(scope="module")
-def fast(client, model, max_body):
-    """The KServe app (as built by the `client` fixture) behind the fast path, plus a
+def fast(served, model, max_body):
+    """The KServe app (as `build_app()` built it) behind a fast path of its own, plus a
     counter of requests that reached KServe."""
     from fastapi.testclient import TestClient
-    from kserve import model_server as kserve_model_server
 
     from airflow_project.serving.server import fast_path_app
 
     delegated: list[str] = []
-    app = kserve_model_server.app
+    app = served.kserve_app
 
     async def counting(scope, receive, send):
         if scope["type"] == "http":
@@ -40,12 +39,12 @@ def _post(c, path, body, **headers):
     return c.post(path, content=raw, headers={"content-type": "application/json", **headers})
 
 
-def _delegated(fast, client, path, body):
+def _delegated(fast, kserve_client, path, body):
     """The fast path's answer, after checking KServe gave it, exactly as KServe alone does."""
     fast.delegated.clear()
     got = _post(fast, path, body)
     assert fast.delegated == [path]
-    want = _post(client, path, body)
+    want = _post(kserve_client, path, body)
     assert (got.status_code, got.content) == (want.status_code, want.content)
     return got
 
@@ -66,12 +65,12 @@ VALID = [
 
 @pytest.mark.parametrize("rid", [None, "rid-42"])
 @pytest.mark.parametrize("case,path,body", VALID, ids=[c[0] for c in VALID])
-def test_valid_requests_are_answered_identically_without_kserve(fast, client, case, path, body, rid):
+def test_valid_requests_are_answered_identically_without_kserve(fast, kserve_client, case, path, body, rid):
     headers = {"x-request-id": rid} if rid else {}
     fast.delegated.clear()
     got = _post(fast, path, body, **headers)
     assert fast.delegated == []  # answered by the fast path
-    want = _post(client, path, body, **headers)
+    want = _post(kserve_client, path, body, **headers)
     assert got.status_code == want.status_code == 200
     assert got.headers["content-type"] == want.headers["content-type"]
     if path == V2 and not rid and not body.get("id"):  # generated ids differ: compare the rest
@@ -90,15 +89,15 @@ def test_valid_requests_are_answered_identically_without_kserve(fast, client, ca
 
 
 @pytest.mark.parametrize("case,body,message", BAD_V1, ids=[c[0] for c in BAD_V1])
-def test_bad_v1_is_delegated(fast, client, case, body, message):
-    got = _delegated(fast, client, V1, body)
+def test_bad_v1_is_delegated(fast, kserve_client, case, body, message):
+    got = _delegated(fast, kserve_client, V1, body)
     assert got.status_code == 400
     assert message in got.json()["error"]
 
 
 @pytest.mark.parametrize("case,body,status,message", BAD_V2, ids=[c[0] for c in BAD_V2])
-def test_bad_v2_is_delegated(fast, client, case, body, status, message):
-    got = _delegated(fast, client, V2, body)
+def test_bad_v2_is_delegated(fast, kserve_client, case, body, status, message):
+    got = _delegated(fast, kserve_client, V2, body)
     assert got.status_code == status and message in got.json()["error"]
 
 
@@ -112,8 +111,8 @@ COERCED_V2 = [  # valid for KServe (pydantic coerces or ignores), but not canoni
 
 
 @pytest.mark.parametrize("case,body", COERCED_V2, ids=[c[0] for c in COERCED_V2])
-def test_uncommon_v2_forms_are_delegated(fast, client, case, body):
-    _delegated(fast, client, V2, body)
+def test_uncommon_v2_forms_are_delegated(fast, kserve_client, case, body):
+    _delegated(fast, kserve_client, V2, body)
 
 
 RAW_BAD = [b"{bad", b"", b"\xff\xfe", b'{"instances": [', b"[" * 5000 + b"]" * 5000, b'{"a": NaN}', b"null", b"[]",
@@ -122,12 +121,12 @@ RAW_BAD = [b"{bad", b"", b"\xff\xfe", b'{"instances": [', b"[" * 5000 + b"]" * 5
 
 @pytest.mark.parametrize("path", [V1, V2])
 @pytest.mark.parametrize("body", RAW_BAD)
-def test_malformed_bodies_are_delegated(fast, client, path, body):
-    got = _delegated(fast, client, path, body)
+def test_malformed_bodies_are_delegated(fast, kserve_client, path, body):
+    got = _delegated(fast, kserve_client, path, body)
     assert 400 <= got.status_code < 500
 
 
-def test_other_content_types_paths_and_methods_are_delegated(fast, client):
+def test_other_content_types_paths_and_methods_are_delegated(fast, kserve_client):
     body = json.dumps({"instances": [ROW]}).encode()
     cases = [
         ("POST", V1, {"content-type": "text/plain"}),
@@ -143,7 +142,7 @@ def test_other_content_types_paths_and_methods_are_delegated(fast, client):
         fast.delegated.clear()
         got = fast.request(method, path, content=body, headers=headers)
         assert fast.delegated == [path], (method, path, headers)
-        want = client.request(method, path, content=body, headers=headers)
+        want = kserve_client.request(method, path, content=body, headers=headers)
         assert (got.status_code, got.content) == (want.status_code, want.content)
     fast.delegated.clear()
     got = fast.post(V2, content=b"{}xxxx", headers={"content-type": "application/octet-stream",

@@ -76,9 +76,10 @@ def test_inference_service_custom_predictor_container():
     assert c["image"] == "registry.local/airflow-project/predictor:1.2.3"
     env = {e["name"]: e["value"] for e in c["env"]}
     assert env["MLFLOW_TRACKING_URI"] == "http://mlflow.mlflow:5000"
-    assert env["MODEL_URI"] == "models:/wachttijden@champion"
+    assert "MODEL_URI" not in env  # one way to pass the model: the --model-uri flag
     assert c["args"][:2] == ["--model_name", "wachttijden"]  # KServe's controller reads this
     assert "models:/wachttijden@champion" in c["args"]
+    assert c["command"] == ["mlops", "serve"]  # the predictor image's entry point
     assert c["readinessProbe"]["httpGet"]["path"] == "/v2/models/wachttijden/ready"
     assert c["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
     assert c["resources"] == Resources().to_dict()
@@ -91,11 +92,25 @@ def test_inference_service_custom_predictor_container():
 
 
 def test_container_args_are_understood_by_our_cli():
-    from airflow_project.serving.__main__ import parse_args
+    from airflow_project.serving.cli import parse_args
 
     isvc = manifests.inference_service("wachttijden-primary", "models:/wachttijden/3", CONFIG)
     args = parse_args(isvc["spec"]["predictor"]["containers"][0]["args"])
-    assert (args.name, args.model_uri, args.port) == ("wachttijden", "models:/wachttijden/3", 8080)
+    assert (args.model_name, args.model_uri, args.http_port) == ("wachttijden", "models:/wachttijden/3", 8080)
+
+
+def test_the_manifest_command_is_the_predictor_images_entry_point():
+    import json
+
+    from airflow_project.serving.constants import PREDICTOR_COMMAND
+    from airflow_project.settings import REPO_ROOT
+
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
+    stage = dockerfile[dockerfile.index(" AS predictor"):]
+    [entrypoint] = re.findall(r"^ENTRYPOINT (.+)$", stage, re.MULTILINE)
+    assert tuple(json.loads(entrypoint)) == PREDICTOR_COMMAND
+    isvc = manifests.inference_service("wachttijden-primary", "models:/wachttijden/3", CONFIG)
+    assert isvc["spec"]["predictor"]["containers"][0]["command"] == list(PREDICTOR_COMMAND)
 
 
 def test_inference_graph_sequence_shadow_soft_then_primary_hard():

@@ -1,8 +1,8 @@
 """Local graph router: one test per KServe router rule, plus mirror mode.
 
-Upstream services are small in-process ASGI apps reached through httpx (the router's
-real HTTP client code path); transport failures come from an httpx transport that raises
-`ConnectError` like a refused connection.
+Upstream services are in-process fakes behind the router's step-client interface
+(`post`, `aclose`); a refused connection raises `StepTransportError` as the real client
+does. The real clients are tested on sockets in test_serving_router_client.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+from urllib.parse import urlsplit
 
-import httpx
 import pytest
 
 from airflow_project.serving import manifests
@@ -19,13 +19,13 @@ from airflow_project.serving.router import (
     MirrorConfig,
     Router,
     build_app,
-    gjson_exists,
     router_from_file_config,
     url_resolver,
 )
+from airflow_project.serving.step_client import StepTransportError
 
 
-class Upstreams(httpx.AsyncBaseTransport):
+class Upstreams:
     """host -> behaviour; records every call (host, path, body, headers)."""
 
     def __init__(self, behaviours, delay=None):
@@ -33,21 +33,23 @@ class Upstreams(httpx.AsyncBaseTransport):
         self.calls = []
         self.delay = delay or {}
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        host = request.url.host
-        body = await request.aread()
-        self.calls.append((host, request.url.path, body, dict(request.headers)))
+    async def post(self, url, body, headers):
+        parts = urlsplit(url)
+        host = parts.hostname
+        self.calls.append((host, parts.path, body, dict(headers)))
         if host in self.delay:
             await asyncio.sleep(self.delay[host])
         behaviour = self.behaviours.get(host, "refused")
         if behaviour == "refused":
-            raise httpx.ConnectError("connection refused", request=request)
+            raise StepTransportError(f"Post {url!r}: ConnectError: connection refused")
         if callable(behaviour):
             status, payload = behaviour(body)
         else:
             status, payload = behaviour
-        content = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-        return httpx.Response(status, content=content)
+        return (payload if isinstance(payload, bytes) else json.dumps(payload).encode()), status
+
+    async def aclose(self):
+        pass
 
 
 def node(router_type, *steps):
@@ -60,9 +62,8 @@ def graph(**nodes):
 
 def make(graph_spec, behaviours, mirror=None, seed=0, delay=None):
     transport = Upstreams(behaviours, delay)
-    client = httpx.AsyncClient(transport=transport)
     resolve = url_resolver({h: f"http://{h}" for h in ["a", "b", "c", "primary", "shadow"]})
-    router = Router(graph=graph_spec, resolve_url=resolve, client=client, mirror=mirror, rng=random.Random(seed))
+    router = Router(graph=graph_spec, resolve_url=resolve, client=transport, mirror=mirror, rng=random.Random(seed))
     return router, transport
 
 
@@ -223,17 +224,6 @@ def test_nested_nodes():
     assert json.loads(run(r)[0])["got"] == {"a": {"p": 1}, "b": {"p": 2}}
 
 
-def test_gjson_subset():
-    doc = b'{"a": {"b.c": [1, 2, 3]}, "items": [{"n": 1, "s": "xy"}, {"n": 7}]}'
-    assert gjson_exists(doc, "a.b\\.c.2")
-    assert not gjson_exists(doc, "a.b\\.c.3")
-    assert gjson_exists(doc, "items.#(n>5)")
-    assert not gjson_exists(doc, "items.#(n>50)")
-    assert gjson_exists(doc, 'items.#(s%"x*")')
-    assert gjson_exists(doc, "[@this].#(items)")
-    assert gjson_exists(b"{", "a") is None
-
-
 # ------------------------------------------------------------------ HTTP app
 def test_any_path_runs_the_graph_and_readyz_answers():
     from starlette.testclient import TestClient
@@ -336,11 +326,11 @@ def test_graph_file_with_built_manifest():
     ig = manifests.inference_graph("g", "primary", "shadow")
     config = {"graph": ig, "services": {"primary": "http://primary", "shadow": "http://shadow"}}
     transport = Upstreams({"primary": (200, {"predictions": [1.0]}), "shadow": (200, {"predictions": [2.0]})})
-    r = router_from_file_config(config, client=httpx.AsyncClient(transport=transport))
+    r = router_from_file_config(config, client=transport)
     assert json.loads(run(r)[0]) == {"predictions": [1.0]}
     assert [c[0] for c in transport.calls] == ["shadow", "primary"]
     r = router_from_file_config({**config, "mode": "mirror", "mirror": {"primary": "primary", "shadow": "shadow"}},
-                                client=httpx.AsyncClient(transport=transport))
+                                client=transport)
     assert r.mirror is not None
     with pytest.raises(ValueError):
         router_from_file_config({"services": {}})

@@ -1,4 +1,4 @@
-"""The router's keep-alive clients (`H1Client`, `PooledClient`) against real sockets on 127.0.0.1."""
+"""The router's step clients (`H1Client`, and `AiohttpClient` it hands https to) against real sockets on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import json
 
 import pytest
 
-from airflow_project.serving.router import H1Client, MirrorConfig, PooledClient, Router
+from airflow_project.serving.router import MirrorConfig, Router
+from airflow_project.serving.step_client import AiohttpClient, H1Client
 
-pytestmark = pytest.mark.parametrize("Client", [H1Client, PooledClient])
+pytestmark = pytest.mark.parametrize("Client", [H1Client, AiohttpClient])
 
 
 async def _upstream(behaviour, close_after_response=False):

@@ -122,13 +122,13 @@ async def _json_app(scope, receive, send):
     await send({"type": "http.response.body", "body": b"{}"})
 
 
-def _serve_bytes(request: bytes) -> RecordingTransport:
+def _serve_bytes(request: bytes, app=_json_app) -> RecordingTransport:
     """Feed `request` to uvicorn's (coalescing) httptools protocol; return what it wrote."""
     from uvicorn.config import Config
     from uvicorn.server import ServerState
 
     async def scenario():
-        protocol = HTTP_PROTOCOL(Config(_json_app, lifespan="off"), ServerState(), {}, asyncio.get_running_loop())
+        protocol = HTTP_PROTOCOL(Config(app, lifespan="off"), ServerState(), {}, asyncio.get_running_loop())
         real = RecordingTransport()
         protocol.connection_made(real)
         protocol.data_received(request)
@@ -148,6 +148,22 @@ def test_uvicorn_writes_headers_and_body_of_a_response_in_one_write():
     assert not real.closed  # keep-alive
 
 
+def test_a_prediction_of_the_built_predictor_app_is_one_write(served):
+    """The served app (fast path in front of KServe) under the one-write protocol."""
+    import json
+
+    from tests.unit.serving.test_serving_predictor import ROW, V1
+
+    body = json.dumps({"instances": [ROW]}).encode()
+    request = (f"POST {V1} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+               f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    real = _serve_bytes(request, served.app)
+    assert len(real.writes) == 1, real.writes
+    head, _, answer = real.writes[0].partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK") and b"x-request-id: " in head
+    assert json.loads(answer) == {"predictions": served.app.model.predictor.predict([tuple(ROW.values())])}
+
+
 def test_connection_close_request_gets_its_whole_response_before_the_close():
     real = _serve_bytes(b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}")
     assert len(real.writes) == 1 and real.writes[0].endswith(b"\r\n\r\n{}")
@@ -157,14 +173,23 @@ def test_connection_close_request_gets_its_whole_response_before_the_close():
 def test_the_predictor_gives_kserves_uvicorn_server_the_coalescing_protocol():
     from kserve.protocol.rest.server import RESTServer
 
-    from airflow_project.serving.server import _use_write_coalescing
+    from airflow_project.serving.kserve_compat import use_write_coalescing
 
     module = types.SimpleNamespace(RESTServer=RESTServer)
-    _use_write_coalescing(module)
+    use_write_coalescing(module)
     assert issubclass(module.RESTServer, RESTServer)
     rest = module.RESTServer("kserve.model_server:app", None, None, 0)
     assert rest.config.http is HTTP_PROTOCOL
     assert RESTServer("kserve.model_server:app", None, None, 0).config.http == "auto"  # kserve itself untouched
+
+
+def test_build_app_leaves_kserve_starting_the_coalescing_protocol(served):
+    """`build_app()` (what serve() runs) has ModelServer.start() build the one-write server."""
+    from kserve import model_server
+
+    rest = model_server.RESTServer("kserve.model_server:app", served.server.dataplane,
+                                   served.server.model_repository_extension, 0)
+    assert rest.config.http is HTTP_PROTOCOL
 
 
 @pytest.mark.parametrize("module", ["loadtest.floor_app", "airflow_project.serving.router"])

@@ -20,15 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from airflow_project.local.services import free_port_range
+from airflow_project.host.net import free_port_range
+from airflow_project.host.processes import alive
 from airflow_project.serving import manifests, targets
-from airflow_project.serving.targets import (
-    DeployError,
-    DeployTimeout,
-    KubernetesTarget,
-    LocalTarget,
-    target_from_env,
-)
+from airflow_project.serving.targets import DeployError, DeployTimeout, target_from_env
+from airflow_project.serving.targets import kubernetes as k8s_target
+from airflow_project.serving.targets.kubernetes import KubernetesTarget
+from airflow_project.serving.targets.local import LocalTarget
 
 NS = "serving"
 
@@ -244,7 +242,7 @@ def test_api_comes_from_the_airflow_connection(monkeypatch):
 
     monkeypatch.setattr(hooks, "KubernetesHook", Hook)
     monkeypatch.delenv("MLOPS_KUBERNETES_CONN_ID", raising=False)
-    api = targets.kubernetes_api()
+    api = k8s_target.kubernetes_api()
     assert isinstance(api, client.CustomObjectsApi)
     assert seen == {"conn_id": "kubernetes_serving"}
 
@@ -309,11 +307,11 @@ def local(tmp_path, monkeypatch):
     yield target
     pids = [record["pid"] for record in target.objects()]
     target.delete_all()
-    assert not [pid for pid in pids if targets._pid_alive(pid)], "processes left running"
+    assert not [pid for pid in pids if alive(pid)], "processes left running"
 
 
 def _alive(pid: int) -> bool:
-    return targets._pid_alive(pid)
+    return alive(pid)
 
 
 def test_local_apply_starts_detached_process_with_state_and_stable_port(local):
@@ -447,7 +445,7 @@ def test_missing_connection_falls_back_to_in_cluster_then_kubeconfig(monkeypatch
     monkeypatch.setattr(hooks, "KubernetesHook", Hook)
     monkeypatch.setattr(config, "load_incluster_config", incluster)
     monkeypatch.setattr(config, "load_kube_config", lambda: loaded.append("kubeconfig"))
-    assert isinstance(targets.kubernetes_api("kubernetes_serving"), client.CustomObjectsApi)
+    assert isinstance(k8s_target.kubernetes_api("kubernetes_serving"), client.CustomObjectsApi)
     assert loaded == ["incluster", "kubeconfig"]
 
 
@@ -471,7 +469,7 @@ def test_local_process_outlives_the_task_process_and_its_group(local):
         f"""
         from pathlib import Path
         from airflow_project.serving import manifests
-        from airflow_project.serving.targets import LocalTarget
+        from airflow_project.serving.targets.local import LocalTarget
         t = LocalTarget({NS!r}, home=Path({str(local.home)!r}), base_port={local.base_port}, python={local.python!r})
         t.apply(manifests.inference_service("wachttijden-primary", "models:/wachttijden/3",
                                             manifests.ServingConfig(namespace={NS!r})))

@@ -19,7 +19,7 @@ def _raw(*rows: str, header: str = HEADER, newline: str = "\r\n", encoding: str 
 
 
 def _prepare(data: bytes, source: str = "raw.csv"):
-    return dataset.fix_missing_values(dataset.select_features(dataset.read_raw(data, source)), source)
+    return dataset.prepare(data, source)
 
 
 def test_reads_iso_8859_1_with_accents_crlf_and_extra_columns():

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from airflow_project.local import platform
+from airflow_project.local import airflow_api, errors, job, summary
 
 LOGICAL = dt.datetime(2026, 1, 2, tzinfo=dt.UTC)
 
@@ -61,55 +61,55 @@ class FakeApi:
 
 @pytest.fixture(autouse=True)
 def no_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(platform.time, "sleep", lambda seconds: None)
+    monkeypatch.setattr(job.time, "sleep", lambda seconds: None)
 
 
 @pytest.fixture()
-def report() -> platform.Reporter:
-    return platform.Reporter(io.StringIO())
+def report() -> summary.Reporter:
+    return summary.Reporter(io.StringIO())
 
 
-def _out(report: platform.Reporter) -> str:
+def _out(report: summary.Reporter) -> str:
     return report.out.getvalue()  # type: ignore[attr-defined]
 
 
-def test_triggers_when_there_is_no_run_for_the_day(report: platform.Reporter) -> None:
+def test_triggers_when_there_is_no_run_for_the_day(report: summary.Reporter) -> None:
     api = FakeApi()
-    run = platform._ensure_prepare_run(api, LOGICAL, report)  # type: ignore[arg-type]
+    run = job.ensure_prepare_run(api, LOGICAL, report)  # type: ignore[arg-type]
     assert run["dag_run_id"] == "manual__1"
     assert api.triggered == [LOGICAL]
     assert "triggered prepare_dataset run manual__1 (logical date 2026-01-02)" in _out(report)
 
 
-def test_a_run_created_by_the_scheduler_meanwhile_is_followed(report: platform.Reporter) -> None:
+def test_a_run_created_by_the_scheduler_meanwhile_is_followed(report: summary.Reporter) -> None:
     api = FakeApi()
     api.trigger_status = 409
     api.existing = [[], [{"dag_run_id": "scheduled__1", "state": "running"}]]
-    run = platform._ensure_prepare_run(api, LOGICAL, report)  # type: ignore[arg-type]
+    run = job.ensure_prepare_run(api, LOGICAL, report)  # type: ignore[arg-type]
     assert run["dag_run_id"] == "scheduled__1"
     assert "is running: following it" in _out(report)
 
 
-def test_a_succeeded_run_is_reused_and_a_failed_one_retried(report: platform.Reporter) -> None:
+def test_a_succeeded_run_is_reused_and_a_failed_one_retried(report: summary.Reporter) -> None:
     api = FakeApi()
     api.existing = [[{"dag_run_id": "scheduled__1", "state": "success"}]]
-    assert platform._ensure_prepare_run(api, LOGICAL, report)["state"] == "success"  # type: ignore[arg-type]
+    assert job.ensure_prepare_run(api, LOGICAL, report)["state"] == "success"  # type: ignore[arg-type]
     assert api.triggered == [] and api.cleared == []
     assert "already succeeded: reusing it (no new run)" in _out(report)
 
     api.existing = [[{"dag_run_id": "scheduled__1", "state": "failed"}]]
     api.run_states["scheduled__1"] = ["queued"]
-    run = platform._ensure_prepare_run(api, LOGICAL, report)  # type: ignore[arg-type]
+    run = job.ensure_prepare_run(api, LOGICAL, report)  # type: ignore[arg-type]
     assert api.cleared == [("prepare_dataset", "scheduled__1")]
     assert run["state"] == "queued"
     assert api.triggered == []
 
 
-def test_trigger_errors_other_than_conflict_are_reported(report: platform.Reporter) -> None:
+def test_trigger_errors_other_than_conflict_are_reported(report: summary.Reporter) -> None:
     api = FakeApi()
     api.trigger_status = 400
-    with pytest.raises(platform.AirflowApiError, match="HTTP 400"):
-        platform._ensure_prepare_run(api, LOGICAL, report)  # type: ignore[arg-type]
+    with pytest.raises(airflow_api.AirflowApiError, match="HTTP 400"):
+        job.ensure_prepare_run(api, LOGICAL, report)  # type: ignore[arg-type]
 
 
 def _ti(task_id: str, state: str | None, duration: float | None = None) -> dict[str, Any]:
@@ -117,7 +117,7 @@ def _ti(task_id: str, state: str | None, duration: float | None = None) -> dict[
             "start_date": None}
 
 
-def test_follow_run_prints_each_task_state_change(report: platform.Reporter) -> None:
+def test_follow_run_prints_each_task_state_change(report: summary.Reporter) -> None:
     api = FakeApi()
     api.run_states["r1"] = ["running", "running", "success"]
     api.tasks["r1"] = [
@@ -125,7 +125,7 @@ def test_follow_run_prints_each_task_state_change(report: platform.Reporter) -> 
         [_ti("a", "success", 2.0), _ti("b", "running")],
         [_ti("a", "success", 2.0), _ti("b", "success", 1.5)],
     ]
-    run = platform._follow_run(api, "prepare_dataset", {"dag_run_id": "r1"}, report,  # type: ignore[arg-type]
+    run = job.follow_run(api, "prepare_dataset", {"dag_run_id": "r1"}, report,  # type: ignore[arg-type]
                                time.monotonic() + 60)
     assert run["state"] == "success"
     lines = [line.split("] ", 1)[1] for line in _out(report).splitlines()]
@@ -138,12 +138,12 @@ def test_follow_run_prints_each_task_state_change(report: platform.Reporter) -> 
     ]
 
 
-def test_a_failed_run_reports_the_failing_task_and_its_log_tail(report: platform.Reporter) -> None:
+def test_a_failed_run_reports_the_failing_task_and_its_log_tail(report: summary.Reporter) -> None:
     api = FakeApi()
     api.run_states["r1"] = ["failed"]
     api.tasks["r1"] = [[_ti("select_features", "failed"), _ti("fix_missing_values", "upstream_failed")]]
-    with pytest.raises(platform.PlatformError) as failure:
-        platform._follow_run(api, "prepare_dataset", {"dag_run_id": "r1"}, report,  # type: ignore[arg-type]
+    with pytest.raises(errors.PlatformError) as failure:
+        job.follow_run(api, "prepare_dataset", {"dag_run_id": "r1"}, report,  # type: ignore[arg-type]
                              time.monotonic() + 60)
     message = str(failure.value)
     assert message.startswith("prepare_dataset run r1 failed (failed task: select_features)")
@@ -152,17 +152,17 @@ def test_a_failed_run_reports_the_failing_task_and_its_log_tail(report: platform
     assert "http://127.0.0.1:8080/dags/prepare_dataset/runs/r1" in message
 
 
-def test_a_stuck_run_times_out_naming_unfinished_tasks(report: platform.Reporter) -> None:
+def test_a_stuck_run_times_out_naming_unfinished_tasks(report: summary.Reporter) -> None:
     api = FakeApi()
     api.run_states["r1"] = ["running"]
     api.tasks["r1"] = [[_ti("a", "success", 1.0), _ti("b", "running")]]
     with pytest.raises(TimeoutError, match="unfinished tasks: b") as failure:
-        platform._follow_run(api, "train_model", {"dag_run_id": "r1"}, report,  # type: ignore[arg-type]
+        job.follow_run(api, "train_model", {"dag_run_id": "r1"}, report,  # type: ignore[arg-type]
                              time.monotonic() - 1)
     assert "log of train_model.b" in str(failure.value)
 
 
-def test_the_train_run_is_the_one_fed_by_our_prepare_run(report: platform.Reporter) -> None:
+def test_the_train_run_is_the_one_fed_by_our_prepare_run(report: summary.Reporter) -> None:
     api = FakeApi()
     api.asset_runs = [
         {"dag_run_id": "asset_2", "state": "running"},
@@ -172,18 +172,18 @@ def test_the_train_run_is_the_one_fed_by_our_prepare_run(report: platform.Report
         "asset_2": [{"source_dag_id": "prepare_dataset", "source_run_id": "other"}],
         "asset_1": [{"source_dag_id": "prepare_dataset", "source_run_id": "ours"}],
     }
-    run = platform._find_asset_run(api, "ours", report, time.monotonic() + 60)  # type: ignore[arg-type]
+    run = job.find_asset_run(api, "ours", report, time.monotonic() + 60)  # type: ignore[arg-type]
     assert run["dag_run_id"] == "asset_1"
     assert "already succeeded: reusing it" in _out(report)
 
 
-def test_no_train_run_from_the_asset_event_is_a_clear_error(report: platform.Reporter) -> None:
+def test_no_train_run_from_the_asset_event_is_a_clear_error(report: summary.Reporter) -> None:
     api = FakeApi()
-    with pytest.raises(platform.PlatformError, match="no train_model run was created from the Asset event"):
-        platform._find_asset_run(api, "ours", report, time.monotonic() + 60, wait=0)  # type: ignore[arg-type]
+    with pytest.raises(errors.PlatformError, match="no train_model run was created from the Asset event"):
+        job.find_asset_run(api, "ours", report, time.monotonic() + 60, wait=0)  # type: ignore[arg-type]
 
 
-def test_upstream_events_answering_500_until_the_run_starts_is_retried(report: platform.Reporter) -> None:
+def test_upstream_events_answering_500_until_the_run_starts_is_retried(report: summary.Reporter) -> None:
     """Airflow 3.3.2 fails that endpoint while the asset-triggered run is still queued."""
     api = FakeApi()
     api.asset_runs = [{"dag_run_id": "asset_1", "state": "queued"}]
@@ -192,11 +192,11 @@ def test_upstream_events_answering_500_until_the_run_starts_is_retried(report: p
     def events(dag_id: str, run_id: str) -> list[dict[str, Any]]:
         calls["n"] += 1
         if calls["n"] < 3:
-            raise platform.AirflowApiError("HTTP 500", 500)
+            raise airflow_api.AirflowApiError("HTTP 500", 500)
         return [{"source_dag_id": "prepare_dataset", "source_run_id": "ours"}]
 
     api.upstream_asset_events = events  # type: ignore[method-assign]
-    run = platform._find_asset_run(api, "ours", report, time.monotonic() + 60)  # type: ignore[arg-type]
+    run = job.find_asset_run(api, "ours", report, time.monotonic() + 60)  # type: ignore[arg-type]
     assert run["dag_run_id"] == "asset_1"
     assert calls["n"] == 3
 
@@ -218,19 +218,19 @@ class DagsApi(FakeApi):
         self.unpaused.append(dag_id)
 
 
-def test_paused_dags_are_unpaused(report: platform.Reporter) -> None:
+def test_paused_dags_are_unpaused(report: summary.Reporter) -> None:
     api = DagsApi({"prepare_dataset": {"is_paused": True}, "train_model": {"is_paused": False}}, [])
-    platform._wait_for_dags(api, report, time.monotonic() + 60)  # type: ignore[arg-type]
+    job.wait_for_dags(api, report, time.monotonic() + 60)  # type: ignore[arg-type]
     assert api.unpaused == ["prepare_dataset"]
     assert "DAGs are parsed" in _out(report)
 
 
-def test_a_dag_import_error_is_shown_and_fails_the_wait(report: platform.Reporter) -> None:
+def test_a_dag_import_error_is_shown_and_fails_the_wait(report: summary.Reporter) -> None:
     error = {"filename": "/x/dags/train_model.py", "timestamp": "t",
              "stack_trace": "Traceback ...\nModuleNotFoundError: No module named 'nope'"}
     api = DagsApi({"prepare_dataset": {"is_paused": False}}, [error])
-    with pytest.raises(platform.PlatformError) as failure:
-        platform._wait_for_dags(api, report, time.monotonic() + 60, wait_with_errors=0)  # type: ignore[arg-type]
+    with pytest.raises(errors.PlatformError) as failure:
+        job.wait_for_dags(api, report, time.monotonic() + 60, wait_with_errors=0)  # type: ignore[arg-type]
     assert "DAG(s) train_model not found" in str(failure.value)
     assert "No module named 'nope'" in str(failure.value)
     assert "DAG import error in /x/dags/train_model.py: ModuleNotFoundError" in _out(report)

@@ -1,30 +1,7 @@
-"""The bodies of the deploy DAGs' tasks (`deploy_model`, `deploy_traffic_mirroring`).
-
-Airflow-free: the DAG tasks call these with values from their Params, and
-`deploy_local_demo()` runs the same steps without Airflow.
-
-- `resolve_version(model)`: a version number or an alias of registered model
-  `wachttijden` -> `{"version", "model_uri": "models:/wachttijden/<n>", ...}`; the URI is
-  pinned to the number, so a moved alias changes the manifest (and the local controller
-  restarts the predictor). `ModelVersionNotFound` names the model, what was asked and what
-  exists.
-- `deploy_predictor(...)`, `deploy_mirroring(...)`: build manifests
-  (`serving.manifests`), apply them to the target from `MLOPS_DEPLOY_TARGET`, wait ready.
-- `smoke_test(url)`: one V1 prediction; `SmokeTestError` unless 200 with one finite number.
-- `compare_shadow(...)`: primary-vs-shadow agreement on a sample of hold-out rows.
-
-### Shadow comparison and where it is logged
-The sample is sent through the graph entry (InferenceGraph router, or the mirrored
-primary host for `virtualservice` only), which returns the primary's answers and also
-delivers every request to the shadow. The shadow's answers for the same rows are read by
-calling the shadow InferenceService directly with the same request body (the predictor is
-deterministic; on Kubernetes the worker may not read pod logs, so the shadow's prediction
-log is not used). Metrics go to MLflow as **one run per comparison in experiment
-`wachttijden-shadow`**: `mae_primary_vs_shadow`, `share_within_1_week`,
-`max_abs_diff_weeks`, `mae_primary`, `mae_shadow` (both against the true waiting time),
-`rows`; params: both versions/URIs, services, dataset, sample size, seed; tags: Airflow
-DAG/run ids when given. A separate experiment keeps the model experiment (`wachttijden`)
-for training runs only and makes comparisons easy to list.
+"""What the deploy DAGs' tasks do, without Airflow: resolve a registered version, deploy a
+predictor and the traffic mirror to the deploy target, smoke-test them, and compare the
+shadow with the primary. Each step returns a typed, JSON-serialisable result (a task's
+XCom); the README ("Deploying", "Traffic mirroring") describes targets and metrics.
 """
 
 from __future__ import annotations
@@ -32,8 +9,10 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
+from airflow_project import registry
+from airflow_project.wachttijden.categories import SAMPLE_ROW
 from airflow_project.wachttijden.schema import FEATURES, MODEL_NAME
 
 log = logging.getLogger(__name__)
@@ -41,66 +20,79 @@ log = logging.getLogger(__name__)
 SHADOW_EXPERIMENT = "wachttijden-shadow"
 WITHIN_WEEKS = 1.0
 BATCH_ROWS = 1000
-SMOKE_ROW: dict[str, str] = {
-    "TYPE_WACHTTIJD": "Behandeling",
-    "SPECIALISME": "Orthopedie (305)",
-    "ROAZ_REGIO": "Acute Zorg Oost",
-    "TYPE_ZORGINSTELLING": "Ziekenhuis",
-}
-
-
-class ModelVersionNotFound(LookupError):
-    """The requested version or alias does not exist in the registry."""
 
 
 class SmokeTestError(RuntimeError):
     """The deployed service did not answer a prediction correctly."""
 
 
+class ModelVersion(TypedDict):
+    name: str
+    requested: str  # what the Param said: a number or an alias
+    version: str
+    model_uri: str  # pinned by number: a moved alias changes the manifest
+    run_id: str
+    aliases: list[str]
+
+
+class PredictorDeployment(TypedDict):
+    target: str
+    namespace: str
+    service: str
+    model_uri: str
+    url: str
+    model_name: str
+    version: NotRequired[str]  # deploy_model adds the version it deployed
+
+
+class MirrorDeployment(TypedDict):
+    target: str
+    namespace: str
+    mode: str
+    primary: str
+    shadow: str
+    entry_url: str  # where requests reach primary and shadow: the graph, else the mirrored primary
+    entry_is_graph: bool  # the graph router answers any path; a predictor only its own
+    graph: NotRequired[str]
+    graph_url: NotRequired[str]
+    virtual_service: NotRequired[str]
+    mirror_url: NotRequired[str]
+    shadow_url: NotRequired[str]  # added by the DAG: the shadow's own URL, for the comparison
+    model_name: NotRequired[str]
+
+
+class SmokeResult(TypedDict):
+    url: str
+    request: dict[str, Any]
+    response: dict[str, Any]
+    prediction: float
+    version: NotRequired[str]
+
+
+class ComparisonResult(TypedDict):
+    run_id: str
+    experiment: str
+    metrics: dict[str, float]
+
+
 # --------------------------------------------------------------------------- registry
-def _describe_registry(client: Any, name: str) -> str:
-    try:
-        model = client.get_registered_model(name)
-    except Exception:  # noqa: BLE001 - only for the message
-        return f"registered model {name!r} does not exist (run train_model first)"
-    try:
-        versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
-    except Exception:  # noqa: BLE001
-        versions = []
-    aliases = ", ".join(f"{a} -> {v}" for a, v in sorted((model.aliases or {}).items())) or "none"
-    shown = ", ".join(map(str, versions)) or "none"
-    return f"existing versions: {shown}; aliases: {aliases}"
-
-
-def resolve_version(model: str | int, *, name: str = MODEL_NAME, tracking_uri: str | None = None) -> dict[str, Any]:
+def resolve_version(model: str | int, *, name: str = MODEL_NAME, tracking_uri: str | None = None) -> ModelVersion:
     """Version number or alias -> the registered version, pinned by number."""
     from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
 
     ref = str(model).strip()
     if not ref:
         raise ValueError("model must be a version number or an alias, got an empty string")
-    client = MlflowClient(tracking_uri)
-    by_number = ref.isdigit()
-    try:
-        mv = client.get_model_version(name, ref) if by_number else client.get_model_version_by_alias(name, ref)
-    except MlflowException as exc:
-        if exc.error_code not in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"}:
-            raise
-        what = f"version {ref}" if by_number else f"alias {ref!r}"
-        raise ModelVersionNotFound(
-            f"model {name!r} has no {what} in the MLflow registry at {client.tracking_uri}; "
-            f"{_describe_registry(client, name)}"
-        ) from exc
+    mv = registry.require_version(MlflowClient(tracking_uri), ref, name)
     version = str(mv.version)
-    result = {
-        "name": name,
-        "requested": ref,
-        "version": version,
-        "model_uri": f"models:/{name}/{version}",
-        "run_id": mv.run_id,
-        "aliases": sorted(getattr(mv, "aliases", None) or ([] if by_number else [ref])),
-    }
+    result = ModelVersion(
+        name=name,
+        requested=ref,
+        version=version,
+        model_uri=registry.model_uri(version, name),
+        run_id=mv.run_id,
+        aliases=sorted(getattr(mv, "aliases", None) or ([] if ref.isdigit() else [ref])),
+    )
     log.info("model %s %s -> version %s (%s)", name, ref, version, result["model_uri"])
     return result
 
@@ -114,15 +106,12 @@ def deploy_predictor(
     timeout: float = 600.0,
     target: Any | None = None,
     cluster_local: bool = False,
-) -> dict[str, Any]:
+) -> PredictorDeployment:
     """Apply an InferenceService for `model_uri` and wait until it is Ready
     (`cluster_local`: no ingress of its own, see `manifests.inference_service`)."""
+    from airflow_project.serving.constants import INFERENCE_SERVICE
     from airflow_project.serving.manifests import inference_service
-    from airflow_project.serving.targets import (
-        INFERENCE_SERVICE,
-        serving_config_from_env,
-        target_from_env,
-    )
+    from airflow_project.serving.targets import serving_config_from_env, target_from_env
 
     target = target or target_from_env(namespace)
     config = serving_config_from_env(target.namespace)
@@ -130,8 +119,8 @@ def deploy_predictor(
     target.apply(manifest)
     url = target.wait_ready(INFERENCE_SERVICE, service_name, timeout)
     log.info("InferenceService %s/%s ready at %s (%s)", target.namespace, service_name, url, model_uri)
-    return {"target": target.name, "namespace": target.namespace, "service": service_name,
-            "model_uri": model_uri, "url": url, "model_name": config.served_model_name}
+    return PredictorDeployment(target=target.name, namespace=target.namespace, service=service_name,
+                               model_uri=model_uri, url=url, model_name=config.served_model_name)
 
 
 MIRROR_MODES = ("graph", "virtualservice", "both")
@@ -147,36 +136,28 @@ def deploy_mirroring(
     namespace: str | None = None,
     timeout: float = 600.0,
     target: Any | None = None,
-) -> dict[str, Any]:
-    """InferenceGraph (mode graph/both) and/or Istio VirtualService mirror (virtualservice/both).
-
-    Returns the URLs and `entry_url`: where requests go to reach primary and shadow (the
-    graph when there is one, else the mirrored primary).
-    """
+) -> MirrorDeployment:
+    """InferenceGraph (mode graph/both) and/or Istio VirtualService mirror (virtualservice/both)."""
+    from airflow_project.serving.constants import INFERENCE_GRAPH, VIRTUAL_SERVICE
     from airflow_project.serving.manifests import inference_graph, virtual_service_mirror
-    from airflow_project.serving.targets import (
-        INFERENCE_GRAPH,
-        VIRTUAL_SERVICE,
-        serving_config_from_env,
-        target_from_env,
-    )
+    from airflow_project.serving.targets import serving_config_from_env, target_from_env
 
     if mode not in MIRROR_MODES:
         raise ValueError(f"mirror mode must be one of {MIRROR_MODES}, got {mode!r}")
     target = target or target_from_env(namespace)
     config = serving_config_from_env(target.namespace)
-    out: dict[str, Any] = {"target": target.name, "namespace": target.namespace, "mode": mode,
-                           "primary": primary, "shadow": shadow}
-    if mode in ("graph", "both"):
+    with_graph = mode in ("graph", "both")
+    out = MirrorDeployment(target=target.name, namespace=target.namespace, mode=mode, primary=primary,
+                           shadow=shadow, entry_url="", entry_is_graph=with_graph)
+    if with_graph:
         target.apply(inference_graph(graph_name, primary, shadow, config))
-        out["graph"] = graph_name
-        out["graph_url"] = target.wait_ready(INFERENCE_GRAPH, graph_name, timeout)
+        out.update(graph=graph_name, graph_url=target.wait_ready(INFERENCE_GRAPH, graph_name, timeout))
     if mode in ("virtualservice", "both"):
         vs = virtual_service_mirror(primary, shadow, config, percentage=percentage)
         target.apply(vs)
-        out["virtual_service"] = vs["metadata"]["name"]
-        out["mirror_url"] = target.wait_ready(VIRTUAL_SERVICE, vs["metadata"]["name"], timeout)
-    out["entry_url"] = out.get("graph_url") or out["mirror_url"]
+        name = vs["metadata"]["name"]
+        out.update(virtual_service=name, mirror_url=target.wait_ready(VIRTUAL_SERVICE, name, timeout))
+    out["entry_url"] = out["graph_url"] if with_graph else out["mirror_url"]
     log.info("mirroring %s -> %s ready (%s) at %s", primary, shadow, mode, out["entry_url"])
     return out
 
@@ -204,13 +185,13 @@ def _predict(url: str, rows: Sequence[Mapping[str, Any]], model_name: str = MODE
 
 
 def smoke_test(url: str, model_name: str = MODEL_NAME, *, row: Mapping[str, str] | None = None,
-               graph: bool = False, attempts: int = 5, delay: float = 2.0) -> dict[str, Any]:
+               graph: bool = False, attempts: int = 5, delay: float = 2.0) -> SmokeResult:
     """One prediction through `url`; a few attempts (a fresh Service may need a moment)."""
     import time
 
     import httpx
 
-    row = dict(row or SMOKE_ROW)
+    row = dict(row or SAMPLE_ROW)
     last: Exception | None = None
     for attempt in range(1, attempts + 1):
         try:
@@ -218,8 +199,8 @@ def smoke_test(url: str, model_name: str = MODEL_NAME, *, row: Mapping[str, str]
             if not math.isfinite(prediction) or prediction < 0:
                 raise SmokeTestError(f"{url}: prediction {prediction} is not a waiting time in weeks")
             log.info("smoke test %s: %s -> %.2f weeks", url, row, prediction)
-            return {"url": url, "request": {"instances": [row]}, "response": {"predictions": [prediction]},
-                    "prediction": prediction}
+            return SmokeResult(url=url, request={"instances": [row]}, response={"predictions": [prediction]},
+                               prediction=prediction)
         except (httpx.HTTPError, SmokeTestError) as exc:
             last = exc
             if attempt < attempts:
@@ -273,8 +254,9 @@ def compare_shadow(
     shadow: Mapping[str, Any] | None = None,
     tracking_uri: str | None = None,
     tags: Mapping[str, str] | None = None,
-) -> dict[str, Any]:
-    """Send hold-out rows through the entry (graph), ask the shadow the same, log agreement."""
+) -> ComparisonResult:
+    """Send hold-out rows through the entry, ask the shadow the same rows directly, log the
+    agreement as one run of MLflow experiment `wachttijden-shadow`."""
     import mlflow
 
     if sample_size < 1:
@@ -300,40 +282,5 @@ def compare_shadow(
         })
         mlflow.log_metrics(metrics)
     log.info("shadow comparison %s (run %s): %s", run_name, run.info.run_id, metrics)
-    return {"run_id": run.info.run_id, "experiment": SHADOW_EXPERIMENT, "metrics": metrics}
+    return ComparisonResult(run_id=run.info.run_id, experiment=SHADOW_EXPERIMENT, metrics=metrics)
 
-
-# --------------------------------------------------------------------------- without Airflow
-def deploy_local_demo(
-    *,
-    namespace: str | None = None,
-    primary_model: str = "champion",
-    shadow_model: str = "challenger",
-    primary_service: str = "wachttijden-primary",
-    shadow_service: str = "wachttijden-shadow",
-    graph_name: str = "wachttijden-graph",
-    tracking_uri: str | None = None,
-    timeout: float = 300.0,
-) -> dict[str, Any]:
-    """What `deploy_traffic_mirroring` deploys, on the target from the environment, without
-    Airflow and without the comparison: for `mlops up` when it does not trigger the DAG.
-
-    Needs MLFLOW_TRACKING_URI (or `tracking_uri`) and MLOPS_HOME like the DAGs. Returns
-    `predictor_url`, `shadow_url`, `graph_url`, `sample_request`, `sample_response`,
-    the resolved versions.
-    """
-    import os
-
-    if tracking_uri:
-        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
-    p = resolve_version(primary_model, tracking_uri=tracking_uri)
-    s = resolve_version(shadow_model, tracking_uri=tracking_uri)
-    primary = deploy_predictor(primary_service, p["model_uri"], namespace=namespace, timeout=timeout)
-    shadow = deploy_predictor(shadow_service, s["model_uri"], namespace=namespace, timeout=timeout)
-    graph = deploy_mirroring(graph_name, primary_service, shadow_service, namespace=namespace, timeout=timeout)
-    smoke = smoke_test(graph["graph_url"], graph=True)
-    return {
-        "predictor_url": primary["url"], "shadow_url": shadow["url"], "graph_url": graph["graph_url"],
-        "primary_version": p["version"], "shadow_version": s["version"],
-        "sample_request": smoke["request"], "sample_response": smoke["response"],
-    }

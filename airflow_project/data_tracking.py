@@ -35,6 +35,7 @@ DATA_EXPERIMENT = "wachttijden-data"
 REPORT_ARTIFACT = "data_report.json"
 PLOT_ARTIFACT = "plots/target_distribution.png"
 PREPROCESSED_TAG = "preprocessed"
+HEADLINE_TAG = "headline"
 
 
 @dataclass
@@ -106,6 +107,7 @@ def log_data_run(report: ExportReport, *, baseline: pd.DataFrame | None, preproc
     with mlflow.start_run(run_name=run_name) as run:
         mlflow.set_tags({
             "export": report.source, PREPROCESSED_TAG: preprocessed, "gate": report.gate,
+            HEADLINE_TAG: report.headline(),
             "baseline": report.baseline_source or report.baseline_note,
             **({"gate_override": report.override} if report.override else {}), **(tags or {}),
         })

@@ -31,6 +31,7 @@ from airflow_project.local.config import (
 )
 from airflow_project.local.errors import PlatformError
 from airflow_project.local.models import (
+    data_report,
     model_summary,
     needs_second_model,
     registry_state,
@@ -97,7 +98,15 @@ def run(config: LocalConfig, report: Reporter, deadline: float) -> str:
     models = [model_summary(config, version, registry) for version in dict.fromkeys((primary, shadow))]
     demo = try_it(endpoints)
     comparison = shadow_comparison(config)
-    return final_summary(config, password, models, endpoints, demo, comparison, report)
+    data = data_report(config, todays_export())
+    return final_summary(config, password, models, endpoints, demo, comparison, report, data)
+
+
+def todays_export() -> str:
+    """The raw export `up` seeds and prepares today, as the data checks name it."""
+    from airflow_project.datalake import RAW_CONTAINER, dataset_path
+
+    return f"{RAW_CONTAINER}/{dataset_path(today())}"
 
 
 def wait_for(probe: Callable[[], Any], deadline: float, what: str, interval: float = 1.0) -> Any:

@@ -29,8 +29,8 @@ node_modules/.bin/azurite: package.json package-lock.json
 
 ## ---------------------------------------------------------------- local platform
 .PHONY: up down status
-up: install ## start Azurite, MLflow, Airflow locally; run the job; serve champion + mirroring graph
-	$(MLOPS) up
+up: install ## start Azurite, MLflow, Airflow locally; run the job; serve champion + mirroring graph (DRIFT_DEMO=1: show the data gate stop a drifted export)
+	$(MLOPS) up $(if $(DRIFT_DEMO),--drift-demo,)
 
 down: ## stop the local platform (keeps data; PURGE=1 deletes .local/)
 	$(MLOPS) down $(if $(PURGE),--purge,)

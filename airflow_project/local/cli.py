@@ -140,7 +140,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from airflow_project.local import commands
     from airflow_project.local.config import LocalConfig
 
-    return commands.up(LocalConfig(), rows=args.rows)
+    return commands.up(LocalConfig(), rows=args.rows, drift_demo=args.drift_demo)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -224,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = commands.add_parser("up", help="start the local platform and run the whole job")
     up.add_argument("--rows", type=_positive, default=20_000, help="rows of the generated export")
+    up.add_argument("--drift-demo", action="store_true",
+                    help="then send a drifted export through prepare_dataset and show the data gate stop it")
     up.set_defaults(func=cmd_up)
     commands.add_parser("status", help="show the local platform").set_defaults(func=cmd_status)
     down = commands.add_parser("down", help="stop the local platform")

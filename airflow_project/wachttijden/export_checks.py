@@ -32,7 +32,6 @@ PSI is in neither scipy nor scikit-learn (KS is, and comes from scipy).
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -324,27 +323,21 @@ def check_export(frame: pd.DataFrame, baseline: pd.DataFrame | None, *, source: 
 def target_distribution_plot(baseline: Any | None, new: Any, *, title: str = "WACHTTIJD: baseline vs new export"
                              ) -> bytes:
     """A PNG of the two waiting-time distributions (share of rows per week), overlaid."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .plots import png
 
     sides = [("new export", np.asarray(new, dtype="float64"))]
     if baseline is not None:
         sides.insert(0, ("baseline (champion's training data)", np.asarray(baseline, dtype="float64")))
-    values = np.concatenate([v for _, v in sides]) if any(v.size for _, v in sides) else np.zeros(1)
+    values = np.concatenate([v for _, v in sides])
     top = max(1.0, math.ceil(float(np.quantile(values, 0.995)))) if values.size else 1.0
     bins = np.arange(0.0, top + 2.0) - 0.5  # one bin per whole week, the top 0.5% clipped
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
-    try:
+
+    def draw(ax: Any) -> None:
         for label, v in sides:
             if v.size:
                 ax.hist(np.clip(v, 0, top), bins=bins, density=True, histtype="step", linewidth=1.5,
                         label=f"{label} (n={v.size:,}, median {np.median(v):g})")
         ax.set(xlabel="waiting time (weeks)", ylabel="share of rows", title=title)
         ax.legend(loc="upper right")
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png")
-        return buf.getvalue()
-    finally:
-        plt.close(fig)
+
+    return png(draw, (8, 4.5))

@@ -68,25 +68,25 @@ def champion_baseline(lake: DataLake, tracking_uri: str | None = None) -> Baseli
     client = _client(tracking_uri)
     champion = registry.find_version(client, registry.CHAMPION)
     if champion is None:
-        return Baseline(None, None, "not applicable: no champion yet (first model)")
+        return Baseline(None, None, "no champion yet, the first model")
     version = str(champion.version)
     run = client.get_run(champion.run_id)
     trained_on = run.data.params.get("input", "")
     try:
         ref = BlobRef.parse(trained_on)
     except ValueError:
-        return Baseline(None, None, f"not applicable: champion v{version} was trained on {trained_on or '?'}, "
+        return Baseline(None, None, f"champion v{version} was trained on {trained_on or '?'}, "
                         "which is not in the data lake", version)
     try:
         frame = read_prepared(lake, ref)
     except BlobNotFoundError:
-        return Baseline(None, None, f"not applicable: champion v{version}'s training data {ref} no longer "
+        return Baseline(None, None, f"champion v{version}'s training data {ref} no longer "
                         "exists", version)
     recorded = _training_digest(run)
     if recorded is not None:
         digest = registry.training_dataset(frame, lake.url(ref)).digest
         if digest != recorded:
-            return Baseline(None, None, f"not applicable: {ref} changed since champion v{version} was trained "
+            return Baseline(None, None, f"{ref} changed since champion v{version} was trained "
                             f"on it (digest {digest}, recorded {recorded})", version)
     return Baseline(frame, f"champion v{version}'s training data {ref}", "compared", version)
 
@@ -108,7 +108,7 @@ def log_data_run(report: ExportReport, *, baseline: pd.DataFrame | None, preproc
         mlflow.set_tags({
             "export": report.source, PREPROCESSED_TAG: preprocessed, "gate": report.gate,
             HEADLINE_TAG: report.headline(),
-            "baseline": report.baseline_source or report.baseline_note,
+            "baseline": report.baseline_source or f"not applicable: {report.baseline_note}",
             **({"gate_override": report.override} if report.override else {}), **(tags or {}),
         })
         mlflow.log_params({"min_usable_share": t.min_usable_share, "max_drift": t.max_drift,

@@ -103,7 +103,7 @@ def champion(services: str, datalake, client) -> dict:
 def test_first_export_passes_with_the_baseline_checks_not_applicable(champion, client):
     [run] = _data_runs(client, FIRST)
     assert run.data.tags["gate"] == "passed"
-    assert run.data.tags["baseline"] == "not applicable: no champion yet (first model)"
+    assert run.data.tags["baseline"] == "not applicable: no champion yet, the first model"
     assert run.data.tags["preprocessed"] == champion["path"]
     assert 0.9 < run.data.metrics["usable_share"] < 1.0 and "drift" not in run.data.metrics
     report = _report(client, run)
@@ -198,3 +198,30 @@ def test_champion_is_backtested_on_the_second_export_before_training(champion, d
     datasets = new_run.inputs.dataset_inputs
     assert [d.dataset.name for d in datasets] == [MODEL_NAME]
     assert datasets[0].dataset.source.endswith(f'{path}"}}')
+
+
+def test_a_rewritten_or_deleted_baseline_is_not_taken_for_the_champions_data(champion, datalake, client):
+    """Runs last: it rewrites, then deletes, the champion's training data in the lake."""
+    current = client.get_model_version_by_alias(MODEL_NAME, "champion")
+    trained_on = BlobRef.parse(client.get_run(current.run_id).data.params["input"])
+    original = datalake.read(trained_on)
+    header, *rows = original.decode("utf-8").splitlines()
+    try:
+        datalake.write(trained_on, "\n".join([header, *rows[: len(rows) // 2]]).encode("utf-8") + b"\n")
+        day = SECOND + dt.timedelta(days=1)
+        _upload(datalake, day, synthetic.SyntheticConfig(rows=ROWS, seed=15))
+        assert _dag("prepare_dataset").test(logical_date=day).state == "success"
+        [data_run] = _data_runs(client, day)
+        assert data_run.data.tags["baseline"].startswith(
+            f"not applicable: {trained_on} changed since champion v{current.version} was trained on it (digest ")
+        assert "drift" not in data_run.data.metrics
+
+        datalake.delete(trained_on)
+        day += dt.timedelta(days=1)
+        _upload(datalake, day, synthetic.SyntheticConfig(rows=ROWS, seed=16))
+        assert _dag("prepare_dataset").test(logical_date=day).state == "success"
+        [data_run] = _data_runs(client, day)
+        assert data_run.data.tags["baseline"] == (
+            f"not applicable: champion v{current.version}'s training data {trained_on} no longer exists")
+    finally:
+        datalake.write(trained_on, original)

@@ -159,6 +159,13 @@ def drift_by_column(baseline: pd.DataFrame, new: pd.DataFrame,
 
 
 # --------------------------------------------------------------------------- the report
+LISTED_CATEGORIES = 100
+
+
+def _largest(categories: Mapping[str, Mapping[str, int]], n: int = LISTED_CATEGORIES) -> dict[str, dict[str, int]]:
+    return {f: dict(sorted(v.items(), key=lambda kv: (-kv[1], kv[0]))[:n]) for f, v in categories.items()}
+
+
 @dataclass
 class ExportReport:
     """Everything the checks found about one export; `to_dict()` is the JSON report."""
@@ -239,13 +246,17 @@ class ExportReport:
             f"{self.thresholds.min_usable_share:.0%})"), drift, categories, f"gate {self.gate}") if part)
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON report. Category lists keep the LISTED_CATEGORIES largest per feature (a
+        garbled export can bring thousands of values); `*_total` count them all."""
         c = self.cleaning
         return {
             "source": self.source,
             "usable_share": self.usable_share,
             "drift": self.drift,
-            "new_categories": self.new_categories,
-            "missing_categories": self.missing_categories,
+            "new_categories": _largest(self.new_categories),
+            "missing_categories": _largest(self.missing_categories),
+            "new_categories_total": {f: len(v) for f, v in self.new_categories.items()},
+            "missing_categories_total": {f: len(v) for f, v in self.missing_categories.items()},
             "passed": self.passed,
             "reasons": self.reasons,
             "gate": self.gate,

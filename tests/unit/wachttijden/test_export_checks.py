@@ -185,3 +185,13 @@ def test_distribution_plot_is_a_png(baseline):
     png = checks.target_distribution_plot(baseline[TARGET], baseline[TARGET] + 2)
     assert png.startswith(b"\x89PNG")
     assert checks.target_distribution_plot(None, [1.0, 2.0]).startswith(b"\x89PNG")
+
+
+def test_report_lists_the_largest_new_categories_and_counts_all(baseline):
+    garbled = _export(2).assign(ROAZ_REGIO=[f"regio {i}" for i in range(4000)])
+    report = checks.check_export(garbled, baseline, source="x", baseline_source="b")
+    data = report.to_dict()
+    assert len(data["new_categories"]["ROAZ_REGIO"]) == checks.LISTED_CATEGORIES
+    assert data["new_categories_total"]["ROAZ_REGIO"] == len(report.new_categories["ROAZ_REGIO"]) > 3000
+    assert data["missing_categories_total"]["ROAZ_REGIO"] == 11
+    assert report.metrics()["new_categories"] > 3000

@@ -61,7 +61,7 @@ bench-pipeline: install ## time prepare+train on 100k and 1M rows (reports/)
 	$(PY) -m loadtest.bench_pipeline
 
 .PHONY: calibrate-drift
-calibrate-drift: install ## the data gate's drift statistic on clean and drifted exports (reports/drift-calibration.md)
+calibrate-drift: install ## the data gate's drift on clean and drifted exports, the promotion margin (reports/drift-calibration.md)
 	$(PY) -m loadtest.drift_calibration
 
 ## ---- release (images, chart, Kubernetes)

@@ -48,11 +48,13 @@ SKOPS_TRUSTED_TYPES: tuple[str, ...] = (
 BACKTEST_METRIC = "backtest_mae"
 """Logged on a version's own training run, step = the export date as YYYYMMDD: one series
 per model across exports, which the MLflow UI charts (backtest.py)."""
-BACKTEST_MARGIN = 0.05
+BACKTEST_MARGIN = 0.10
 """How far the champion's backtest may beat the new version's hold-out MAE before the new
-version is kept out. The hold-out MAE of an NZa-sized export (~1,000-2,000 hold-out rows)
-moves by about 2% between seeds (standard error of a mean of absolute errors); 5% is past
-two of those, so only a champion that is really better on unseen data blocks a promotion."""
+version is kept out (relative). Measured by `make calibrate-drift` (loadtest/drift_calibration.py,
+margin_spread): for two equally good models on NZa-sized exports (~1,500 hold-out rows) the
+champion's backtest 'beats' the new hold-out MAE by chance with a spread of about 4%
+(sd; 90th percentile ~5%, largest of 25 pairs ~8.5%): 10% is past all of that, so only a
+champion that is really better on unseen data blocks a promotion."""
 
 
 @dataclass(frozen=True)

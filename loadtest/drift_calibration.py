@@ -1,5 +1,6 @@
 """Where the data gate's default thresholds come from: the drift statistic measured on
-exports that must pass and exports that must be stopped.
+exports that must pass and exports that must be stopped; and where the promotion rule's
+backtest margin comes from (`margin_spread`).
 
     python -m loadtest.drift_calibration [--rows 20000]      (make calibrate-drift)
 
@@ -156,6 +157,39 @@ def run(rows: int = 20_000) -> list[Case]:
     return synthetic_cases(rows) + nza_shaped_cases()
 
 
+# --------------------------------------------------------------------------- the promotion margin
+def margin_spread(pairs: int = 25, rows: int = 7500) -> np.ndarray:
+    """How much an equally good champion's backtest 'beats' a new version's hold-out MAE by
+    chance: pairs of decision trees on two synthetic exports of the same process (an
+    NZa-sized export: ~1,500 hold-out rows); 1 - champion backtest MAE / new hold-out MAE."""
+    from airflow_project.wachttijden import training
+
+    def export(seed: int) -> pd.DataFrame:
+        return clean(select_features(synthetic.generate(synthetic.SyntheticConfig(rows=rows, seed=seed))), "x")[0]
+
+    out = []
+    for i in range(pairs):
+        old, new = export(1000 + 2 * i), export(1001 + 2 * i)
+        champion = training.train(old).pipeline
+        trained = training.train(new)
+        backtest = float(np.abs(champion.predict(new.loc[:, list(FEATURES)]) - new[TARGET]).mean())
+        out.append(1.0 - backtest / trained.metrics["mae"])
+    return np.asarray(out)
+
+
+def margin_report(spread: np.ndarray) -> str:
+    from airflow_project.registry import BACKTEST_MARGIN
+
+    return "\n".join([
+        "# Promotion margin",
+        "",
+        (f"Champion backtest vs new hold-out MAE, equally good models ({spread.size} pairs): 'beats by' "
+        f"mean {spread.mean():+.3f}, sd {spread.std(ddof=1):.3f}, 90th percentile {np.quantile(spread, 0.9):.3f}, "
+        f"max {spread.max():.3f}. Margin: {BACKTEST_MARGIN:.2f} "
+        f"(exceeded by chance in {np.mean(spread > BACKTEST_MARGIN):.0%} of these pairs)."),
+    ]) + "\n"
+
+
 def report(cases: list[Case]) -> str:
     t = export_checks.GateThresholds()
     lines = [
@@ -186,9 +220,10 @@ def report(cases: list[Case]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=20_000, help="rows of each synthetic export")
+    parser.add_argument("--pairs", type=int, default=25, help="model pairs for the promotion margin")
     parser.add_argument("--output", type=Path, default=REPORT)
     args = parser.parse_args(argv)
-    text = report(run(args.rows))
+    text = report(run(args.rows)) + "\n" + margin_report(margin_spread(args.pairs))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(text)
     print(text)

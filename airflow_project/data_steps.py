@@ -1,8 +1,9 @@
 """What the data DAGs' tasks do, without Airflow: plain functions over a `DataLake`.
 
-`prepare_dataset`'s two steps, which preprocessed dataset `train_model` uses, training on it,
-and reading the newest one back for the shadow comparison. Task bodies call these with
-plain values, so they are unit-testable without a running Airflow.
+`prepare_dataset`'s steps (select features, check the export, fix missing values), which
+preprocessed dataset `train_model` uses, the backtest before training, training on it, and
+reading the newest one back for the shadow comparison. Task bodies call these with plain
+values, so they are unit-testable without a running Airflow.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from airflow_project.datalake import (
     CONTAINERS,
@@ -27,6 +28,8 @@ from airflow_project.datalake import (
 if TYPE_CHECKING:
     import pandas as pd
 
+    from airflow_project.backtest import BacktestResult
+    from airflow_project.wachttijden.export_checks import GateThresholds
     from airflow_project.wachttijden.training import TrainingConfig
 
 log = logging.getLogger(__name__)
@@ -39,6 +42,17 @@ PREPARED_SUFFIX = ".csv"
 class StepResult:
     output: str
     rows: int
+
+
+class ExportCheckResult(TypedDict):
+    """The validate_export task's XCom: the gate and where the full report is."""
+
+    gate: str  # passed | overridden (a failed gate fails the task)
+    headline: str
+    reasons: list[str]
+    run_id: str
+    experiment: str
+    report: dict[str, Any]
 
 
 class TrainingResult(TypedDict):
@@ -70,6 +84,47 @@ def select_features(lake: DataLake, raw: BlobRef) -> StepResult:
     return StepResult(str(out), len(frame))
 
 
+def preprocessed_output(intermediate: BlobRef) -> BlobRef:
+    """Where fix_missing_values writes the prepared dataset of an intermediate file."""
+    return BlobRef(PREPROCESSED_CONTAINER, _with_suffix(intermediate.path, PREPARED_SUFFIX))
+
+
+GATE_OVERRIDE_PARAM = "gate_override"
+
+
+def validate_export(lake: DataLake, intermediate: BlobRef, raw: BlobRef, thresholds: GateThresholds, *,
+                    override: str | None = None, run_name: str | None = None,
+                    tags: dict[str, str] | None = None) -> ExportCheckResult:
+    """Check the export against the champion's training data, log the report as a run of
+    `wachttijden-data`, and stop (DataGateFailed) when the gate fails without an override."""
+    from airflow_project import data_tracking
+    from airflow_project.wachttijden import dataset, export_checks
+
+    frame = dataset.read_intermediate(lake.read(intermediate), str(intermediate))
+    baseline = data_tracking.champion_baseline(lake)
+    report = export_checks.check_export(
+        frame, baseline.frame, source=str(raw), thresholds=thresholds, baseline_source=baseline.source,
+        baseline_note=baseline.note, override=override,
+    )
+    preprocessed = preprocessed_output(intermediate)
+    run_id = data_tracking.log_data_run(
+        report, baseline=baseline.frame, preprocessed=str(preprocessed), run_name=run_name,
+        params={"export": str(raw), "baseline_version": baseline.version or ""}, tags=tags,
+    )
+    where = f"MLflow experiment {data_tracking.DATA_EXPERIMENT}, run {run_id}"
+    if report.gate == "failed":
+        raise export_checks.DataGateFailed(
+            f"{raw}: data gate failed, nothing written to {preprocessed}: {'; '.join(report.reasons)}. "
+            f"Report: {where}. To let this export through once, run again with the param "
+            f"{GATE_OVERRIDE_PARAM} set to the reason."
+        )
+    if report.gate == "overridden":
+        log.warning("%s: data gate failed but overridden (%s): %s", raw, report.override, "; ".join(report.reasons))
+    log.info("%s: %s (%s)", raw, report.headline(), where)
+    return ExportCheckResult(gate=report.gate, headline=report.headline(), reasons=report.reasons, run_id=run_id,
+                             experiment=data_tracking.DATA_EXPERIMENT, report=report.to_dict())
+
+
 def fix_missing_values(lake: DataLake, intermediate: BlobRef) -> StepResult:
     """intermediate/<path>.parquet -> preprocessed/<path>.csv: rows a model can learn from."""
     from airflow_project.wachttijden import dataset
@@ -77,7 +132,7 @@ def fix_missing_values(lake: DataLake, intermediate: BlobRef) -> StepResult:
     source = str(intermediate)
     frame = dataset.read_intermediate(lake.read(intermediate), source)
     cleaned, report = dataset.fix_missing_values(frame, source)
-    out = BlobRef(PREPROCESSED_CONTAINER, _with_suffix(intermediate.path, PREPARED_SUFFIX))
+    out = preprocessed_output(intermediate)
     lake.write(out, dataset.to_prepared_bytes(cleaned))
     return StepResult(str(out), report.rows_out)
 
@@ -121,12 +176,30 @@ def newest_prepared(lake: DataLake) -> tuple[pd.DataFrame, str]:
     return read_prepared(lake, ref), str(ref)
 
 
+def backtest(lake: DataLake, path: str, run_day: dt.date | dt.datetime) -> BacktestResult:
+    """Score champion and challenger on the dataset about to be trained on (before training):
+    its export date is the one in its path, else the run's date."""
+    from airflow_project.backtest import backtest_registered
+    from airflow_project.datalake import dataset_day
+
+    ref = BlobRef.parse(path)
+    day = dataset_day(ref.path) or (run_day.date() if isinstance(run_day, dt.datetime) else run_day)
+    return backtest_registered(read_prepared(lake, ref), export=str(ref), day=day)
+
+
 def train(lake: DataLake, path: str, config: TrainingConfig, *, run_name: str,
-          tags: dict[str, str]) -> TrainingResult:
-    """Train on a preprocessed dataset of the lake, register the model, apply the promotion rule."""
+          tags: dict[str, str], backtest: BacktestResult | None = None) -> TrainingResult:
+    """Train on a preprocessed dataset of the lake, register the model with its model card,
+    apply the promotion rule."""
+    from airflow_project.data_tracking import find_data_report
     from airflow_project.registry import train_and_register
 
     ref = BlobRef.parse(path)
-    result = train_and_register(read_prepared(lake, ref), config, source=str(ref), run_name=run_name, tags=tags)
+    found = find_data_report(str(ref))
+    result = train_and_register(
+        read_prepared(lake, ref), config, source=str(ref), run_name=run_name, tags=tags,
+        dataset_uri=lake.url(ref), data_report=found[0] if found else None, data_run=found[1] if found else None,
+        backtests=list(backtest["scored"]) if backtest else None,
+    )
     return TrainingResult(version=result.version, promoted=result.promoted, decision=result.decision,
                           run_id=result.run_id, metrics=result.metrics)

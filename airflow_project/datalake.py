@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -39,6 +40,21 @@ DATASET = "wachttijden"
 def dataset_path(day: dt.date | dt.datetime) -> str:
     """`wachttijden/<YYYY>/<MM>/<DD>/wachttijden.csv` for a run's logical date."""
     return f"{DATASET}/{day:%Y}/{day:%m}/{day:%d}/{DATASET}.csv"
+
+
+_DATASET_DAY = re.compile(rf"(?:^|/){DATASET}/(\d{{4}})/(\d{{2}})/(\d{{2}})/")
+
+
+def dataset_day(path: str) -> dt.date | None:
+    """The export date in a `dataset_path` (any container in front, any file name); None
+    for a path that does not carry one."""
+    match = _DATASET_DAY.search(path)
+    if match is None:
+        return None
+    try:
+        return dt.date(*map(int, match.groups()))
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -109,6 +125,10 @@ class DataLake:
         blob = self.client.get_blob_client(ref.container, ref.path)
         blob.upload_blob(data, overwrite=True, max_concurrency=2)
         log.info("wrote %s (%d bytes)", ref, len(data))
+
+    def url(self, ref: BlobRef) -> str:
+        """The blob's URL (Azure: https://<account>.blob.core.windows.net/<container>/<path>)."""
+        return str(self.client.get_blob_client(ref.container, ref.path).url)
 
     def exists(self, ref: BlobRef) -> bool:
         return bool(self.client.get_blob_client(ref.container, ref.path).exists())

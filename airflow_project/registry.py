@@ -1,10 +1,12 @@
-"""The MLflow model registry: register a trained model, apply the promotion rule, and find
-a registered version by number or alias.
+"""The MLflow model registry: register a trained model with its model card, apply the
+promotion rule, and find a registered version by number or alias.
 
 Training (the `train_model` DAG, `mlops train`), deploying (`deploy_steps`), serving (the
 predictor) and `mlops up` all name versions the same way through this module. Every new
 version becomes `challenger`; `champion` moves to it only when it beats the current
-champion's MAE on the same hold-out rows.
+champion's MAE on the same hold-out rows and the champion's latest backtest (its MAE on an
+export it had not seen, `backtest.py`) does not already beat the new version's hold-out
+MAE by more than BACKTEST_MARGIN.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from airflow_project.wachttijden import model_card
 from airflow_project.wachttijden.schema import MODEL_NAME
 
 if TYPE_CHECKING:  # training pulls in pandas and numpy: imported where a model is trained
@@ -40,6 +43,44 @@ SKOPS_TRUSTED_TYPES: tuple[str, ...] = (
     "sklearn.tree._tree.Tree",
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
 )
+
+
+BACKTEST_METRIC = "backtest_mae"
+"""Logged on a version's own training run, step = the export date as YYYYMMDD: one series
+per model across exports, which the MLflow UI charts (backtest.py)."""
+BACKTEST_MARGIN = 0.10
+"""How far the champion's backtest may beat the new version's hold-out MAE before the new
+version is kept out (relative). Measured by `make calibrate-drift` (loadtest/drift_calibration.py,
+margin_spread): for two equally good models on NZa-sized exports (~1,500 hold-out rows) the
+champion's backtest 'beats' the new hold-out MAE by chance with a spread of about 4%
+(sd; 90th percentile ~5%, largest of 25 pairs ~8.5%): 10% is past all of that, so only a
+champion that is really better on unseen data blocks a promotion."""
+
+
+@dataclass(frozen=True)
+class ChampionBacktest:
+    """The champion's latest backtest: its MAE on the export of `step` (YYYYMMDD)."""
+
+    mae: float
+    step: int
+
+    @property
+    def day(self) -> str:
+        return f"{self.step // 10000:04d}-{self.step // 100 % 100:02d}-{self.step % 100:02d}"
+
+
+def export_step(day: Any) -> int:
+    """The backtest series' step for an export date: YYYYMMDD (sorts like the dates, reads as one)."""
+    return int(f"{day:%Y%m%d}")
+
+
+def latest_backtest(client: Any, run_id: str) -> ChampionBacktest | None:
+    """The newest export a version's run has a backtest for (largest step, then newest)."""
+    history = client.get_metric_history(run_id, BACKTEST_METRIC)
+    if not history:
+        return None
+    latest = max(history, key=lambda m: (m.step, m.timestamp))
+    return ChampionBacktest(mae=float(latest.value), step=int(latest.step))
 
 
 @dataclass(frozen=True)
@@ -131,22 +172,68 @@ def describe_registry(client: Any, name: str = MODEL_NAME) -> str:
     return f"existing versions: {shown}; aliases: {aliases}"
 
 
-def _champion_mae(version: Any, x_test: pd.DataFrame, y_test: pd.Series) -> float:
+def score_version(version: str | int, x: pd.DataFrame, y: pd.Series) -> float:
+    """A registered version's MAE on these rows."""
     import mlflow.sklearn
 
     from airflow_project.wachttijden.training import evaluate
 
-    model = mlflow.sklearn.load_model(model_uri(version.version))
-    return evaluate(y_test, model.predict(x_test), float(y_test.mean()))["mae"]
+    model = mlflow.sklearn.load_model(model_uri(version))
+    return evaluate(y, model.predict(x), float(y.mean()))["mae"]
 
 
-def decide_promotion(new_mae: float, champion_mae: float | None, champion: str | None) -> tuple[bool, str]:
-    """Pure promotion rule: strictly better MAE, or no champion yet."""
+PROMOTION_RULE = ("rule: promote when the hold-out mae is below the champion's on the same rows and the "
+                  "champion's latest backtest mae is not below hold-out mae x (1 - margin)")
+
+
+def decide_promotion(new_mae: float, champion_mae: float | None, champion: str | None,
+                     backtest: ChampionBacktest | None = None,
+                     margin: float = BACKTEST_MARGIN) -> tuple[bool, str]:
+    """Pure promotion rule: no champion yet; or a strictly better hold-out MAE than the
+    champion's on the same rows, unless the champion's latest backtest (on an export it had
+    not seen) beats the new hold-out MAE by more than `margin` (relative)."""
     if champion_mae is None:
         return True, "promoted: no champion yet"
-    if new_mae < champion_mae:
-        return True, f"promoted: mae {new_mae:.4f} < champion v{champion} mae {champion_mae:.4f}"
-    return False, f"kept champion v{champion}: mae {new_mae:.4f} >= {champion_mae:.4f}"
+    rule = f" [{PROMOTION_RULE}; margin {margin:.0%}]"
+    holdout = f"hold-out mae {new_mae:.4f} {'<' if new_mae < champion_mae else '>='} champion v{champion}'s " \
+              f"{champion_mae:.4f} on the same rows"
+    backtested = (f"v{champion} has no backtest yet" if backtest is None else
+                  f"v{champion}'s backtest mae {backtest.mae:.4f} on the unseen export of {backtest.day}")
+    if new_mae >= champion_mae:
+        return False, f"kept champion v{champion}: {holdout}; {backtested}{rule}"
+    if backtest is None:
+        return True, f"promoted: {holdout}; {backtested}{rule}"
+    bound = new_mae * (1.0 - margin)
+    if backtest.mae < bound:
+        return False, (f"kept champion v{champion}: {holdout}, but {backtested} beats it by more than "
+                       f"{margin:.0%} ({backtest.mae:.4f} < {bound:.4f}){rule}")
+    return True, (f"promoted: {holdout}, and {backtested} does not beat it by more than {margin:.0%} "
+                  f"({backtest.mae:.4f} >= {bound:.4f}){rule}")
+
+
+def training_dataset(data: pd.DataFrame, uri: str) -> Any:
+    """The MLflow dataset of training data at `uri` (name, digest, source, schema)."""
+    import mlflow.data
+
+    from airflow_project.wachttijden.schema import TARGET
+
+    return mlflow.data.from_pandas(data, source=uri, name=MODEL_NAME, targets=TARGET)
+
+
+def card_facts(result: training.TrainingResult, data: pd.DataFrame, *, version: str, run_id: str,
+               source: str, metrics: dict[str, float], decision: str, data_report: dict[str, Any] | None,
+               data_run: str | None, backtests: list[dict[str, Any]] | None) -> model_card.CardFacts:
+    from airflow_project.datalake import dataset_day
+    from airflow_project.wachttijden.export_checks import category_counts
+
+    day = dataset_day(source)
+    return model_card.CardFacts(
+        version=version, run_id=run_id, estimator=str(result.params.get("estimator", "")),
+        training_data=source, export_day=None if day is None else f"{day:%Y-%m-%d}", rows=len(data),
+        n_train=len(result.x_train), n_test=len(result.x_test), category_counts=category_counts(data),
+        metrics=metrics, decision=decision, data_report=data_report, data_run=data_run,
+        backtests_before=list(backtests or []),
+    )
 
 
 def train_and_register(
@@ -158,11 +245,20 @@ def train_and_register(
     run_name: str | None = None,
     tags: dict[str, str] | None = None,
     artifact_location: str | None = None,
+    dataset_uri: str | None = None,
+    data_report: dict[str, Any] | None = None,
+    data_run: str | None = None,
+    backtests: list[dict[str, Any]] | None = None,
 ) -> RegistrationResult:
-    """Train on `data`, log everything to MLflow, register and maybe promote.
+    """Train on `data`, log everything to MLflow, register and maybe promote, and give the
+    version its model card.
 
     artifact_location is used only when the experiment does not exist yet; with
     a tracking server, leave it None so artifacts are proxied by the server.
+    dataset_uri: where the training data is (logged as the run's training dataset, with its
+    digest, so that the data checks find the champion's baseline and know it is unchanged).
+    data_report, data_run: the data-check report of the export and its run (for the card);
+    backtests: the scores of the backtest before this training (for the card).
     """
     import mlflow
     from mlflow import MlflowClient
@@ -182,8 +278,10 @@ def train_and_register(
 
     with mlflow.start_run(run_name=run_name) as run:
         mlflow.set_tags({"source": source, "model_name": MODEL_NAME, **(tags or {})})
-        mlflow.log_params({**result.params, "input": source, "rows": len(data)})
+        mlflow.log_params({**result.params, "input": source, "rows": len(data), "promotion_margin": BACKTEST_MARGIN})
         mlflow.log_metrics(result.metrics)
+        if dataset_uri:
+            mlflow.log_input(training_dataset(data, dataset_uri), context="training")
         with tempfile.TemporaryDirectory() as tmp:
             plot = Path(tmp) / "predicted_vs_actual.png"
             plot.write_bytes(training.prediction_plot(result.y_test, result.predictions))
@@ -203,18 +301,28 @@ def train_and_register(
         client.set_registered_model_alias(MODEL_NAME, CHALLENGER, version)
 
         current = find_version(client, CHAMPION)
-        champion_mae = None
+        champion_mae = champion_backtest = None
         if current is not None and str(current.version) != version:
-            champion_mae = _champion_mae(current, result.x_test, result.y_test)
+            champion_mae = score_version(current.version, result.x_test, result.y_test)
             mlflow.log_metric("champion_mae", champion_mae)
+            champion_backtest = latest_backtest(client, current.run_id)
+            if champion_backtest is not None:
+                mlflow.log_metric("champion_backtest_mae", champion_backtest.mae)
         promoted, decision = decide_promotion(
-            result.metrics["mae"], champion_mae, None if current is None else str(current.version)
+            result.metrics["mae"], champion_mae, None if current is None else str(current.version),
+            champion_backtest,
         )
         if promoted:
             client.set_registered_model_alias(MODEL_NAME, CHAMPION, version)
         mlflow.set_tags({"promotion_decision": decision, "promoted": str(promoted).lower()})
         client.set_model_version_tag(MODEL_NAME, version, "promotion_decision", decision)
         log.info("registered %s version %s; %s", MODEL_NAME, version, decision)
+
+        facts = card_facts(result, data, version=version, run_id=run.info.run_id, source=source,
+                           metrics={**result.metrics, **({"champion_mae": champion_mae} if champion_mae else {})},
+                           decision=decision, data_report=data_report, data_run=data_run, backtests=backtests)
+        client.update_model_version(MODEL_NAME, version, description=model_card.render(facts))
+        mlflow.log_text(model_card.render(facts, full=True), "model_card.md")
 
     return RegistrationResult(
         run_id=run.info.run_id,

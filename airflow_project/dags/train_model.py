@@ -5,8 +5,12 @@ Runs when `prepare_dataset` publishes a new preprocessed dataset (asset
 `wachttijden_preprocessed`), or by hand. Trains on a seeded split, evaluates
 against a mean-predictor baseline, logs params, metrics, signature, input
 example and a predicted-vs-actual plot to MLflow, and registers model
-`wachttijden`. The new version becomes **challenger**; it becomes **champion**
-only when its MAE beats the current champion's on the same hold-out rows.
+`wachttijden` with a model card (the version's description). Before training, the
+current champion and challenger are **backtested** on the new dataset, which neither
+has seen (metric `backtest_mae` of their runs, one point per export). The new version
+becomes **challenger**; it becomes **champion** only when its hold-out MAE beats the
+champion's on the same rows and the champion's latest backtest does not beat that MAE
+by more than the stated margin (10%, `registry.BACKTEST_MARGIN`). The decision is the tag `promotion_decision`.
 
 Input, first that applies: the **input_path** param, the triggering asset
 event's path, the newest dataset in the `preprocessed` container.
@@ -22,6 +26,7 @@ from airflow_project.assets import PREPROCESSED_DATASET
 from airflow_project.dag_defaults import DAG_DEFAULTS
 
 if TYPE_CHECKING:
+    from airflow_project.backtest import BacktestResult
     from airflow_project.data_steps import TrainingResult
 
 
@@ -63,19 +68,29 @@ def train_model():
 
         return training_input(data_lake(), params.get("input_path"), asset_event_path(triggering_asset_events))
 
+    @task
+    def backtest(path: str, *, logical_date=None, dag_run=None) -> BacktestResult:
+        """Score champion and challenger on the new dataset before training on it."""
+        from airflow_project.data_steps import backtest as step
+        from airflow_project.task_context import data_lake, fail_on_bad_input, run_date
+
+        with fail_on_bad_input():
+            return step(data_lake(), path, run_date(logical_date, dag_run))
+
     @task(multiple_outputs=True)
-    def train_and_register(path: str, *, params: dict, dag_run=None) -> TrainingResult:
-        """Train, evaluate, log to MLflow, register and apply the promotion rule."""
+    def train_and_register(path: str, scores: BacktestResult, *, params: dict, dag_run=None) -> TrainingResult:
+        """Train, evaluate, log to MLflow, register with a model card and apply the promotion rule."""
         from airflow_project.data_steps import train
         from airflow_project.task_context import data_lake, fail_on_bad_input
         from airflow_project.wachttijden.training import TrainingConfig
 
         with fail_on_bad_input():
             config = TrainingConfig(params["estimator"], float(params["test_size"]), int(params["random_seed"]))
-            return train(data_lake(), path, config, run_name=dag_run.run_id,
+            return train(data_lake(), path, config, run_name=dag_run.run_id, backtest=scores,
                          tags={"airflow_dag_id": dag_run.dag_id, "airflow_run_id": dag_run.run_id})
 
-    train_and_register(resolve_input())
+    path = resolve_input()
+    train_and_register(path, backtest(path))
 
 
 train_model()

@@ -33,9 +33,20 @@ def _read_input(path: Path) -> bytes:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from airflow_project.wachttijden import synthetic
 
-    frame = synthetic.generate(synthetic.SyntheticConfig(rows=args.rows, seed=args.seed))
+    base = synthetic.DRIFTED if args.drifted else synthetic.SyntheticConfig()
+    drift = {name: value for name, value in (
+        ("target_shift_weeks", args.target_shift), ("target_scale", args.target_scale),
+        ("renamed_specialisms", args.rename_specialisms), ("unusable_share", args.unusable_share),
+    ) if value is not None}
+    try:
+        config = replace(base, rows=args.rows, seed=args.seed, **drift)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    frame = synthetic.generate(config)
     write_atomic(args.output, synthetic.to_raw_bytes(frame))
     print(f"wrote {len(frame)} rows to {args.output}", file=sys.stderr)
     return 0
@@ -53,6 +64,36 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+EXIT_GATE_FAILED = 1
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """`mlops data check`: the data gate on a raw export against a prepared baseline."""
+    import json
+
+    from airflow_project.wachttijden import dataset, export_checks
+
+    try:
+        thresholds = export_checks.GateThresholds.from_optional(args.min_usable, args.max_drift)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    frame = dataset.select_features(dataset.read_raw(_read_input(args.input), str(args.input)))
+    baseline = None
+    if args.baseline is not None:
+        baseline = dataset.read_prepared(_read_input(args.baseline), str(args.baseline))
+    report = export_checks.check_export(
+        frame, baseline, source=str(args.input), thresholds=thresholds,
+        baseline_source=None if args.baseline is None else str(args.baseline),
+        baseline_note="" if args.baseline is not None else "no --baseline given",
+    )
+    print(json.dumps(report.to_dict(), ensure_ascii=False))
+    if report.passed:
+        return 0
+    for reason in report.reasons:
+        print(f"mlops data check: {args.input}: {reason}", file=sys.stderr)
+    return EXIT_GATE_FAILED
 
 
 def default_tracking() -> tuple[str, str | None]:
@@ -81,7 +122,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     # MLflow prints progress on stdout; stdout is reserved for the one JSON line.
     with contextlib.redirect_stdout(sys.stderr):
         result = registry.train_and_register(
-            frame, config, tracking_uri=uri, source=str(args.input), artifact_location=artifacts
+            frame, config, tracking_uri=uri, source=str(args.input), artifact_location=artifacts,
+            dataset_uri=str(args.input.resolve()),
         )
     print(result.as_cli_json())
     print(result.decision, file=sys.stderr)
@@ -98,7 +140,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from airflow_project.local import commands
     from airflow_project.local.config import LocalConfig
 
-    return commands.up(LocalConfig(), rows=args.rows)
+    return commands.up(LocalConfig(), rows=args.rows, drift_demo=args.drift_demo)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -123,20 +165,40 @@ def _positive(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from airflow_project.wachttijden.schema import DEFAULT_MAX_DRIFT, DEFAULT_MIN_USABLE_SHARE
     from airflow_project.wachttijden.training import DEFAULT_ESTIMATOR, ESTIMATORS
 
     parser = argparse.ArgumentParser(prog="mlops", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    data = commands.add_parser("data", help="generate or prepare NZa exports").add_subparsers(
+    data = commands.add_parser("data", help="generate, check or prepare NZa exports").add_subparsers(
         dest="data_command", required=True
     )
     generate = data.add_parser("generate", help="write a synthetic raw export")
     generate.add_argument("--rows", type=_positive, required=True)
     generate.add_argument("--seed", type=int, default=42)
     generate.add_argument("--output", type=Path, required=True)
+    drift = generate.add_argument_group("drift (an export the data gate must stop)")
+    drift.add_argument("--drifted", action="store_true",
+                       help="all three below: +4 weeks, 3 specialisms renamed, 30%% of rows unusable")
+    drift.add_argument("--target-shift", type=float, metavar="WEEKS", help="add WEEKS to every waiting time")
+    drift.add_argument("--target-scale", type=float, metavar="FACTOR", help="multiply every waiting time")
+    drift.add_argument("--rename-specialisms", type=int, metavar="N",
+                       help='rename the first N specialisms ("Orthopedie (305)" -> "305 - Orthopedie")')
+    drift.add_argument("--unusable-share", type=float, metavar="SHARE",
+                       help="make this share of rows unusable (onbekend, negative or empty target, no region)")
     generate.set_defaults(func=cmd_generate)
+
+    check = data.add_parser("check", help="the data gate: a raw export against a prepared baseline")
+    check.add_argument("--input", type=Path, required=True, help="raw NZa export to check")
+    check.add_argument("--baseline", type=Path, help="prepared CSV the model was trained on "
+                       "(without it, only the usable share is checked)")
+    check.add_argument("--min-usable", type=float, metavar="SHARE",
+                       help=f"fail below this share of usable rows (default {DEFAULT_MIN_USABLE_SHARE})")
+    check.add_argument("--max-drift", type=float, metavar="PSI",
+                       help=f"fail above this drift, PSI of target or feature (default {DEFAULT_MAX_DRIFT})")
+    check.set_defaults(func=cmd_check)
 
     prepare = data.add_parser("prepare", help="select features and fix missing values")
     prepare.add_argument("--input", type=Path, required=True, help="raw NZa export")
@@ -159,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = commands.add_parser("up", help="start the local platform and run the whole job")
     up.add_argument("--rows", type=_positive, default=20_000, help="rows of the generated export")
+    up.add_argument("--drift-demo", action="store_true",
+                    help="then send a drifted export through prepare_dataset and show the data gate stop it")
     up.set_defaults(func=cmd_up)
     commands.add_parser("status", help="show the local platform").set_defaults(func=cmd_status)
     down = commands.add_parser("down", help="stop the local platform")

@@ -21,8 +21,9 @@ from airflow_project.settings import REPO_ROOT
 
 
 def up(config: LocalConfig | None = None, rows: int = 20000, timeout: float = 1200.0,
-       out: IO[str] | None = None, err: IO[str] | None = None) -> int:
+       out: IO[str] | None = None, err: IO[str] | None = None, drift_demo: bool = False) -> int:
     """Start (or reuse) every service and run prepare_dataset -> train_model once for today.
+    `drift_demo`: then send a drifted export through prepare_dataset, for the data gate to stop.
 
     Exit codes: 0 done, 1 the job or a service failed, 2 a prerequisite is
     missing or a port is taken, 130 interrupted (services keep running).
@@ -37,7 +38,7 @@ def up(config: LocalConfig | None = None, rows: int = 20000, timeout: float = 12
             # The raw export is in place before the scheduler can start a run that reads it.
             stack.start_services(config, report, deadline,
                                  before_airflow=lambda: job.seed_data_lake(config, rows, report))
-            text = job.run(config, report, deadline)
+            text = job.run(config, report, deadline, drift_demo_rows=rows if drift_demo else 0)
     except PrerequisiteError as exc:
         print(f"mlops up: {exc}", file=err, flush=True)
         return 2

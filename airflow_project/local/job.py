@@ -31,6 +31,8 @@ from airflow_project.local.config import (
 )
 from airflow_project.local.errors import PlatformError
 from airflow_project.local.models import (
+    DataReport,
+    data_report,
     model_summary,
     needs_second_model,
     registry_state,
@@ -76,7 +78,7 @@ def seed_data_lake(config: LocalConfig, rows: int, report: Reporter) -> str:
     return str(ref)
 
 
-def run(config: LocalConfig, report: Reporter, deadline: float) -> str:
+def run(config: LocalConfig, report: Reporter, deadline: float, drift_demo_rows: int = 0) -> str:
     password = wait_for(lambda: config.airflow_password(), deadline, "the Airflow admin password file")
     with AirflowClient(config.airflow_url, AIRFLOW_ADMIN_USER, password) as api:
         wait_for_dags(api, report, deadline, dag_ids=JOB_DAGS)
@@ -94,10 +96,53 @@ def run(config: LocalConfig, report: Reporter, deadline: float) -> str:
             registry = registry_state(config)
         primary, shadow = serving_versions(registry)
         endpoints = ensure_mirroring(api, config, primary, shadow, report, deadline)
+        demo_report = drift_demo(api, config, drift_demo_rows, report, deadline) if drift_demo_rows else None
     models = [model_summary(config, version, registry) for version in dict.fromkeys((primary, shadow))]
     demo = try_it(endpoints)
     comparison = shadow_comparison(config)
-    return final_summary(config, password, models, endpoints, demo, comparison, report)
+    data = data_report(config, todays_export())
+    return final_summary(config, password, models, endpoints, demo, comparison, report, data, demo_report)
+
+
+def todays_export() -> str:
+    """The raw export `up` seeds and prepares today, as the data checks name it."""
+    from airflow_project.datalake import RAW_CONTAINER, dataset_path
+
+    return f"{RAW_CONTAINER}/{dataset_path(today())}"
+
+
+DRIFT_DEMO_RAW = "demo/drifted/wachttijden.csv"
+"""Inside the raw container but outside `wachttijden/`: no schedule or training picks it up."""
+
+
+def drift_demo(api: AirflowClient, config: LocalConfig, rows: int, report: Reporter,
+               deadline: float) -> DataReport:
+    """`mlops up --drift-demo`: a drifted export (synthetic.DRIFTED) through prepare_dataset,
+    which the data gate must stop; its data report for the summary."""
+    from dataclasses import replace as with_rows
+
+    from airflow_project.datalake import RAW_CONTAINER, BlobRef, DataLake
+    from airflow_project.wachttijden.synthetic import DRIFTED, generate, to_raw_bytes
+
+    ref = BlobRef(RAW_CONTAINER, DRIFT_DEMO_RAW)
+    DataLake.from_connection_string(config.azurite_connection_string).write(
+        ref, to_raw_bytes(generate(with_rows(DRIFTED, rows=rows, seed=1))))
+    run_id = f"mlops_up__drift_demo__{dt.datetime.now(dt.UTC):%Y-%m-%dT%H-%M-%S}"
+    run = _triggered(PREPARE_DAG, api.trigger(PREPARE_DAG, None, note="drift demo, triggered by mlops up",
+                                              conf={"raw_path": DRIFT_DEMO_RAW}, run_id=run_id), conflict=False)
+    report(f"drift demo: uploaded a drifted export ({rows} rows: +4 weeks, 3 specialisms renamed, 30% "
+           f"unusable) to {ref}; triggered {PREPARE_DAG} run {run_id}, which the data gate must stop")
+    try:
+        follow_run(api, PREPARE_DAG, run, report, deadline)
+        stopped = None
+    except PlatformError as exc:
+        stopped = exc
+    found = data_report(config, str(ref))
+    if stopped is None or found is None or "gate failed" not in found.headline:
+        raise PlatformError(f"drift demo: the data gate did not stop {ref}"
+                            + (f": {stopped}" if stopped else " (the run succeeded)"))
+    report(f"drift demo: stopped by the data gate, as it should be: {found.headline}")
+    return found
 
 
 def wait_for(probe: Callable[[], Any], deadline: float, what: str, interval: float = 1.0) -> Any:

@@ -108,3 +108,29 @@ def shadow_comparison(config: LocalConfig) -> ShadowComparison | None:
         experiment=SHADOW_EXPERIMENT, url=f"{config.mlflow_uri}/#/experiments/{experiment.experiment_id}",
         metrics=metrics, run_name=runs[0].info.run_name if runs else "",
     )
+
+
+@dataclass(frozen=True)
+class DataReport:
+    """The newest data-check run of an export: its one-line headline and where to see it."""
+
+    export: str
+    headline: str
+    url: str
+
+
+def data_report(config: LocalConfig, export: str) -> DataReport | None:
+    """The newest run of experiment `wachttijden-data` for this raw export, if any."""
+    from airflow_project.data_tracking import DATA_EXPERIMENT, HEADLINE_TAG
+
+    client = mlflow_client(config)
+    experiment = client.get_experiment_by_name(DATA_EXPERIMENT)
+    if experiment is None:
+        return None
+    runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.export = '{export}'",
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    if not runs:
+        return None
+    run = runs[0]
+    return DataReport(export=export, headline=run.data.tags.get(HEADLINE_TAG, ""),
+                      url=f"{config.mlflow_uri}/#/experiments/{experiment.experiment_id}/runs/{run.info.run_id}")

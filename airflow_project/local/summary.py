@@ -19,6 +19,7 @@ from airflow_project.local.errors import PlatformError
 from airflow_project.local.models import (
     COMPARISON_METRICS,
     MODEL_METRICS,
+    DataReport,
     ModelSummary,
     ShadowComparison,
 )
@@ -227,13 +228,23 @@ def format_serving_summary(endpoints: Endpoints, demo: list[TryIt],
     return lines
 
 
+def format_data_report(data: DataReport | None, label: str = "Data") -> list[str]:
+    """The data checks of an export the job prepared: its headline and the MLflow run."""
+    if data is None:
+        return []
+    return [f"  {label:<10}  {data.export}: {data.headline}", f"              data checks: {data.url}"]
+
+
 def final_summary(config: LocalConfig, password: str, models: list[ModelSummary], endpoints: Endpoints,
-                  demo: list[TryIt], comparison: ShadowComparison | None, report: Reporter) -> str:
+                  demo: list[TryIt], comparison: ShadowComparison | None, report: Reporter,
+                  data: DataReport | None = None, drift_demo: DataReport | None = None) -> str:
     lines = [
         "",
         f"The local platform is up, the job has run and the champion is served (took {report.elapsed()}).",
         f"  Airflow UI  {config.airflow_url}   user {AIRFLOW_ADMIN_USER}   password {password}",
         f"  MLflow UI   {config.mlflow_uri}",
+        *format_data_report(data),
+        *format_data_report(drift_demo, "Drift demo"),
     ]
     roles = ("primary", "shadow") if len(models) > 1 else ("primary and shadow",)
     for i, (model, role) in enumerate(zip(models, roles)):

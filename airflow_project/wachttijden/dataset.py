@@ -9,6 +9,7 @@ import io
 import logging
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from .schema import (
@@ -33,11 +34,20 @@ class DataValidationError(ValueError):
 
 @dataclass(frozen=True)
 class CleaningReport:
+    """What cleaning did to an export: rows in and out, and why each dropped row went."""
+
     rows_in: int
     rows_out: int
-    dropped_missing_target: int
+    dropped_empty_target: int
+    dropped_target_not_a_number: int
+    dropped_negative_target: int
     dropped_missing_feature: int
     filled_type_zorginstelling: int
+
+    @property
+    def dropped_missing_target(self) -> int:
+        """Rows without a usable WACHTTIJD (empty, not a number, or negative)."""
+        return self.dropped_empty_target + self.dropped_target_not_a_number + self.dropped_negative_target
 
 
 def _decode(data: bytes, source: str) -> str:
@@ -101,18 +111,22 @@ def select_features(raw: pd.DataFrame) -> pd.DataFrame:
     return raw.loc[:, list(COLUMNS)].reset_index(drop=True)
 
 
-def fix_missing_values(frame: pd.DataFrame, source: str) -> tuple[pd.DataFrame, CleaningReport]:
+def clean(frame: pd.DataFrame, source: str) -> tuple[pd.DataFrame, CleaningReport]:
     """Drop rows without a usable target, fill the institution type, type the target.
 
-    - WACHTTIJD empty, not a number ("onbekend"), or negative: row dropped.
+    - WACHTTIJD empty, not a (finite) number ("onbekend"), or negative: row dropped.
     - TYPE_ZORGINSTELLING empty: "Kliniek" (the NZa leaves it empty for clinics).
     - any other feature empty: row dropped (a prediction needs all four).
-    An empty result is an error: training on nothing must not look like success.
+    Each dropped row is counted under its first reason, in that order. The one definition
+    of a usable row: the data checks (export_checks) count with it too. May return no rows.
     """
     rows_in = len(frame)
-    text_target = frame[TARGET].astype(str).str.strip().str.replace(",", ".", regex=False)
-    target = pd.to_numeric(text_target, errors="coerce")
-    has_target = target.notna() & (target >= 0)
+    text_target = frame[TARGET].astype(str).str.strip()
+    target = pd.to_numeric(text_target.str.replace(",", ".", regex=False), errors="coerce")
+    empty_target = text_target == ""
+    not_a_number = ~empty_target & ~np.isfinite(target)
+    negative = np.isfinite(target) & (target < 0)
+    has_target = ~(empty_target | not_a_number | negative)
 
     features = frame.loc[:, list(FEATURES)].apply(lambda col: col.astype(str).str.strip())
     empty_type = features["TYPE_ZORGINSTELLING"] == ""
@@ -125,20 +139,28 @@ def fix_missing_values(frame: pd.DataFrame, source: str) -> tuple[pd.DataFrame, 
     report = CleaningReport(
         rows_in=rows_in,
         rows_out=len(cleaned),
-        dropped_missing_target=int((~has_target).sum()),
+        dropped_empty_target=int(empty_target.sum()),
+        dropped_target_not_a_number=int(not_a_number.sum()),
+        dropped_negative_target=int(negative.sum()),
         dropped_missing_feature=int((has_target & ~has_features).sum()),
         filled_type_zorginstelling=int((empty_type & keep).sum()),
     )
     log.info(
-        "%s: kept %d of %d rows; dropped %d without a numeric %s, %d with an empty feature; "
-        "filled %d empty TYPE_ZORGINSTELLING with %r",
-        source, report.rows_out, rows_in, report.dropped_missing_target, TARGET,
-        report.dropped_missing_feature, report.filled_type_zorginstelling,
-        DEFAULT_TYPE_ZORGINSTELLING,
+        "%s: kept %d of %d rows; dropped %d with an empty %s, %d not a number, %d negative, "
+        "%d with an empty feature; filled %d empty TYPE_ZORGINSTELLING with %r",
+        source, report.rows_out, rows_in, report.dropped_empty_target, TARGET,
+        report.dropped_target_not_a_number, report.dropped_negative_target,
+        report.dropped_missing_feature, report.filled_type_zorginstelling, DEFAULT_TYPE_ZORGINSTELLING,
     )
+    return cleaned, report
+
+
+def fix_missing_values(frame: pd.DataFrame, source: str) -> tuple[pd.DataFrame, CleaningReport]:
+    """`clean`, and an error when nothing is left: training on nothing must not look like success."""
+    cleaned, report = clean(frame, source)
     if cleaned.empty:
         raise DataValidationError(
-            f"{source}: no usable rows after cleaning ({rows_in} rows read, "
+            f"{source}: no usable rows after cleaning ({report.rows_in} rows read, "
             f"{report.dropped_missing_target} without a numeric {TARGET}, "
             f"{report.dropped_missing_feature} with an empty feature)"
         )

@@ -7,7 +7,6 @@ models trained on the same data are compared on exactly the same rows.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -152,13 +151,9 @@ def train(df: pd.DataFrame, config: TrainingConfig | None = None) -> TrainingRes
 
 def prediction_plot(y_true: pd.Series, y_pred: np.ndarray, title: str = "Predicted vs actual") -> bytes:
     """A PNG scatter of predicted against actual waiting time, with the identity line."""
-    import matplotlib
+    from .plots import png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 6), dpi=100)
-    try:
+    def draw(ax: Any) -> None:
         sample = min(len(y_true), 5000)  # enough points to see the shape, small PNG
         idx = np.random.default_rng(0).choice(len(y_true), size=sample, replace=False)
         actual = np.asarray(y_true)[idx]
@@ -169,8 +164,5 @@ def prediction_plot(y_true: pd.Series, y_pred: np.ndarray, title: str = "Predict
         ax.set(xlim=(0, lim), ylim=(0, lim), xlabel="actual waiting time (weeks)",
                ylabel="predicted waiting time (weeks)", title=title)
         ax.legend(loc="upper left")
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png")
-        return buf.getvalue()
-    finally:
-        plt.close(fig)
+
+    return png(draw, (6, 6))

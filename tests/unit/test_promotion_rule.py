@@ -1,4 +1,14 @@
-from airflow_project.registry import decide_promotion
+import datetime as dt
+
+import pytest
+
+from airflow_project.backtest import not_unseen
+from airflow_project.registry import (
+    BACKTEST_MARGIN,
+    ChampionBacktest,
+    decide_promotion,
+    export_step,
+)
 
 
 def test_first_model_becomes_champion():
@@ -8,9 +18,48 @@ def test_first_model_becomes_champion():
 def test_strictly_better_mae_is_promoted():
     promoted, decision = decide_promotion(1.0, 1.5, "3")
     assert promoted and "champion v3" in decision
+    assert "v3 has no backtest yet" in decision and "margin 10%" in decision
 
 
 def test_equal_or_worse_mae_keeps_the_champion():
     assert decide_promotion(1.5, 1.5, "3")[0] is False
     promoted, decision = decide_promotion(2.0, 1.5, "3")
     assert not promoted and decision.startswith("kept champion v3")
+
+
+def test_champion_whose_backtest_beats_the_new_holdout_by_more_than_the_margin_stays():
+    backtest = ChampionBacktest(mae=0.85, step=20240308)
+    promoted, decision = decide_promotion(1.0, 1.2, "3", backtest)
+    assert not promoted
+    assert decision.startswith("kept champion v3: hold-out mae 1.0000 < champion v3's 1.2000 on the same rows, "
+                               "but v3's backtest mae 0.8500 on the unseen export of 2024-03-08 beats it by "
+                               "more than 10% (0.8500 < 0.9000)")
+    assert "rule: promote when" in decision
+
+
+def test_backtest_within_the_margin_does_not_block():
+    promoted, decision = decide_promotion(1.0, 1.2, "3", ChampionBacktest(mae=0.92, step=20240308))
+    assert promoted and "does not beat it by more than 10% (0.9200 >= 0.9000)" in decision
+    assert decide_promotion(1.0, 1.2, "3", ChampionBacktest(mae=0.92, step=20240308), margin=0.05)[0] is False
+
+
+def test_the_margin_is_relative_and_stated():
+    assert BACKTEST_MARGIN == pytest.approx(0.10)
+    bound = 2.0 * (1 - BACKTEST_MARGIN)
+    assert decide_promotion(2.0, 3.0, "1", ChampionBacktest(bound + 1e-6, 20240101))[0] is True
+    assert decide_promotion(2.0, 3.0, "1", ChampionBacktest(bound - 1e-6, 20240101))[0] is False
+
+
+def test_backtest_step_is_the_export_date():
+    assert export_step(dt.date(2024, 3, 8)) == 20240308
+    assert ChampionBacktest(1.0, 20241231).day == "2024-12-31"
+
+
+def test_a_model_is_backtested_only_on_exports_after_its_own():
+    day = dt.date(2024, 3, 8)
+    export = "preprocessed/wachttijden/2024/03/08/wachttijden.csv"
+    assert not_unseen("preprocessed/wachttijden/2024/03/07/wachttijden.csv", export, day) is None
+    assert not_unseen(export, export, day) == "trained on this export"
+    assert not_unseen("preprocessed/wachttijden/2024/04/01/wachttijden.csv", export, day) == (
+        "trained on the export of 2024-04-01, not an earlier one")
+    assert "has no export date" in not_unseen("/home/me/prepared.csv", export, day)

@@ -120,6 +120,12 @@ def test_up_runs_the_whole_job(first_up: UpResult, api: AirflowClient) -> None:
     for metric in ("r2=", "mae=", "rmse=", "baseline_mae="):
         assert metric in out
     assert "deploy_traffic_mirroring.compare_shadow: success" in out
+    # the data checks' headline next to the model metrics (no champion before the first run)
+    assert "prepare_dataset.validate_export: success" in out
+    data_line = next(line for line in out.splitlines() if line.startswith("  Data        raw/wachttijden/"))
+    assert f"of {ROWS:,} rows usable" in data_line and "drift not measured" in data_line
+    assert data_line.endswith("gate passed")
+    assert "data checks: " + config.mlflow_uri in out
     assert str(config.logs) in out and "make down" in out
 
     prepare = api.runs_for_logical_date("prepare_dataset", _today_midnight())

@@ -234,3 +234,18 @@ def test_a_dag_import_error_is_shown_and_fails_the_wait(report: summary.Reporter
     assert "DAG(s) train_model not found" in str(failure.value)
     assert "No module named 'nope'" in str(failure.value)
     assert "DAG import error in /x/dags/train_model.py: ModuleNotFoundError" in _out(report)
+
+
+def test_summary_shows_the_data_report_headline_and_its_run():
+    from airflow_project.local.models import DataReport
+    from airflow_project.local.summary import format_data_report
+
+    data = DataReport(export="raw/wachttijden/2026/01/02/wachttijden.csv",
+                      headline="19,400 of 20,000 rows usable (97.0%, min 80%); gate passed",
+                      url="http://127.0.0.1:5000/#/experiments/2/runs/abc")
+    assert format_data_report(data) == [
+        ("  Data        raw/wachttijden/2026/01/02/wachttijden.csv: 19,400 of 20,000 rows usable (97.0%, min 80%); "
+        "gate passed"),
+        "              data checks: http://127.0.0.1:5000/#/experiments/2/runs/abc",
+    ]
+    assert format_data_report(None) == []

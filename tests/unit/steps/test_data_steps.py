@@ -64,3 +64,19 @@ def test_run_date_is_the_logical_date_else_when_the_run_was_due():
     logical = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     assert run_date(logical, SimpleNamespace(run_after=due)) == logical
     assert run_date(None, SimpleNamespace(run_after=due)) == due
+
+
+def test_dataset_day_reads_the_export_date_from_a_path():
+    from airflow_project.datalake import dataset_day
+
+    assert dataset_day("preprocessed/wachttijden/2024/03/07/wachttijden.csv") == dt.date(2024, 3, 7)
+    assert dataset_day("wachttijden/2024/03/07/other.csv") == dt.date(2024, 3, 7)
+    assert dataset_day("wachttijden/2024/13/07/wachttijden.csv") is None
+    assert dataset_day("/home/me/prepared.csv") is None
+
+
+def test_preprocessed_output_is_the_intermediate_path_as_csv():
+    from airflow_project.data_steps import preprocessed_output
+
+    assert str(preprocessed_output(BlobRef("intermediate", "wachttijden/2024/03/07/wachttijden.parquet"))) == (
+        "preprocessed/wachttijden/2024/03/07/wachttijden.csv")

@@ -71,7 +71,8 @@ if TYPE_CHECKING:
             description="InferenceGraph name (mode graph or both).",
         ),
         "namespace": Param(
-            "", type="string", title="Namespace",
+            None, type=["null", "string"],
+            title="Namespace (optional)",
             description="Serving namespace. Empty: MLOPS_SERVING_NAMESPACE of the deployment.",
         ),
         "mirror_mode": Param(

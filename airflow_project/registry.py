@@ -41,6 +41,20 @@ SKOPS_TRUSTED_TYPES: tuple[str, ...] = (
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
 )
 
+# What loading the logged model and predicting with it need, and nothing else: without an
+# explicit list MLflow infers one from wherever training runs (inside this folder the whole
+# uv project, Airflow included; elsewhere whatever it captures, pytest and rich among them).
+# Each is pinned at the version installed where training runs, which is uv.lock's in the dev
+# environment and in the Airflow image alike (image/requirements-*.txt are exported from it).
+MODEL_RUNTIME: tuple[str, ...] = ("mlflow", "scikit-learn", "skops", "pandas", "numpy")
+
+
+def model_pip_requirements() -> list[str]:
+    """The logged model's requirements.txt: MODEL_RUNTIME pinned (`dist==version`)."""
+    from importlib.metadata import version
+
+    return [f"{dist}=={version(dist)}" for dist in MODEL_RUNTIME]
+
 
 @dataclass(frozen=True)
 class RegistrationResult:
@@ -198,6 +212,7 @@ def train_and_register(
             signature=infer_signature(example, result.pipeline.predict(example)),
             input_example=example,
             registered_model_name=MODEL_NAME,
+            pip_requirements=model_pip_requirements(),
         )
         version = str(info.registered_model_version)
         client.set_registered_model_alias(MODEL_NAME, CHALLENGER, version)

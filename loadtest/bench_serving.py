@@ -211,9 +211,9 @@ def mlserver_pins() -> list[str]:
             # MLServer 1.7's inference workers call asyncio.get_event_loop() outside a loop;
             # uvloop >= 0.22 raises there and every worker dies. 0.21 is what 1.7.1 shipped with.
             "uvloop==0.21.0"]
-    for dist in ("mlflow", "scikit-learn", "skops", "pandas", "numpy"):
-        pins.append(f"{dist}=={importlib.metadata.version(dist)}")
-    return pins
+    from airflow_project.registry import model_pip_requirements
+
+    return pins + model_pip_requirements()
 
 
 def ensure_mlserver(venv: Path = MLSERVER_VENV) -> Path:

@@ -314,18 +314,19 @@ def compare_shadow(
 
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_experiment(SHADOW_EXPERIMENT)
     primary, shadow = dict(primary or {}), dict(shadow or {})
     run_name = f"v{primary.get('version', '?')}-vs-v{shadow.get('version', '?')}"
-    with mlflow.start_run(run_name=run_name) as run:
-        mlflow.set_tags({"model_name": MODEL_NAME, **dict(tags or {})})
-        mlflow.log_params({
-            "primary_version": primary.get("version", ""), "primary_model_uri": primary.get("model_uri", ""),
-            "shadow_version": shadow.get("version", ""), "shadow_model_uri": shadow.get("model_uri", ""),
-            "entry_url": entry_url, "shadow_url": shadow_url, "dataset": dataset,
-            "sample_size": int(sample_size), "seed": seed, "within_weeks": WITHIN_WEEKS,
-        })
-        mlflow.log_metrics(metrics)
+    with registry.mlflow_logs_at_their_level():
+        mlflow.set_experiment(SHADOW_EXPERIMENT)
+        with mlflow.start_run(run_name=run_name) as run:
+            mlflow.set_tags({"model_name": MODEL_NAME, **dict(tags or {})})
+            mlflow.log_params({
+                "primary_version": primary.get("version", ""), "primary_model_uri": primary.get("model_uri", ""),
+                "shadow_version": shadow.get("version", ""), "shadow_model_uri": shadow.get("model_uri", ""),
+                "entry_url": entry_url, "shadow_url": shadow_url, "dataset": dataset,
+                "sample_size": int(sample_size), "seed": seed, "within_weeks": WITHIN_WEEKS,
+            })
+            mlflow.log_metrics(metrics)
     log.info("shadow comparison %s (run %s): %s", run_name, run.info.run_id, metrics)
     return ComparisonResult(run_id=run.info.run_id, experiment=SHADOW_EXPERIMENT, metrics=metrics)
 

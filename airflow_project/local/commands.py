@@ -93,6 +93,9 @@ def status(config: LocalConfig | None = None, out: IO[str] | None = None) -> int
     serving = job.serving_objects(config)
     if serving:
         print("\n" + summary.format_serving(serving), file=out)
+    memory = summary.collect_memory(_groups(config, serving))
+    if memory:
+        print("\n" + summary.format_memory(memory), file=out)
     if any(row.state == "running" for row in rows):
         password = config.airflow_password()
         if password and any(r.name == stack.API_SERVER and r.state == "running" for r in rows):
@@ -105,6 +108,15 @@ def status(config: LocalConfig | None = None, out: IO[str] | None = None) -> int
     services_ok = all(row.state == "running" and row.ready for row in rows)
     serving_ok = all(obj.get("running") and obj.get("ready") for obj in serving)
     return 0 if services_ok and serving_ok else 1
+
+
+def _groups(config: LocalConfig, serving: list[dict]) -> list[tuple[str, int, float | None]]:
+    """(owner, process group, leader start time) of every group this platform recorded."""
+    groups = [(name, record.group, record.create_time)
+              for name, record in processes.read_pid_records(config.run).items()]
+    groups += [(f"{obj['namespace']}/{obj['name']}", int(obj.get("pgid") or obj["pid"]), obj.get("create_time"))
+               for obj in serving if obj.get("pid")]
+    return groups
 
 
 def _warn_strays(config: LocalConfig, out: IO[str]) -> None:
@@ -135,6 +147,9 @@ def down(config: LocalConfig | None = None, purge: bool = False, out: IO[str] | 
     for record in ordered:
         if record.name in stopped:
             print(f"stopped {record.name} (pid {record.pid})", file=out)
+        elif left := processes.stop_orphans(record, timeout=10.0):
+            print(f"stopped what was left of {record.name}: its leader (pid {record.pid}) was gone, its "
+                  f"process group still ran pid {', '.join(map(str, left))}", file=out)
         else:
             print(f"{record.name} was not running (removed stale pid file)", file=out)
         processes.remove_pid_record(config.run, record.name)

@@ -7,11 +7,15 @@ import json
 import shlex
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import IO, Any
 
 import httpx
+import psutil
 
+from airflow_project.host.net import listens
+from airflow_project.host.processes import command_line, group_members
 from airflow_project.local import processes
 from airflow_project.local.airflow_api import AirflowClient
 from airflow_project.local.config import AIRFLOW_ADMIN_USER, LocalConfig
@@ -74,15 +78,17 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
 @dataclass
 class StatusRow:
     name: str
-    state: str  # running | stopped
+    state: str  # running | stopped | orphaned (leader gone, its process group still runs)
     pid: int | None
     port: int | None
     url: str | None
     ready: bool
+    orphans: tuple[int, ...] = ()  # the orphaned group's pids
+    holds_port: bool = False  # an orphan still listens on the service's port
 
 
 def format_status(rows: list[StatusRow]) -> str:
-    return _table(("SERVICE", "STATE", "PID", "PORT", "READY", "URL"), [
+    table = _table(("SERVICE", "STATE", "PID", "PORT", "READY", "URL"), [
         (
             row.name, row.state, "-" if row.pid is None else str(row.pid),
             "-" if row.port is None else str(row.port),
@@ -91,6 +97,13 @@ def format_status(rows: list[StatusRow]) -> str:
         )
         for row in rows
     ])
+    notes = [
+        f"{row.name} is orphaned: its leader is gone, its process group still runs pid "
+        f"{', '.join(map(str, row.orphans))}{f' and holds port {row.port}' if row.holds_port else ''}; "
+        "`make down` or `make up` stops it"
+        for row in rows if row.state == "orphaned"
+    ]
+    return "\n".join([table, *notes])
 
 
 def collect_status(config: LocalConfig) -> list[StatusRow]:
@@ -98,6 +111,7 @@ def collect_status(config: LocalConfig) -> list[StatusRow]:
     ports = configured_ports(config)
     urls = service_urls(config)
     alive = {name: processes.record_alive(record) for name, record in records.items()}
+    orphaned = {name: processes.orphans(record) for name, record in records.items() if not alive[name]}
     health = None
     if alive.get(API_SERVER):
         with AirflowClient(config.airflow_url, AIRFLOW_ADMIN_USER, None) as client:
@@ -115,20 +129,54 @@ def collect_status(config: LocalConfig) -> list[StatusRow]:
             ready = health is not None
         else:
             ready = is_ready(ServiceSpec(name, [], int(port or 0), "/health" if name == MLFLOW else None))
+        left = orphaned.get(name) or []
         rows.append(StatusRow(
-            name=name, state="running" if running else "stopped",
+            name=name, state="running" if running else "orphaned" if left else "stopped",
             pid=record.pid if (record and running) else None, port=port,
-            url=urls[name], ready=ready,
+            url=urls[name], ready=ready, orphans=tuple(p.pid for p in left),
+            holds_port=port is not None and any(listens(p.pid, port) for p in left),
         ))
     return rows
 
 
+@dataclass(frozen=True)
+class ProcessMemory:
+    owner: str  # the service or serving object whose process group it is in
+    pid: int
+    rss: int  # bytes
+    command: str
+
+
+def collect_memory(groups: Iterable[tuple[str, int, float | None]]) -> list[ProcessMemory]:
+    """Every live process of the given groups `(owner, pgid, leader start time)`, with its RSS."""
+    rows = []
+    for owner, pgid, started in groups:
+        for proc in group_members(pgid, started):
+            try:
+                rows.append(ProcessMemory(owner, proc.pid, proc.memory_info().rss, command_line(proc, 70)))
+            except psutil.Error:
+                continue
+    return rows
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**30:.2f} GiB" if size >= 2**30 else f"{size / 2**20:.0f} MiB"
+
+
+def format_memory(rows: list[ProcessMemory]) -> str:
+    """RSS per process and in total (the README's memory budget is this total at rest)."""
+    table = _table(("PROCESS", "PID", "RSS", "COMMAND"),
+                   [(row.owner, str(row.pid), _mib(row.rss), row.command) for row in rows])
+    total = sum(row.rss for row in rows)
+    return f"{table}\nTotal RSS: {_mib(total)} in {len(rows)} processes"
+
+
 def format_serving(objects: list[dict[str, Any]]) -> str:
     """The serving part of `mlops status`: one line per InferenceService / graph router."""
-    return _table(("SERVING", "KIND", "STATE", "PID", "PORT", "READY", "URL"), [
+    table = _table(("SERVING", "KIND", "STATE", "PID", "PORT", "READY", "URL"), [
         (
-            f"{obj.get('namespace', '?')}/{obj.get('name', '?')}", str(obj.get("kind", "?")),
-            "running" if obj.get("running") else "stopped",
+            _object_name(obj), str(obj.get("kind", "?")),
+            "running" if obj.get("running") else "orphaned" if obj.get("orphans") else "stopped",
             str(obj.get("pid") or "-") if obj.get("running") else "-",
             str(obj.get("port") or "-"),
             ("yes" if obj.get("ready") else "no") if obj.get("running") else "-",
@@ -136,6 +184,14 @@ def format_serving(objects: list[dict[str, Any]]) -> str:
         )
         for obj in objects
     ])
+    notes = [f"{_object_name(obj)} is orphaned: its leader is gone, its process group still runs pid "
+             f"{', '.join(map(str, obj['orphans']))}; `make down` or `make up` stops it"
+             for obj in objects if not obj.get("running") and obj.get("orphans")]
+    return "\n".join([table, *notes])
+
+
+def _object_name(obj: dict[str, Any]) -> str:
+    return f"{obj.get('namespace', '?')}/{obj.get('name', '?')}"
 
 
 def format_metrics(metrics: dict[str, float]) -> str:

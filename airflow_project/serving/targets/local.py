@@ -21,7 +21,12 @@ from typing import Any
 
 from airflow_project.host.files import tail, write_atomic
 from airflow_project.host.net import http_ok, listens, port_is_free
-from airflow_project.host.processes import alive, stop_process_groups
+from airflow_project.host.processes import (
+    alive,
+    orphaned_members,
+    stop_orphaned_group,
+    stop_process_groups,
+)
 from airflow_project.serving.constants import (
     DEFAULT_NAMESPACE,
     INFERENCE_GRAPH,
@@ -195,7 +200,8 @@ class LocalTarget:
             pid = self._start(kind, name, argv, port)
             self._write_json(self.state_path(kind, name), {
                 "kind": kind, "name": name, "namespace": self.namespace, "spec_hash": digest,
-                "pid": pid, "port": port, "url": f"http://127.0.0.1:{port}", "argv": argv,
+                "pid": pid, "pgid": pid, "create_time": _create_time(pid), "port": port,
+                "url": f"http://127.0.0.1:{port}", "argv": argv,
                 "log": str(self._log_path(kind, name)), "started_at": time.time(),
                 "ready_path": extra["ready_path"], "manifest": manifest,
             })
@@ -279,9 +285,18 @@ class LocalTarget:
         return proc.pid
 
     def _stop(self, record: Mapping[str, Any], timeout: float = 15.0) -> None:
-        """Stop the recorded process group, if it is still the one we started."""
+        """Stop the recorded process group, if it is still the one we started, or what is left
+        of it when its leader is gone."""
         if self._running(record):
             stop_process_groups([int(record["pid"])], timeout)
+        elif left := self.orphans(record):
+            stop_orphaned_group(_group(record), left, timeout)
+
+    def orphans(self, record: Mapping[str, Any]) -> list[Any]:
+        """Live members of the record's process group when its leader is gone."""
+        if not record.get("pid") or self._running(record):
+            return []
+        return orphaned_members(_group(record), record.get("create_time") or _started(record))
 
     def url(self, kind: str, name: str) -> str | None:
         resource_type(kind)
@@ -338,6 +353,26 @@ class LocalTarget:
             self.delete(record["kind"], record["name"])
 
 
+def _group(record: Mapping[str, Any]) -> int:
+    return int(record.get("pgid") or record["pid"])
+
+
+def _started(record: Mapping[str, Any]) -> float | None:
+    """A bound for the start of a record written without `create_time` (older releases):
+    the process started before the record was written, at most a start timeout earlier."""
+    started = record.get("started_at")
+    return float(started) - 60.0 if isinstance(started, (int, float)) else None
+
+
+def _create_time(pid: int) -> float | None:
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
 def _controllers(home: Path) -> list[LocalTarget]:
     """One controller per namespace that has state under `home` (they allocate no ports)."""
     return [LocalTarget(folder.name, home=home) for folder in sorted((home / "serving").glob("*")) if folder.is_dir()]
@@ -350,7 +385,9 @@ def local_serving_objects(home: Path) -> list[dict[str, Any]]:
     for target in _controllers(home):
         for record in target.objects():
             record.pop("manifest", None)
-            records.append({**record, "running": target._running(record)})
+            running = target._running(record)
+            orphans = [] if running else [p.pid for p in target.orphans(record)]
+            records.append({**record, "running": running, "orphans": orphans})
     return records
 
 

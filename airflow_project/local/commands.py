@@ -37,6 +37,7 @@ def up(config: LocalConfig | None = None, rows: int = 20000, timeout: float = 12
             # The raw export is in place before the scheduler can start a run that reads it.
             stack.start_services(config, report, deadline,
                                  before_airflow=lambda: job.seed_data_lake(config, rows, report))
+            job.restore_serving(config, report, deadline)
             text = job.run(config, report, deadline)
     except PrerequisiteError as exc:
         print(f"mlops up: {exc}", file=err, flush=True)
@@ -167,8 +168,10 @@ def down(config: LocalConfig | None = None, purge: bool = False, out: IO[str] | 
             print(f"mlops down: {exc}", file=err)
             return 1
         print(f"purged {removed}", file=out)
-    elif records:
+    elif records or stopped_serving:
         print(f"data kept in {config.root} (`make down PURGE=1` deletes it)", file=out)
+        if stopped_serving:
+            print("serving objects kept: `make up` starts them again on their ports", file=out)
     return 0
 
 
@@ -178,13 +181,13 @@ def _stop_serving(config: LocalConfig, out: IO[str], err: IO[str]) -> list[str]:
     if not (config.root / "serving").is_dir():
         return []
     try:
-        removed = stop_local_serving(config.root)
+        stopped = stop_local_serving(config.root)
     except Exception as exc:  # noqa: BLE001 - the services must still be stopped
         print(f"mlops down: could not stop the local serving objects: {type(exc).__name__}: {exc}", file=err)
         return []
-    for name in removed:
+    for name in stopped:
         print(f"stopped serving {name}", file=out)
-    return removed
+    return stopped
 
 
 PURGED_FOLDERS = ("logs", "run", "azurite", "mlflow", "airflow", "serving")

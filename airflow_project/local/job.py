@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from airflow_project.host.net import http_ok
 from airflow_project.local.airflow_api import (
     FAILED_TASK_STATES,
     TERMINAL_RUN_STATES,
@@ -74,6 +73,22 @@ def seed_data_lake(config: LocalConfig, rows: int, report: Reporter) -> str:
     lake.write(ref, data)
     report(f"uploaded a generated raw export ({rows} rows, seed {seed}) to {ref}")
     return str(ref)
+
+
+def restore_serving(config: LocalConfig, report: Reporter, deadline: float) -> None:
+    """Start again every serving object recorded under the home that does not run (stopped
+    by `down`, or crashed), on its port, before the job looks at what serves. A failure is
+    reported, not fatal: the job deploys what it needs itself."""
+    from airflow_project.serving.targets.local import restore_local_serving
+
+    if not (config.root / "serving").is_dir():
+        return
+    timeout = max(30.0, min(300.0, deadline - time.monotonic()))
+    for key, url, error in restore_local_serving(config.root, timeout):
+        if error is None:
+            report(f"restored serving {key} on {url}")
+        else:
+            report(f"could not restore serving {key} ({url}): {error.splitlines()[0]}")
 
 
 def run(config: LocalConfig, report: Reporter, deadline: float) -> str:
@@ -358,22 +373,20 @@ def find_mirroring(objects: list[dict[str, Any]], namespace: str, primary: int,
                      shadow_version=shadow, namespace=namespace)
 
 
-def serving_records(config: LocalConfig) -> list[dict[str, Any]]:
-    """The local serving controller's objects under the home (all namespaces), with `running`."""
+def serving_records(config: LocalConfig, probe: bool = False) -> list[dict[str, Any]]:
+    """The local serving controller's objects under the home (all namespaces), with `running`
+    (and with `probe`, `ready`, `degraded` and `reason`)."""
     from airflow_project.serving.targets.local import local_serving_objects
 
     try:
-        return local_serving_objects(config.root)
+        return local_serving_objects(config.root, probe=probe)
     except (OSError, ValueError, KeyError):
         return []
 
 
 def serving_objects(config: LocalConfig) -> list[dict[str, Any]]:
-    """`serving_records` plus `ready` (the readiness endpoint answers 200) for running ones."""
-    objects = serving_records(config)
-    for obj in objects:
-        obj["ready"] = bool(obj.get("running")) and http_ok(f"{obj.get('url')}{obj.get('ready_path') or ''}")
-    return objects
+    """`serving_records` with their readiness: a router only when what it routes to serves."""
+    return serving_records(config, probe=True)
 
 
 def serving_namespace() -> str:

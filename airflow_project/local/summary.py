@@ -179,7 +179,7 @@ def format_serving(objects: list[dict[str, Any]]) -> str:
             "running" if obj.get("running") else "orphaned" if obj.get("orphans") else "stopped",
             str(obj.get("pid") or "-") if obj.get("running") else "-",
             str(obj.get("port") or "-"),
-            ("yes" if obj.get("ready") else "no") if obj.get("running") else "-",
+            _ready_text(obj) if obj.get("running") else "-",
             str(obj.get("url") or "-"),
         )
         for obj in objects
@@ -187,7 +187,13 @@ def format_serving(objects: list[dict[str, Any]]) -> str:
     notes = [f"{_object_name(obj)} is orphaned: its leader is gone, its process group still runs pid "
              f"{', '.join(map(str, obj['orphans']))}; `make down` or `make up` stops it"
              for obj in objects if not obj.get("running") and obj.get("orphans")]
+    notes += [f"{_object_name(obj)} {'degraded' if obj.get('degraded') else 'not ready'}: {obj['reason']}"
+              for obj in objects if obj.get("running") and obj.get("reason")]
     return "\n".join([table, *notes])
+
+
+def _ready_text(obj: dict[str, Any]) -> str:
+    return "degraded" if obj.get("degraded") else "yes" if obj.get("ready") else "no"
 
 
 def _object_name(obj: dict[str, Any]) -> str:

@@ -40,8 +40,8 @@ status: ## show the local platform's processes
 
 ## ---------------------------------------------------------------- tests
 .PHONY: test test-unit test-integration lint
-test: install ## run all tests (unit, DAG, integration, chart, scan); -rs lists every skip's reason
-	$(PYTEST) -p no:cacheprovider -rs
+test: install ## run all tests (unit, DAG, integration, chart, scan); every skip is listed with its reason
+	$(PYTEST) -p no:cacheprovider
 
 test-unit: install ## unit and DAG tests only (a minute, no services)
 	$(PYTEST) tests/unit
@@ -125,7 +125,7 @@ chart-test: helm ## chart, plan, requirements and scan tests
 .PHONY: e2e
 e2e: install ## build images, then run the kind end-to-end tests (Docker + internet, ~8 CPU/16 GiB)
 	$(MAKE) image IMAGE_TAG=$(IMAGE_TAG) REGISTRY=$(REGISTRY)
-	MLOPS_E2E=1 MLOPS_E2E_IMAGE_TAG=$(IMAGE_TAG) REGISTRY=$(REGISTRY) $(PYTEST) tests/e2e -v -rs
+	MLOPS_E2E=1 MLOPS_E2E_IMAGE_TAG=$(IMAGE_TAG) REGISTRY=$(REGISTRY) $(PYTEST) tests/e2e -v
 
 ## ---- load tests and benchmarks
 # Locust always runs as a subprocess (importing it monkey-patches with gevent). Targets

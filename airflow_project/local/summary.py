@@ -41,6 +41,7 @@ from airflow_project.serving.constants import (
     PRIMARY_SERVICE,
     SERVED_MODEL_NAME,
     SHADOW_SERVICE,
+    mirror_name,
     predict_path,
 )
 from airflow_project.wachttijden.categories import SAMPLE_ROW
@@ -211,6 +212,7 @@ class Endpoints:
     predictor: str
     graph: str
     shadow: str
+    mirror: str
     primary_version: int
     shadow_version: int
     namespace: str
@@ -223,6 +225,10 @@ class Endpoints:
     @property
     def shadow_v1(self) -> str:
         return self.shadow + predict_path(SERVED_MODEL_NAME)
+
+    @property
+    def mirror_v1(self) -> str:
+        return self.mirror + predict_path(SERVED_MODEL_NAME)
 
 
 def sample_request() -> dict[str, Any]:
@@ -257,10 +263,12 @@ def ask(url: str, body: dict[str, Any]) -> str:
 
 
 def try_it(endpoints: Endpoints) -> list[TryIt]:
-    """Send the sample request to the predictor and the graph, as the printed curl would."""
+    """Send the sample request to the predictor, the graph and the mirror router, as the printed
+    curl would."""
     body = sample_request()
     out = []
-    for name, url in (("predictor", endpoints.predictor_v1), ("graph", endpoints.graph + "/")):
+    for name, url in (("predictor", endpoints.predictor_v1), ("graph", endpoints.graph + "/"),
+                      ("mirror", endpoints.mirror_v1)):
         out.append(TryIt(name, url, curl_command(url, body), ask(url, body)))
     return out
 
@@ -273,6 +281,9 @@ def format_serving_summary(endpoints: Endpoints, demo: list[TryIt],
          f"InferenceService {endpoints.namespace}/{PRIMARY_SERVICE}, {state})"),
         (f"  Graph       {endpoints.graph}   (InferenceGraph {endpoints.namespace}/{GRAPH_NAME}: every request "
          f"to shadow and primary, the primary answers; any POST path)"),
+        (f"  Mirror      {endpoints.mirror_v1}   (mirror router, what Istio's VirtualService mirror does: "
+         f"the primary answers, a copy goes to the shadow without waiting; {endpoints.namespace}/"
+         f"{mirror_name(PRIMARY_SERVICE)})"),
         (f"  Shadow      {endpoints.shadow_v1}   (version {endpoints.shadow_version}; "
          f"InferenceService {endpoints.namespace}/{SHADOW_SERVICE})"),
     ]
@@ -290,12 +301,13 @@ def format_serving_summary(endpoints: Endpoints, demo: list[TryIt],
 
 
 def final_summary(config: LocalConfig, password: str, models: list[ModelSummary], endpoints: Endpoints,
-                  demo: list[TryIt], comparison: ShadowComparison | None, report: Reporter) -> str:
+                  demo: list[TryIt], comparison: ShadowComparison | None, report: Reporter,
+                  mlflow_url: str | None = None) -> str:
     lines = [
         "",
         f"The local platform is up, the job has run and the champion is served (took {report.elapsed()}).",
         f"  Airflow UI  {config.airflow_url}   user {AIRFLOW_ADMIN_USER}   password {password}",
-        f"  MLflow UI   {config.mlflow_uri}",
+        f"  MLflow UI   {mlflow_url or config.mlflow_uri}   (training runs; models: {config.mlflow_uri}/#/models)",
     ]
     roles = ("primary", "shadow") if len(models) > 1 else ("primary and shadow",)
     for i, (model, role) in enumerate(zip(models, roles)):
@@ -310,7 +322,7 @@ def final_summary(config: LocalConfig, password: str, models: list[ModelSummary]
     lines += [
         "",
         f"  Logs        {config.logs}/ (services: <name>.log, tasks: airflow/, model servers: serving/)",
-        "  Status      mlops status",
+        "  Status      make status",
         "  Stop        make down   (keeps data; `make down PURGE=1` deletes it)",
     ]
     return "\n".join(lines)

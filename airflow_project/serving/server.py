@@ -289,8 +289,9 @@ class PredictFastPath:
             if chunk:
                 chunks.append(chunk)
                 total += len(chunk)
-            if total > self.max_body_bytes:
-                return await self.app(scope, replay_body(b"".join(chunks), receive, True), send)
+            if total > self.max_body_bytes:  # KServe's guard answers 413 (and reads the rest, if any)
+                more = message.get("more_body", False)
+                return await self.app(scope, replay_body(b"".join(chunks), receive, more), send)
             if not message.get("more_body", False):
                 break
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)

@@ -135,7 +135,7 @@ e2e: install ## build images, then run the kind end-to-end tests (Docker + inter
 #   TARGET=predictor|graph|both   HOST_HEADER=<isvc host> GRAPH_HOST_HEADER=<graph host> (Istio ingress)
 #   PREDICTOR_URL=  GRAPH_URL=  USERS=  RUN_TIME=  P95_MS=   (loadtest-ci: defaults 4 users, 30s, 250 ms)
 # See loadtest/README.md.
-.PHONY: loadtest loadtest-ci bench
+.PHONY: loadtest loadtest-ci bench bench-serving bench-mirror soak nginx
 LOADTEST_ARGS = $(if $(TARGET),--target $(TARGET)) \
   $(if $(HOST_HEADER),--host-header '$(HOST_HEADER)') \
   $(if $(GRAPH_HOST_HEADER),--graph-host-header '$(GRAPH_HOST_HEADER)') \
@@ -150,5 +150,24 @@ loadtest: install ## Locust web UI on 127.0.0.1:8089 (TARGET=predictor|graph|bot
 loadtest-ci: install ## headless Locust, fixed users/time; fails on any error or p95 > P95_MS; reports/loadtest*
 	$(PY) -m loadtest.run ci $(LOADTEST_ARGS) --reports-dir reports
 
-bench: install ## serving benchmark: predictor vs MLServer vs HTTP floor, graph modes (reports/bench-serving.md)
+bench: bench-serving bench-mirror ## both benchmarks below (reports/bench-serving.md, reports/bench-mirror.md)
+
+bench-serving: install ## serving: predictor vs MLServer vs HTTP floor, graph modes (BENCH_ARGS=--quick)
 	$(PY) -m loadtest.bench_serving $(BENCH_ARGS)
+
+bench-mirror: install $(if $(findstring --no-nginx,$(MIRROR_ARGS)),,nginx) ## mirroring isolation: router vs nginx mirror, shadow healthy/slow/killed (MIRROR_ARGS=--quick)
+	$(PY) -m loadtest.bench_mirror $(MIRROR_ARGS)
+
+soak: install ## Locust soak: predictor + mirror router, zero failures, p99 and RSS stable (reports/soak.md; SOAK_ARGS="--duration 30s")
+	$(PY) -m loadtest.soak $(SOAK_ARGS)
+
+# The reference of bench-mirror. Debian's package starts its own nginx where systemd runs
+# (`systemctl disable --now nginx` stops it); the benchmark starts another on free ports.
+nginx: ## Debian's nginx-light, when nginx is missing (as root; for make bench-mirror)
+	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "nginx not found: installing Debian's nginx-light"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -qq --no-install-recommends nginx-light \
+	      || { apt-get update -qq && apt-get install -y -qq --no-install-recommends nginx-light; }; \
+	  else echo "nginx not found: install Debian's nginx-light (or run with MIRROR_ARGS=--no-nginx)"; exit 1; fi; }

@@ -90,12 +90,12 @@ def ui_command(settings: Settings, web_host: str = WEB_HOST, web_port: int = WEB
             *settings.user_classes]
 
 
-def headless_command(settings: Settings, prefix: Path) -> list[str]:
+def headless_command(settings: Settings, prefix: Path, extra: Sequence[str] = ()) -> list[str]:
     return [locust_binary(), "-f", str(LOCUSTFILE), "--headless",
             "--users", str(settings.users), "--spawn-rate", str(settings.spawn_rate),
             "--run-time", settings.run_time, "--stop-timeout", "5",
             "--csv", str(prefix), "--html", str(prefix) + ".html", "--only-summary",
-            "--exit-code-on-error", "1", *settings.user_classes]
+            "--exit-code-on-error", "1", *extra, *settings.user_classes]
 
 
 @dataclass
@@ -111,13 +111,15 @@ class HeadlessResult:
         return self.returncode == 0 and self.slo.ok
 
 
-def run_headless(settings: Settings, prefix: Path | None = None, timeout: float | None = None) -> HeadlessResult:
-    """Run Locust headless in a child process; reports at `<prefix>_stats.csv` and `<prefix>.html`."""
+def run_headless(settings: Settings, prefix: Path | None = None, timeout: float | None = None,
+                 extra: Sequence[str] = ()) -> HeadlessResult:
+    """Run Locust headless in a child process; reports at `<prefix>_stats.csv` and `<prefix>.html`;
+    `extra`: more Locust flags."""
     prefix = Path(prefix or Path(settings.reports_dir) / "loadtest").resolve()
     prefix.parent.mkdir(parents=True, exist_ok=True)
     log = Path(str(prefix) + ".log")
     with open(log, "wb") as out:
-        code = run_forwarding(headless_command(settings, prefix), env=child_env(settings), cwd=REPO,
+        code = run_forwarding(headless_command(settings, prefix, extra), env=child_env(settings), cwd=REPO,
                               stdout=out, timeout=timeout)
     stats_csv = Path(str(prefix) + "_stats.csv")
     return HeadlessResult(code, slo.check(stats_csv, settings.p95_ms), stats_csv,

@@ -33,24 +33,26 @@ import shutil
 import signal
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 from loadtest import payloads
 from loadtest.bench_serving import (
     MODEL_NAME,
-    REPO,
     Cell,
     Server,
+    add_harness_args,
+    add_round_args,
     cpu_split,
     environment,
     free_port,
+    harness,
     model_under_test,
+    parse_round_args,
     predictor_server,
     router_server,
-    run_cell,
-    stop_all,
+    run_rounds,
     summarize,
+    write_report,
 )
 
 SHADOWS = ("healthy", "slow", "killed")
@@ -227,26 +229,12 @@ def markdown(report: dict) -> str:
 # --------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m loadtest.bench_mirror")
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--duration", type=float, default=8.0, help="measured seconds per cell")
-    p.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per cell")
-    p.add_argument("--concurrency", type=int, default=16, help="connections at the loaded level")
-    p.add_argument("--quick", action="store_true", help="1 round of 3 s cells (a smoke run)")
-    p.add_argument("--no-pin", action="store_true", help="do not pin generator and servers to CPUs")
+    add_round_args(p, "connections at the loaded level")
     p.add_argument("--no-nginx", action="store_true", help="leave out the nginx reference")
-    p.add_argument("--tracking-uri", help="use this MLflow server instead of starting one")
-    p.add_argument("--model-uri", help="with --tracking-uri: the registered model to serve")
-    p.add_argument("--reports-dir", type=Path, default=REPO / "reports")
-    p.add_argument("--keep", action="store_true", help="keep the work folder (logs) after the run")
-    args = p.parse_args(argv)
-    if args.quick:
-        args.rounds, args.duration, args.warmup = 1, 3.0, 1.0
-
+    add_harness_args(p)
+    args = parse_round_args(p, argv)
     gen_cpus, server_cpus, pinning = cpu_split(args.no_pin)
-    work = Path(tempfile.mkdtemp(prefix="bench-mirror-"))
-    print(f"work folder {work}", flush=True)
-    servers: list[Server] = []
-    try:
+    with harness("bench-mirror-", args.keep) as (work, servers):
         tracking_uri, model_uri = model_under_test(work, servers, args.tracking_uri, args.model_uri)
         print(f"serving {model_uri}", flush=True)
         primary = predictor_server("primary", model_uri, tracking_uri, work, server_cpus)
@@ -290,15 +278,8 @@ def main(argv: list[str] | None = None) -> int:
         levels = {"c1": 1, f"c{args.concurrency}": args.concurrency}
         cells = [Cell(target, level, url, bodies, "v1", concurrency)
                  for level, concurrency in levels.items() for target, url in endpoints.items()]
-        raw: dict[str, dict[str, list[dict]]] = {level: {t: [] for t in endpoints} for level in levels}
         env_info = environment(pinning)
-        for rnd in range(args.rounds):
-            for cell in cells:
-                result = run_cell(cell, args.duration, args.warmup, gen_cpus)
-                raw[cell.level][cell.target].append(result)
-                print(f"round {rnd + 1}/{args.rounds} c={cell.concurrency:<3} {cell.target:<15} "
-                      f"{result['throughput_rps']:>8.0f} req/s  p50 {result['latency_ms']['p50']:.3f} ms  "
-                      f"p99 {result['latency_ms']['p99']:.3f} ms  errors {result['errors']}", flush=True)
+        raw = run_rounds(cells, args, gen_cpus)
         summary = {level: {t: {**summarize(rs), "p999_ms": statistics.median(_p(r, "p999") for r in rs)}
                            for t, rs in by_t.items()} for level, by_t in raw.items()}
         report = {
@@ -314,19 +295,8 @@ def main(argv: list[str] | None = None) -> int:
             "raw": raw,
             "loadavg_end": [round(x, 2) for x in os.getloadavg()],
         }
-        args.reports_dir.mkdir(parents=True, exist_ok=True)
-        (args.reports_dir / "bench-mirror.json").write_text(json.dumps(report, indent=2))
-        text = markdown(report)
-        (args.reports_dir / "bench-mirror.md").write_text(text)
-        print(text)
-        print(f"wrote {args.reports_dir / 'bench-mirror.md'} and bench-mirror.json", flush=True)
+        write_report(args.reports_dir, "bench-mirror", report, markdown(report))
         return 0
-    finally:
-        stop_all(servers)
-        if args.keep:
-            print(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
 
 
 def _nginx_version(binary: str) -> str:

@@ -47,6 +47,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -350,6 +351,22 @@ def router_server(label: str, config: dict[str, Any], work: Path, cpus: set[int]
                           "--port", str(port)], port, "/readyz", work / f"{label}.log", cpus=cpus)
 
 
+def run_rounds(cells: list[Cell], args: argparse.Namespace, gen_cpus: set[int] | None) -> dict[str, dict[str, list[dict]]]:
+    """Every cell once per round, interleaved: {level: {target: [result per round]}}."""
+    raw: dict[str, dict[str, list[dict]]] = {}
+    for cell in cells:
+        raw.setdefault(cell.level, {}).setdefault(cell.target, [])
+    for rnd in range(args.rounds):
+        for cell in cells:
+            result = run_cell(cell, args.duration, args.warmup, gen_cpus)
+            raw[cell.level][cell.target].append(result)
+            print(f"round {rnd + 1}/{args.rounds} {cell.level:<10} {cell.target:<15} "
+                  f"{result['throughput_rps']:>8.0f} req/s  p50 {result['latency_ms']['p50']:.3f} ms  "
+                  f"p99 {result['latency_ms']['p99']:.3f} ms  errors {result['errors']}  "
+                  f"load {result['loadavg_1m_before']}", flush=True)
+    return raw
+
+
 def run_cell(cell: Cell, duration: float, warmup: float, gen_cpus: set[int] | None) -> dict:
     argv = [sys.executable, "-m", "loadtest.loadgen", "--url", cell.url, "--bodies", str(cell.bodies),
             "--concurrency", str(cell.concurrency), "--duration", str(duration), "--warmup", str(warmup),
@@ -591,32 +608,70 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-# --------------------------------------------------------------------------- main
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m loadtest.bench_serving")
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--duration", type=float, default=8.0, help="measured seconds per cell")
-    p.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per cell")
-    p.add_argument("--concurrency", type=int, default=16, help="connections at the throughput level")
-    p.add_argument("--rows", type=int, default=1, help="rows per request")
-    p.add_argument("--quick", action="store_true", help="1 round of 3 s cells (a smoke run)")
-    p.add_argument("--no-pin", action="store_true", help="do not pin generator and servers to CPUs")
+# --------------------------------------------------------------------------- harness
+def add_harness_args(p: argparse.ArgumentParser) -> None:
+    """What every harness here takes: the model to serve, where reports go, keeping the logs."""
     p.add_argument("--tracking-uri", help="use this MLflow server instead of starting one")
     p.add_argument("--model-uri", help="with --tracking-uri: the registered model to serve")
     p.add_argument("--reports-dir", type=Path, default=REPO / "reports")
     p.add_argument("--keep", action="store_true", help="keep the work folder (logs) after the run")
-    p.add_argument("--only", nargs="*", help="run only these targets (debugging)")
+
+
+def add_round_args(p: argparse.ArgumentParser, concurrency_help: str) -> None:
+    """Rounds of measured cells (`run_rounds`); `--quick`: one round of 3 s cells."""
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--duration", type=float, default=8.0, help="measured seconds per cell")
+    p.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per cell")
+    p.add_argument("--concurrency", type=int, default=16, help=concurrency_help)
+    p.add_argument("--quick", action="store_true", help="1 round of 3 s cells (a smoke run)")
+    p.add_argument("--no-pin", action="store_true", help="do not pin generator and servers to CPUs")
+
+
+def parse_round_args(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.quick:
         args.rounds, args.duration, args.warmup = 1, 3.0, 1.0
+    return args
 
-    gen_cpus, server_cpus, pinning = cpu_split(args.no_pin)
 
-    ensure_mlserver()
-    work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
+@contextlib.contextmanager
+def harness(prefix: str, keep: bool) -> Iterator[tuple[Path, list[Server]]]:
+    """A work folder and the list of servers started in it: all stopped at the end, the folder
+    (logs) removed unless `keep`."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
     print(f"work folder {work}", flush=True)
     servers: list[Server] = []
     try:
+        yield work, servers
+    finally:
+        stop_all(servers)
+        if keep:
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def write_report(reports_dir: Path, name: str, report: dict, text: str) -> None:
+    """`<name>.json` (every figure) and `<name>.md` (the report, also printed)."""
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    (reports_dir / f"{name}.json").write_text(json.dumps(report, indent=2))
+    (reports_dir / f"{name}.md").write_text(text)
+    print(text)
+    print(f"wrote {reports_dir / f'{name}.md'} and {name}.json", flush=True)
+
+
+# --------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m loadtest.bench_serving")
+    add_round_args(p, "connections at the throughput level")
+    p.add_argument("--rows", type=int, default=1, help="rows per request")
+    p.add_argument("--only", nargs="*", help="run only these targets (debugging)")
+    add_harness_args(p)
+    args = parse_round_args(p, argv)
+    gen_cpus, server_cpus, pinning = cpu_split(args.no_pin)
+
+    ensure_mlserver()
+    with harness("bench-serving-", args.keep) as (work, servers):
         tracking_uri, model_uri = model_under_test(work, servers, args.tracking_uri, args.model_uri)
         model_dir = download_model(tracking_uri, model_uri, work / "model")
         print(f"serving {model_uri}", flush=True)
@@ -668,16 +723,8 @@ def main(argv: list[str] | None = None) -> int:
         levels = {"throughput": args.concurrency, "latency": 1}
         cells = [Cell(t, level, url, bodies, expect, c)
                  for level, c in levels.items() for t, (url, bodies, expect) in endpoints.items()]
-        raw: dict[str, dict[str, list[dict]]] = {level: {t: [] for t in endpoints} for level in levels}
         env_info = environment(pinning)
-        for rnd in range(args.rounds):
-            for cell in cells:
-                result = run_cell(cell, args.duration, args.warmup, gen_cpus)
-                raw[cell.level][cell.target].append(result)
-                print(f"round {rnd + 1}/{args.rounds} {cell.level:<10} {cell.target:<15} "
-                      f"{result['throughput_rps']:>8.0f} req/s  p50 {result['latency_ms']['p50']:.3f} ms  "
-                      f"p99 {result['latency_ms']['p99']:.3f} ms  errors {result['errors']}  "
-                      f"load {result['loadavg_1m_before']}", flush=True)
+        raw = run_rounds(cells, args, gen_cpus)
         summary = {level: {t: summarize(rs) for t, rs in by_t.items()} for level, by_t in raw.items()}
         report = {
             "model": {"uri": model_uri, "tracking_uri": tracking_uri},
@@ -692,19 +739,8 @@ def main(argv: list[str] | None = None) -> int:
             "raw": raw,
             "loadavg_end": [round(x, 2) for x in os.getloadavg()],
         }
-        args.reports_dir.mkdir(parents=True, exist_ok=True)
-        (args.reports_dir / "bench-serving.json").write_text(json.dumps(report, indent=2))
-        md = markdown(report)
-        (args.reports_dir / "bench-serving.md").write_text(md)
-        print(md)
-        print(f"wrote {args.reports_dir / 'bench-serving.md'} and bench-serving.json", flush=True)
+        write_report(args.reports_dir, "bench-serving", report, markdown(report))
         return 0
-    finally:
-        stop_all(servers)
-        if args.keep:
-            print(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -23,13 +23,10 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import re
-import shutil
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from datetime import UTC, datetime
@@ -40,11 +37,12 @@ import psutil
 
 from loadtest.bench_serving import (
     REPO,
-    Server,
+    add_harness_args,
+    harness,
     model_under_test,
     predictor_server,
     router_server,
-    stop_all,
+    write_report,
 )
 from loadtest.run import run_headless
 from loadtest.settings import Settings
@@ -193,18 +191,12 @@ def main(argv: list[str] | None = None) -> int:
                    "or a quarter of a short run)")
     p.add_argument("--window", type=float, help="seconds of the first and last p99 windows (default: 60, "
                    "or a third of the measured time)")
-    p.add_argument("--tracking-uri", help="use this MLflow server instead of starting one")
-    p.add_argument("--model-uri", help="with --tracking-uri: the registered model to serve")
-    p.add_argument("--reports-dir", type=Path, default=REPO / "reports")
-    p.add_argument("--keep", action="store_true", help="keep the work folder (logs) after the run")
+    add_harness_args(p)
     args = p.parse_args(argv)
     warmup = args.warmup if args.warmup is not None else min(60.0, args.duration / 4)
     window = args.window if args.window is not None else min(60.0, (args.duration - warmup) / 3)
 
-    work = Path(tempfile.mkdtemp(prefix="soak-"))
-    print(f"work folder {work}", flush=True)
-    servers: list[Server] = []
-    try:
+    with harness("soak-", args.keep) as (work, servers):
         tracking_uri, model_uri = model_under_test(work, servers, args.tracking_uri, args.model_uri)
         primary = predictor_server("primary", model_uri, tracking_uri, work, None)
         shadow = predictor_server("shadow", model_uri, tracking_uri, work, None)
@@ -254,18 +246,9 @@ def main(argv: list[str] | None = None) -> int:
             "loadavg": [round(load_start, 2), round(os.getloadavg()[0], 2)],
         }
         report["verdict"] = verdict(report)
-        (args.reports_dir / "soak.json").write_text(json.dumps(report, indent=2))
-        text = markdown(report)
-        (args.reports_dir / "soak.md").write_text(text)
-        print(text)
-        print(f"wrote {args.reports_dir / 'soak.md'} and soak.json (Locust log {result.log})", flush=True)
+        write_report(args.reports_dir, "soak", report, markdown(report))
+        print(f"Locust's log: {result.log}", flush=True)
         return 0
-    finally:
-        stop_all(servers)
-        if args.keep:
-            print(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
 
 
 def _locust_version() -> str:

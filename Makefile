@@ -40,8 +40,8 @@ status: ## show the local platform's processes
 
 ## ---------------------------------------------------------------- tests
 .PHONY: test test-unit test-integration lint
-test: install ## run all tests (unit, DAG, integration, chart, scan); -rs lists every skip's reason
-	$(PYTEST) -p no:cacheprovider -rs
+test: install ## run all tests (unit, DAG, integration, chart, scan); every skip is listed with its reason
+	$(PYTEST) -p no:cacheprovider
 
 test-unit: install ## unit and DAG tests only (a minute, no services)
 	$(PYTEST) tests/unit
@@ -129,7 +129,7 @@ chart-test: helm ## chart, plan, requirements and scan tests
 .PHONY: e2e
 e2e: install ## build images, then run the kind end-to-end tests (Docker + internet, ~8 CPU/16 GiB)
 	$(MAKE) image IMAGE_TAG=$(IMAGE_TAG) REGISTRY=$(REGISTRY)
-	MLOPS_E2E=1 MLOPS_E2E_IMAGE_TAG=$(IMAGE_TAG) REGISTRY=$(REGISTRY) $(PYTEST) tests/e2e -v -rs
+	MLOPS_E2E=1 MLOPS_E2E_IMAGE_TAG=$(IMAGE_TAG) REGISTRY=$(REGISTRY) $(PYTEST) tests/e2e -v
 
 ## ---- load tests and benchmarks
 # Locust always runs as a subprocess (importing it monkey-patches with gevent). Targets
@@ -139,7 +139,7 @@ e2e: install ## build images, then run the kind end-to-end tests (Docker + inter
 #   TARGET=predictor|graph|both   HOST_HEADER=<isvc host> GRAPH_HOST_HEADER=<graph host> (Istio ingress)
 #   PREDICTOR_URL=  GRAPH_URL=  USERS=  RUN_TIME=  P95_MS=   (loadtest-ci: defaults 4 users, 30s, 250 ms)
 # See loadtest/README.md.
-.PHONY: loadtest loadtest-ci bench
+.PHONY: loadtest loadtest-ci bench bench-serving bench-mirror soak nginx
 LOADTEST_ARGS = $(if $(TARGET),--target $(TARGET)) \
   $(if $(HOST_HEADER),--host-header '$(HOST_HEADER)') \
   $(if $(GRAPH_HOST_HEADER),--graph-host-header '$(GRAPH_HOST_HEADER)') \
@@ -154,5 +154,24 @@ loadtest: install ## Locust web UI on 127.0.0.1:8089 (TARGET=predictor|graph|bot
 loadtest-ci: install ## headless Locust, fixed users/time; fails on any error or p95 > P95_MS; reports/loadtest*
 	$(PY) -m loadtest.run ci $(LOADTEST_ARGS) --reports-dir reports
 
-bench: install ## serving benchmark: predictor vs MLServer vs HTTP floor, graph modes (reports/bench-serving.md)
+bench: bench-serving bench-mirror ## both benchmarks below (reports/bench-serving.md, reports/bench-mirror.md)
+
+bench-serving: install ## serving: predictor vs MLServer vs HTTP floor, graph modes (BENCH_ARGS=--quick)
 	$(PY) -m loadtest.bench_serving $(BENCH_ARGS)
+
+bench-mirror: install $(if $(findstring --no-nginx,$(MIRROR_ARGS)),,nginx) ## mirroring isolation: router vs nginx mirror, shadow healthy/slow/killed (MIRROR_ARGS=--quick)
+	$(PY) -m loadtest.bench_mirror $(MIRROR_ARGS)
+
+soak: install ## Locust soak: predictor + mirror router, zero failures, p99 and RSS stable (reports/soak.md; SOAK_ARGS="--duration 30s")
+	$(PY) -m loadtest.soak $(SOAK_ARGS)
+
+# The reference of bench-mirror. Debian's package starts its own nginx where systemd runs
+# (`systemctl disable --now nginx` stops it); the benchmark starts another on free ports.
+nginx: ## Debian's nginx-light, when nginx is missing (as root; for make bench-mirror)
+	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "nginx not found: installing Debian's nginx-light"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -qq --no-install-recommends nginx-light \
+	      || { apt-get update -qq && apt-get install -y -qq --no-install-recommends nginx-light; }; \
+	  else echo "nginx not found: install Debian's nginx-light (or run with MIRROR_ARGS=--no-nginx)"; exit 1; fi; }

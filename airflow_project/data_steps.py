@@ -98,19 +98,21 @@ def validate_export(lake: DataLake, intermediate: BlobRef, raw: BlobRef, thresho
     """Check the export against the champion's training data, log the report as a run of
     `wachttijden-data`, and stop (DataGateFailed) when the gate fails without an override."""
     from airflow_project import data_tracking
+    from airflow_project.registry import mlflow_logs_at_their_level
     from airflow_project.wachttijden import dataset, export_checks
 
     frame = dataset.read_intermediate(lake.read(intermediate), str(intermediate))
-    baseline = data_tracking.champion_baseline(lake)
-    report = export_checks.check_export(
-        frame, baseline.frame, source=str(raw), thresholds=thresholds, baseline_source=baseline.source,
-        baseline_note=baseline.note, override=override,
-    )
     preprocessed = preprocessed_output(intermediate)
-    run_id = data_tracking.log_data_run(
-        report, baseline=baseline.frame, preprocessed=str(preprocessed), run_name=run_name,
-        params={"export": str(raw), "baseline_version": baseline.version or ""}, tags=tags,
-    )
+    with mlflow_logs_at_their_level():
+        baseline = data_tracking.champion_baseline(lake)
+        report = export_checks.check_export(
+            frame, baseline.frame, source=str(raw), thresholds=thresholds, baseline_source=baseline.source,
+            baseline_note=baseline.note, override=override,
+        )
+        run_id = data_tracking.log_data_run(
+            report, baseline=baseline.frame, preprocessed=str(preprocessed), run_name=run_name,
+            params={"export": str(raw), "baseline_version": baseline.version or ""}, tags=tags,
+        )
     where = f"MLflow experiment {data_tracking.DATA_EXPERIMENT}, run {run_id}"
     if report.gate == "failed":
         raise export_checks.DataGateFailed(
@@ -181,10 +183,12 @@ def backtest(lake: DataLake, path: str, run_day: dt.date | dt.datetime) -> Backt
     its export date is the one in its path, else the run's date."""
     from airflow_project.backtest import backtest_registered
     from airflow_project.datalake import dataset_day
+    from airflow_project.registry import mlflow_logs_at_their_level
 
     ref = BlobRef.parse(path)
     day = dataset_day(ref.path) or (run_day.date() if isinstance(run_day, dt.datetime) else run_day)
-    return backtest_registered(read_prepared(lake, ref), export=str(ref), day=day)
+    with mlflow_logs_at_their_level():
+        return backtest_registered(read_prepared(lake, ref), export=str(ref), day=day)
 
 
 def train(lake: DataLake, path: str, config: TrainingConfig, *, run_name: str,

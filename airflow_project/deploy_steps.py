@@ -33,6 +33,11 @@ class ModelVersion(TypedDict):
     model_uri: str  # pinned by number: a moved alias changes the manifest
     run_id: str
     aliases: list[str]
+    note: NotRequired[str]  # why this is not the version `requested` resolves to
+
+
+class SelfComparisonError(ValueError):
+    """Primary and shadow would be one version, and no other version can stand in."""
 
 
 class PredictorDeployment(TypedDict):
@@ -80,10 +85,18 @@ def resolve_version(model: str | int, *, name: str = MODEL_NAME, tracking_uri: s
     """Version number or alias -> the registered version, pinned by number."""
     from mlflow import MlflowClient
 
+    return _resolve(MlflowClient(tracking_uri), model, name)
+
+
+def _resolve(client: Any, model: str | int, name: str) -> ModelVersion:
     ref = str(model).strip()
     if not ref:
         raise ValueError("model must be a version number or an alias, got an empty string")
-    mv = registry.require_version(MlflowClient(tracking_uri), ref, name)
+    mv = registry.require_version(client, ref, name)
+    return _model_version(mv, ref, name)
+
+
+def _model_version(mv: Any, ref: str, name: str) -> ModelVersion:
     version = str(mv.version)
     result = ModelVersion(
         name=name,
@@ -95,6 +108,38 @@ def resolve_version(model: str | int, *, name: str = MODEL_NAME, tracking_uri: s
     )
     log.info("model %s %s -> version %s (%s)", name, ref, version, result["model_uri"])
     return result
+
+
+def resolve_mirror_versions(primary: str | int, shadow: str | int, *, name: str = MODEL_NAME,
+                            tracking_uri: str | None = None, client: Any = None) -> dict[str, ModelVersion]:
+    """Primary and shadow versions for a mirror, never one version compared with itself.
+
+    When both resolve to the same version (e.g. `champion` and `challenger` after the
+    challenger was promoted) and the shadow was named by an alias, the newest other
+    version becomes the shadow (the previous champion, usually), with a `note` saying so.
+    A shadow named by the primary's own version number, or a registry without another
+    version, fails at once, naming the aliases and versions.
+    """
+    if client is None:
+        from mlflow import MlflowClient
+
+        client = MlflowClient(tracking_uri)
+    first, second = _resolve(client, primary, name), _resolve(client, shadow, name)
+    if first["version"] != second["version"]:
+        return {"primary": first, "shadow": second}
+    same = (f"primary {first['requested']!r} and shadow {second['requested']!r} both resolve to version "
+            f"{first['version']} of model {name!r}")
+    others = sorted((int(v.version) for v in client.search_model_versions(f"name='{name}'")
+                     if str(v.version) != first["version"]), reverse=True)
+    if second["requested"].isdigit() or not others:
+        why = ("a shadow named by number must be another version" if others
+               else "the registry has no other version to shadow")
+        raise SelfComparisonError(f"{same}: {why} ({registry.describe_registry(client, name)}); "
+                                  "train another version or pass another shadow_model")
+    stand_in = _model_version(registry.require_version(client, str(others[0]), name), second["requested"], name)
+    stand_in["note"] = f"{same}: shadowing the newest other version {others[0]} instead"
+    log.warning("%s", stand_in["note"])
+    return {"primary": first, "shadow": stand_in}
 
 
 # --------------------------------------------------------------------------- deploying
@@ -269,18 +314,19 @@ def compare_shadow(
 
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_experiment(SHADOW_EXPERIMENT)
     primary, shadow = dict(primary or {}), dict(shadow or {})
     run_name = f"v{primary.get('version', '?')}-vs-v{shadow.get('version', '?')}"
-    with mlflow.start_run(run_name=run_name) as run:
-        mlflow.set_tags({"model_name": MODEL_NAME, **dict(tags or {})})
-        mlflow.log_params({
-            "primary_version": primary.get("version", ""), "primary_model_uri": primary.get("model_uri", ""),
-            "shadow_version": shadow.get("version", ""), "shadow_model_uri": shadow.get("model_uri", ""),
-            "entry_url": entry_url, "shadow_url": shadow_url, "dataset": dataset,
-            "sample_size": int(sample_size), "seed": seed, "within_weeks": WITHIN_WEEKS,
-        })
-        mlflow.log_metrics(metrics)
+    with registry.mlflow_logs_at_their_level():
+        mlflow.set_experiment(SHADOW_EXPERIMENT)
+        with mlflow.start_run(run_name=run_name) as run:
+            mlflow.set_tags({"model_name": MODEL_NAME, **dict(tags or {})})
+            mlflow.log_params({
+                "primary_version": primary.get("version", ""), "primary_model_uri": primary.get("model_uri", ""),
+                "shadow_version": shadow.get("version", ""), "shadow_model_uri": shadow.get("model_uri", ""),
+                "entry_url": entry_url, "shadow_url": shadow_url, "dataset": dataset,
+                "sample_size": int(sample_size), "seed": seed, "within_weeks": WITHIN_WEEKS,
+            })
+            mlflow.log_metrics(metrics)
     log.info("shadow comparison %s (run %s): %s", run_name, run.info.run_id, metrics)
     return ComparisonResult(run_id=run.info.run_id, experiment=SHADOW_EXPERIMENT, metrics=metrics)
 

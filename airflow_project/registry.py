@@ -11,10 +11,15 @@ MAE by more than BACKTEST_MARGIN.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
+import sys
 import tempfile
+import threading
 import warnings
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,6 +48,20 @@ SKOPS_TRUSTED_TYPES: tuple[str, ...] = (
     "sklearn.tree._tree.Tree",
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
 )
+
+# What loading the logged model and predicting with it need, and nothing else: without an
+# explicit list MLflow infers one from wherever training runs (inside this folder the whole
+# uv project, Airflow included; elsewhere whatever it captures, pytest and rich among them).
+# Each is pinned at the version installed where training runs, which is uv.lock's in the dev
+# environment and in the Airflow image alike (image/requirements-*.txt are exported from it).
+MODEL_RUNTIME: tuple[str, ...] = ("mlflow", "scikit-learn", "skops", "pandas", "numpy")
+
+
+def model_pip_requirements() -> list[str]:
+    """The logged model's requirements.txt: MODEL_RUNTIME pinned (`dist==version`)."""
+    from importlib.metadata import version
+
+    return [f"{dist}=={version(dist)}" for dist in MODEL_RUNTIME]
 
 
 BACKTEST_METRIC = "backtest_mae"
@@ -117,6 +136,75 @@ def _check_trusted(pipeline: Any) -> None:
             f"model contains types not in SKOPS_TRUSTED_TYPES: {sorted(untrusted)}; "
             "review them and add them to airflow_project.registry.SKOPS_TRUSTED_TYPES"
         )
+
+
+class _ToRoot(logging.Handler):
+    """Hands MLflow's records to the root logger's handlers (the task log in Airflow)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        logging.getLogger().handle(record)
+
+
+class _LinesAsRecords(io.TextIOBase):
+    """A text stream whose lines become log records: MLflow's console messages (`eprint`:
+    "Successfully registered model ...") written to `sys.stderr` while it is redirected here."""
+
+    def __init__(self, logger: logging.Logger, fallback: Any) -> None:
+        self._logger, self._fallback = logger, fallback
+        self._pending = ""
+        self._local = threading.local()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        if getattr(self._local, "busy", False):  # a handler that writes to sys.stderr: no loop
+            return self._fallback.write(text)
+        self._pending += text
+        *lines, self._pending = self._pending.split("\n")
+        self._emit(lines)
+        return len(text)
+
+    def _emit(self, lines: list[str]) -> None:
+        self._local.busy = True
+        try:
+            for line in (line.rstrip() for line in lines):
+                if line:
+                    self._logger.log(logging.WARNING if "Warning" in line else logging.INFO, "%s", line)
+        finally:
+            self._local.busy = False
+
+    def close_lines(self) -> None:
+        rest, self._pending = self._pending, ""
+        self._emit([rest])
+
+
+@contextlib.contextmanager
+def mlflow_logs_at_their_level() -> Iterator[None]:
+    """MLflow's messages as log records at their own level, not as raw stderr.
+
+    MLflow gives its logger a handler on stderr, and prints some messages there itself;
+    an Airflow task logs everything on stderr as ERROR (`task.stderr`), so a successful
+    training showed ten red lines. Inside this block MLflow's records go to the root
+    logger (the task log, keeping MLflow's own filters) and stderr lines become records of
+    `mlflow.console` (INFO; WARNING when they name a warning). Restored afterwards.
+    """
+    import mlflow  # noqa: F401 - configures the "mlflow" logger on import: take it over after that
+
+    logger = logging.getLogger("mlflow")
+    saved = logger.handlers[:]
+    forward = _ToRoot()
+    for handler in saved:
+        for f in handler.filters:
+            forward.addFilter(f)
+    logger.handlers = [forward]
+    stream = _LinesAsRecords(logging.getLogger("mlflow.console"), sys.stderr)
+    try:
+        with contextlib.redirect_stderr(stream):
+            yield
+    finally:
+        stream.close_lines()
+        logger.handlers = saved
 
 
 class ModelVersionNotFound(LookupError):
@@ -260,6 +348,26 @@ def train_and_register(
     data_report, data_run: the data-check report of the export and its run (for the card);
     backtests: the scores of the backtest before this training (for the card).
     """
+    with mlflow_logs_at_their_level():
+        return _train_and_register(data, config, tracking_uri=tracking_uri, source=source, run_name=run_name,
+                                   tags=tags, artifact_location=artifact_location, dataset_uri=dataset_uri,
+                                   data_report=data_report, data_run=data_run, backtests=backtests)
+
+
+def _train_and_register(
+    data: pd.DataFrame,
+    config: training.TrainingConfig,
+    *,
+    tracking_uri: str | None,
+    source: str,
+    run_name: str | None,
+    tags: dict[str, str] | None,
+    artifact_location: str | None,
+    dataset_uri: str | None,
+    data_report: dict[str, Any] | None,
+    data_run: str | None,
+    backtests: list[dict[str, Any]] | None,
+) -> RegistrationResult:
     import mlflow
     from mlflow import MlflowClient
     from mlflow.models import infer_signature
@@ -296,6 +404,7 @@ def train_and_register(
             signature=infer_signature(example, result.pipeline.predict(example)),
             input_example=example,
             registered_model_name=MODEL_NAME,
+            pip_requirements=model_pip_requirements(),
         )
         version = str(info.registered_model_version)
         client.set_registered_model_alias(MODEL_NAME, CHALLENGER, version)

@@ -47,6 +47,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -60,9 +61,11 @@ MODEL_NAME = "wachttijden"
 MLSERVER_VENV = REPO / ".tools" / "mlserver"
 MLSERVER_VERSION = "1.7.1"
 
+# The graph's latency ratios (mirror p50 <= 1.15x direct, Sequence p50 <= 2.2x direct) are
+# retired: both budgets were below one bare HTTP request on this machine. They are still
+# reported (info); what mirroring must deliver is measured by `loadtest.bench_mirror`.
 TARGETS = {
     "throughput": {"predictor_over_mlserver_rps": 3.0, "predictor_over_floor_rps": 0.5},
-    "latency": {"mirror_over_direct_p50": 1.15, "sequence_over_direct_p50": 2.2},
 }
 
 
@@ -211,9 +214,9 @@ def mlserver_pins() -> list[str]:
             # MLServer 1.7's inference workers call asyncio.get_event_loop() outside a loop;
             # uvloop >= 0.22 raises there and every worker dies. 0.21 is what 1.7.1 shipped with.
             "uvloop==0.21.0"]
-    for dist in ("mlflow", "scikit-learn", "skops", "pandas", "numpy"):
-        pins.append(f"{dist}=={importlib.metadata.version(dist)}")
-    return pins
+    from airflow_project.registry import model_pip_requirements
+
+    return pins + model_pip_requirements()
 
 
 def ensure_mlserver(venv: Path = MLSERVER_VENV) -> Path:
@@ -295,6 +298,75 @@ class Cell:
     concurrency: int
 
 
+def cpu_split(no_pin: bool = False) -> tuple[set[int] | None, set[int] | None, dict[str, Any]]:
+    """(generator CPUs, server CPUs, description): the generator on the first usable CPU and
+    every server on the others, when there are two or more."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2 or no_pin:
+        return None, None, {"generator": [], "servers": [],
+                            "description": "none (generator and servers share all CPUs)"}
+    desc = (f"load generator on CPU {cpus[0]}, every server process on CPU(s) {','.join(map(str, cpus[1:]))} "
+            "(each server alone on its CPU(s) while measured; idle servers stay up)")
+    return {cpus[0]}, set(cpus[1:]), {"generator": cpus[:1], "servers": cpus[1:], "description": desc}
+
+
+def model_under_test(work: Path, servers: list[Server], tracking_uri: str | None = None,
+                     model_uri: str | None = None) -> tuple[str, str]:
+    """(tracking URI, model URI pinned by number): the given registered model, or an MLflow
+    server started here with `wachttijden` registered on synthetic data."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from airflow_project.registry import model_uri as registry_model_uri
+    from airflow_project.serving.predictor import resolve_model_uri
+
+    if tracking_uri:
+        model_uri = model_uri or f"models:/{MODEL_NAME}@champion"
+    else:
+        mlflow_server = start_mlflow(work)
+        servers.append(mlflow_server)
+        mlflow_server.wait_ready(120)
+        tracking_uri = mlflow_server.url
+        print("registering a model trained on synthetic data", flush=True)
+        model_uri = register_model(tracking_uri)
+    mlflow.set_tracking_uri(tracking_uri)
+    name, version = resolve_model_uri(model_uri, MlflowClient())
+    return tracking_uri, registry_model_uri(version, name)
+
+
+def predictor_server(label: str, model_uri: str, tracking_uri: str, work: Path,
+                     cpus: set[int] | None) -> Server:
+    port = free_port()
+    return Server(label, [sys.executable, "-m", "airflow_project.serving", "--model-uri", model_uri,
+                          "--name", MODEL_NAME, "--port", str(port), "--tracking-uri", tracking_uri],
+                  port, f"/v2/models/{MODEL_NAME}/ready", work / f"{label}.log", cpus=cpus)
+
+
+def router_server(label: str, config: dict[str, Any], work: Path, cpus: set[int] | None) -> Server:
+    """The local graph router on a graph file with `config` (see `serving.router`)."""
+    graph_file = work / f"{label}.json"
+    graph_file.write_text(json.dumps(config))
+    port = free_port()
+    return Server(label, [sys.executable, "-m", "airflow_project.serving.router", "--graph", str(graph_file),
+                          "--port", str(port)], port, "/readyz", work / f"{label}.log", cpus=cpus)
+
+
+def run_rounds(cells: list[Cell], args: argparse.Namespace, gen_cpus: set[int] | None) -> dict[str, dict[str, list[dict]]]:
+    """Every cell once per round, interleaved: {level: {target: [result per round]}}."""
+    raw: dict[str, dict[str, list[dict]]] = {}
+    for cell in cells:
+        raw.setdefault(cell.level, {}).setdefault(cell.target, [])
+    for rnd in range(args.rounds):
+        for cell in cells:
+            result = run_cell(cell, args.duration, args.warmup, gen_cpus)
+            raw[cell.level][cell.target].append(result)
+            print(f"round {rnd + 1}/{args.rounds} {cell.level:<10} {cell.target:<15} "
+                  f"{result['throughput_rps']:>8.0f} req/s  p50 {result['latency_ms']['p50']:.3f} ms  "
+                  f"p99 {result['latency_ms']['p99']:.3f} ms  errors {result['errors']}  "
+                  f"load {result['loadavg_1m_before']}", flush=True)
+    return raw
+
+
 def run_cell(cell: Cell, duration: float, warmup: float, gen_cpus: set[int] | None) -> dict:
     argv = [sys.executable, "-m", "loadtest.loadgen", "--url", cell.url, "--bodies", str(cell.bodies),
             "--concurrency", str(cell.concurrency), "--duration", str(duration), "--warmup", str(warmup),
@@ -347,10 +419,10 @@ RATIO_SPECS = [
      "<=", 1.0, "no worse p99"),
     ("predictor / HTTP floor throughput", "throughput", ("predictor-v2", "rps"), ("floor", "rps"),
      ">=", 0.5, "V2 body"),
-    ("mirror p50 / direct p50", "latency", ("graph-mirror", "p50"), ("predictor-v1", "p50"),
-     "<=", 1.15, "V1 body, concurrency 1"),
-    ("sequence p50 / direct p50", "latency", ("graph-sequence", "p50"), ("predictor-v1", "p50"),
-     "<=", 2.2, "V1 body, concurrency 1"),
+    ("mirror p50 / direct p50 (info, target retired)", "latency", ("graph-mirror", "p50"),
+     ("predictor-v1", "p50"), None, None, "V1 body, concurrency 1"),
+    ("sequence p50 / direct p50 (info, target retired)", "latency", ("graph-sequence", "p50"),
+     ("predictor-v1", "p50"), None, None, "V1 body, concurrency 1"),
     ("predictor V1 / HTTP floor throughput (info)", "throughput", ("predictor-v1", "rps"), ("floor", "rps"),
      None, None, ""),
     ("mirror p50 / direct p50 under load (info)", "throughput", ("graph-mirror", "p50"), ("predictor-v1", "p50"),
@@ -391,6 +463,8 @@ def _version(dist: str, python: Path | None = None) -> str:
             return importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
             return "-"
+    if not python.exists():
+        return "-"
     out = subprocess.run([str(python), "-c", f"import importlib.metadata as m; print(m.version({dist!r}))"],
                          capture_output=True, text=True, check=False)
     return out.stdout.strip() or "-"
@@ -534,70 +608,75 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-# --------------------------------------------------------------------------- main
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m loadtest.bench_serving")
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--duration", type=float, default=8.0, help="measured seconds per cell")
-    p.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per cell")
-    p.add_argument("--concurrency", type=int, default=16, help="connections at the throughput level")
-    p.add_argument("--rows", type=int, default=1, help="rows per request")
-    p.add_argument("--quick", action="store_true", help="1 round of 3 s cells (a smoke run)")
-    p.add_argument("--no-pin", action="store_true", help="do not pin generator and servers to CPUs")
+# --------------------------------------------------------------------------- harness
+def add_harness_args(p: argparse.ArgumentParser) -> None:
+    """What every harness here takes: the model to serve, where reports go, keeping the logs."""
     p.add_argument("--tracking-uri", help="use this MLflow server instead of starting one")
     p.add_argument("--model-uri", help="with --tracking-uri: the registered model to serve")
     p.add_argument("--reports-dir", type=Path, default=REPO / "reports")
     p.add_argument("--keep", action="store_true", help="keep the work folder (logs) after the run")
-    p.add_argument("--only", nargs="*", help="run only these targets (debugging)")
+
+
+def add_round_args(p: argparse.ArgumentParser, concurrency_help: str) -> None:
+    """Rounds of measured cells (`run_rounds`); `--quick`: one round of 3 s cells."""
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--duration", type=float, default=8.0, help="measured seconds per cell")
+    p.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per cell")
+    p.add_argument("--concurrency", type=int, default=16, help=concurrency_help)
+    p.add_argument("--quick", action="store_true", help="1 round of 3 s cells (a smoke run)")
+    p.add_argument("--no-pin", action="store_true", help="do not pin generator and servers to CPUs")
+
+
+def parse_round_args(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.quick:
         args.rounds, args.duration, args.warmup = 1, 3.0, 1.0
+    return args
 
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) >= 2 and not args.no_pin:
-        gen_cpus, server_cpus = {cpus[0]}, set(cpus[1:])
-        pin_desc = (f"load generator on CPU {cpus[0]}, every server process on CPU(s) "
-                    f"{','.join(map(str, cpus[1:]))} (each server alone on its CPU(s) while measured; "
-                    f"idle servers stay up)")
-    else:
-        gen_cpus = server_cpus = None
-        pin_desc = "none (generator and servers share all CPUs)"
-    pinning = {"generator": sorted(gen_cpus or []), "servers": sorted(server_cpus or []), "description": pin_desc}
 
-    ensure_mlserver()
-    work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
+@contextlib.contextmanager
+def harness(prefix: str, keep: bool) -> Iterator[tuple[Path, list[Server]]]:
+    """A work folder and the list of servers started in it: all stopped at the end, the folder
+    (logs) removed unless `keep`."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
     print(f"work folder {work}", flush=True)
     servers: list[Server] = []
     try:
-        if args.tracking_uri:
-            tracking_uri = args.tracking_uri
-            model_uri = args.model_uri or f"models:/{MODEL_NAME}@champion"
+        yield work, servers
+    finally:
+        stop_all(servers)
+        if keep:
+            print(f"kept {work}")
         else:
-            mlflow_server = start_mlflow(work)
-            servers.append(mlflow_server)
-            mlflow_server.wait_ready(120)
-            tracking_uri = mlflow_server.url
-            print("registering a model trained on synthetic data", flush=True)
-            model_uri = register_model(tracking_uri)
-        import mlflow
-        from mlflow.tracking import MlflowClient
+            shutil.rmtree(work, ignore_errors=True)
 
-        from airflow_project.registry import model_uri as registry_model_uri
-        from airflow_project.serving.predictor import resolve_model_uri
 
-        mlflow.set_tracking_uri(tracking_uri)
-        name, version = resolve_model_uri(model_uri, MlflowClient())
-        model_uri = registry_model_uri(version, name)
+def write_report(reports_dir: Path, name: str, report: dict, text: str) -> None:
+    """`<name>.json` (every figure) and `<name>.md` (the report, also printed)."""
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    (reports_dir / f"{name}.json").write_text(json.dumps(report, indent=2))
+    (reports_dir / f"{name}.md").write_text(text)
+    print(text)
+    print(f"wrote {reports_dir / f'{name}.md'} and {name}.json", flush=True)
+
+
+# --------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m loadtest.bench_serving")
+    add_round_args(p, "connections at the throughput level")
+    p.add_argument("--rows", type=int, default=1, help="rows per request")
+    p.add_argument("--only", nargs="*", help="run only these targets (debugging)")
+    add_harness_args(p)
+    args = parse_round_args(p, argv)
+    gen_cpus, server_cpus, pinning = cpu_split(args.no_pin)
+
+    ensure_mlserver()
+    with harness("bench-serving-", args.keep) as (work, servers):
+        tracking_uri, model_uri = model_under_test(work, servers, args.tracking_uri, args.model_uri)
         model_dir = download_model(tracking_uri, model_uri, work / "model")
         print(f"serving {model_uri}", flush=True)
-
-        def predictor(label: str) -> Server:
-            port = free_port()
-            return Server(label, [sys.executable, "-m", "airflow_project.serving", "--model-uri", model_uri,
-                                  "--name", MODEL_NAME, "--port", str(port), "--tracking-uri", tracking_uri],
-                          port, f"/v2/models/{MODEL_NAME}/ready", work / f"{label}.log", cpus=server_cpus)
-
-        primary, shadow = predictor("primary").start(), predictor("shadow").start()
+        primary = predictor_server("primary", model_uri, tracking_uri, work, server_cpus).start()
+        shadow = predictor_server("shadow", model_uri, tracking_uri, work, server_cpus).start()
         floor_port = free_port()
         floor = Server("floor", [sys.executable, "-m", "loadtest.floor_app", "--port", str(floor_port)],
                        floor_port, "/", work / "floor.log", cpus=server_cpus).start()
@@ -619,12 +698,7 @@ def main(argv: list[str] | None = None) -> int:
             if mode == "mirror":
                 config["mirror"] = {"primary": PRIMARY_SERVICE, "shadow": SHADOW_SERVICE,
                                     "percentage": 100}
-            graph_file = work / f"graph-{mode}.json"
-            graph_file.write_text(json.dumps(config))
-            port = free_port()
-            return Server(f"router-{mode}", [sys.executable, "-m", "airflow_project.serving.router", "--graph",
-                                             str(graph_file), "--port", str(port)],
-                          port, "/readyz", work / f"router-{mode}.log", cpus=server_cpus).start()
+            return router_server(f"router-{mode}", config, work, server_cpus).start()
 
         seq, mirror = router("graph"), router("mirror")
         servers += [seq, mirror]
@@ -649,16 +723,8 @@ def main(argv: list[str] | None = None) -> int:
         levels = {"throughput": args.concurrency, "latency": 1}
         cells = [Cell(t, level, url, bodies, expect, c)
                  for level, c in levels.items() for t, (url, bodies, expect) in endpoints.items()]
-        raw: dict[str, dict[str, list[dict]]] = {level: {t: [] for t in endpoints} for level in levels}
         env_info = environment(pinning)
-        for rnd in range(args.rounds):
-            for cell in cells:
-                result = run_cell(cell, args.duration, args.warmup, gen_cpus)
-                raw[cell.level][cell.target].append(result)
-                print(f"round {rnd + 1}/{args.rounds} {cell.level:<10} {cell.target:<15} "
-                      f"{result['throughput_rps']:>8.0f} req/s  p50 {result['latency_ms']['p50']:.3f} ms  "
-                      f"p99 {result['latency_ms']['p99']:.3f} ms  errors {result['errors']}  "
-                      f"load {result['loadavg_1m_before']}", flush=True)
+        raw = run_rounds(cells, args, gen_cpus)
         summary = {level: {t: summarize(rs) for t, rs in by_t.items()} for level, by_t in raw.items()}
         report = {
             "model": {"uri": model_uri, "tracking_uri": tracking_uri},
@@ -673,19 +739,8 @@ def main(argv: list[str] | None = None) -> int:
             "raw": raw,
             "loadavg_end": [round(x, 2) for x in os.getloadavg()],
         }
-        args.reports_dir.mkdir(parents=True, exist_ok=True)
-        (args.reports_dir / "bench-serving.json").write_text(json.dumps(report, indent=2))
-        md = markdown(report)
-        (args.reports_dir / "bench-serving.md").write_text(md)
-        print(md)
-        print(f"wrote {args.reports_dir / 'bench-serving.md'} and bench-serving.json", flush=True)
+        write_report(args.reports_dir, "bench-serving", report, markdown(report))
         return 0
-    finally:
-        stop_all(servers)
-        if args.keep:
-            print(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -48,8 +48,8 @@ if TYPE_CHECKING:
             description="InferenceService name (DNS-1035 label); one predictor per name.",
         ),
         "namespace": Param(
-            "", type="string",
-            title="Namespace",
+            None, type=["null", "string"],
+            title="Namespace (optional)",
             description="Serving namespace. Empty: MLOPS_SERVING_NAMESPACE of the deployment.",
         ),
         "timeout_seconds": Param(

@@ -2,7 +2,8 @@
 ### Shadow-deploy the challenger next to the champion
 
 Deploys two InferenceServices, **primary** (default alias `champion`) and **shadow**
-(default alias `challenger`), then the traffic mirror:
+(default alias `challenger`; when both aliases point to one version, the newest other
+version), then the traffic mirror:
 
 - `graph`: a KServe InferenceGraph, Sequence `[shadow (Soft), primary (Hard)]`: every
   request reaches both, the caller gets the primary's answer. Works without a mesh, but
@@ -71,7 +72,8 @@ if TYPE_CHECKING:
             description="InferenceGraph name (mode graph or both).",
         ),
         "namespace": Param(
-            "", type="string", title="Namespace",
+            None, type=["null", "string"],
+            title="Namespace (optional)",
             description="Serving namespace. Empty: MLOPS_SERVING_NAMESPACE of the deployment.",
         ),
         "mirror_mode": Param(
@@ -96,13 +98,13 @@ if TYPE_CHECKING:
 def deploy_traffic_mirroring():
     @task(multiple_outputs=True)
     def resolve_versions(*, params: dict) -> dict[str, ModelVersion]:
-        """Primary and shadow versions (fails at once if one does not exist)."""
-        from airflow_project.deploy_steps import resolve_version
+        """Primary and shadow versions; never one version against itself (fails at once if
+        a version does not exist, or no other version can be the shadow)."""
+        from airflow_project.deploy_steps import resolve_mirror_versions
         from airflow_project.task_context import fail_on_bad_input
 
         with fail_on_bad_input():
-            return {"primary": resolve_version(params["primary_model"]),
-                    "shadow": resolve_version(params["shadow_model"])}
+            return resolve_mirror_versions(params["primary_model"], params["shadow_model"])
 
     @task(multiple_outputs=True)
     def deploy(version: ModelVersion, role: str, *, params: dict) -> PredictorDeployment:

@@ -10,6 +10,8 @@ from http.client import HTTPException
 
 import psutil
 
+from airflow_project.host.processes import command_line
+
 LOCALHOST = "127.0.0.1"
 # Probes go straight to the address: a proxy from the environment must not answer for 127.0.0.1.
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -48,11 +50,9 @@ def port_owner(port: int) -> str:
         for conn in psutil.net_connections(kind="tcp"):
             if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
                 try:
-                    cmd = " ".join(" ".join(psutil.Process(conn.pid).cmdline()).split())
+                    cmd = command_line(psutil.Process(conn.pid), 100)
                 except psutil.Error:
                     cmd = "?"
-                if len(cmd) > 100:
-                    cmd = cmd[:99] + "…"
                 return f"pid {conn.pid} ({cmd})"
     except (psutil.Error, OSError):
         pass

@@ -96,6 +96,55 @@ def cmd_check(args: argparse.Namespace) -> int:
     return EXIT_GATE_FAILED
 
 
+def cmd_upload(args: argparse.Namespace) -> int:
+    """Put a raw export where prepare_dataset reads it, after the checks `prepare` makes."""
+    from azure.core.exceptions import AzureError
+
+    from airflow_project.datalake import RAW_CONTAINER, BlobRef, DataLake, dataset_path
+    from airflow_project.host.net import tcp_ok
+    from airflow_project.local.config import LocalConfig
+    from airflow_project.wachttijden import dataset
+
+    data = _read_input(args.input)
+    _, report = dataset.prepare(data, str(args.input))  # a bad file stops here: nothing is uploaded
+    local = LocalConfig()
+    if not args.connection_string and not tcp_ok(local.ports.azurite):  # else the client retries for minutes
+        raise CommandError(f"the local data lake (Azurite on 127.0.0.1:{local.ports.azurite}) is not running: "
+                           "start the platform with `make up`")
+    ref = BlobRef(RAW_CONTAINER, dataset_path(args.date))
+    try:
+        lake = DataLake.from_connection_string(args.connection_string or local.azurite_connection_string)
+        lake.ensure_containers((RAW_CONTAINER,))
+        if lake.exists(ref) and not args.replace:
+            raise CommandError(f"{ref} already exists in the data lake; pass --replace to overwrite it "
+                               "(or --date for another day)")
+        lake.write(ref, data)
+    except AzureError as exc:
+        raise CommandError(f"cannot upload to the data lake: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+    print(f"uploaded {args.input} ({report.rows_in} rows, {report.rows_out} usable) to {ref}", file=sys.stderr)
+    print(f"next: trigger prepare_dataset for logical date {args.date:%Y-%m-%d}, or with raw_path "
+          f"{ref.path}; train_model follows from its asset event", file=sys.stderr)
+    return 0
+
+
+def _add_upload_parser(data: argparse._SubParsersAction) -> None:
+    import datetime as dt
+
+    def day(text: str) -> dt.date:
+        try:
+            return dt.date.fromisoformat(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected YYYY-MM-DD, got {text!r}") from None
+
+    upload = data.add_parser("upload", help="validate a raw export and put it where prepare_dataset reads it")
+    upload.add_argument("--input", type=Path, required=True, help="raw NZa export (as `prepare` reads it)")
+    upload.add_argument("--date", type=day, default=dt.datetime.now(dt.UTC).date(),
+                        help="the logical date it is for (default: today, UTC): raw/wachttijden/YYYY/MM/DD/")
+    upload.add_argument("--replace", action="store_true", help="overwrite the export already there for that date")
+    upload.add_argument("--connection-string", help="Azure Blob connection string (default: the local Azurite)")
+    upload.set_defaults(func=cmd_upload)
+
+
 def default_tracking() -> tuple[str, str | None]:
     """MLFLOW_TRACKING_URI, else a SQLite store (and artifact folder) under .local/."""
     uri = os.environ.get("MLFLOW_TRACKING_URI")
@@ -172,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    data = commands.add_parser("data", help="generate, check or prepare NZa exports").add_subparsers(
+    data = commands.add_parser("data", help="generate, check, prepare or upload NZa exports").add_subparsers(
         dest="data_command", required=True
     )
     generate = data.add_parser("generate", help="write a synthetic raw export")
@@ -204,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--input", type=Path, required=True, help="raw NZa export")
     prepare.add_argument("--output", type=Path, required=True, help="prepared CSV (UTF-8, ';')")
     prepare.set_defaults(func=cmd_prepare)
+    _add_upload_parser(data)
 
     train = commands.add_parser("train", help="train, evaluate, register and maybe promote")
     train.add_argument("--input", type=Path, required=True, help="prepared CSV")

@@ -38,6 +38,7 @@ def up(config: LocalConfig | None = None, rows: int = 20000, timeout: float = 12
             # The raw export is in place before the scheduler can start a run that reads it.
             stack.start_services(config, report, deadline,
                                  before_airflow=lambda: job.seed_data_lake(config, rows, report))
+            job.restore_serving(config, report, deadline)
             text = job.run(config, report, deadline, drift_demo_rows=rows if drift_demo else 0)
     except PrerequisiteError as exc:
         print(f"mlops up: {exc}", file=err, flush=True)
@@ -94,6 +95,9 @@ def status(config: LocalConfig | None = None, out: IO[str] | None = None) -> int
     serving = job.serving_objects(config)
     if serving:
         print("\n" + summary.format_serving(serving), file=out)
+    memory = summary.collect_memory(_groups(config, serving))
+    if memory:
+        print("\n" + summary.format_memory(memory), file=out)
     if any(row.state == "running" for row in rows):
         password = config.airflow_password()
         if password and any(r.name == stack.API_SERVER and r.state == "running" for r in rows):
@@ -106,6 +110,15 @@ def status(config: LocalConfig | None = None, out: IO[str] | None = None) -> int
     services_ok = all(row.state == "running" and row.ready for row in rows)
     serving_ok = all(obj.get("running") and obj.get("ready") for obj in serving)
     return 0 if services_ok and serving_ok else 1
+
+
+def _groups(config: LocalConfig, serving: list[dict]) -> list[tuple[str, int, float | None]]:
+    """(owner, process group, leader start time) of every group this platform recorded."""
+    groups = [(name, record.group, record.create_time)
+              for name, record in processes.read_pid_records(config.run).items()]
+    groups += [(f"{obj['namespace']}/{obj['name']}", int(obj.get("pgid") or obj["pid"]), obj.get("create_time"))
+               for obj in serving if obj.get("pid")]
+    return groups
 
 
 def _warn_strays(config: LocalConfig, out: IO[str]) -> None:
@@ -136,6 +149,9 @@ def down(config: LocalConfig | None = None, purge: bool = False, out: IO[str] | 
     for record in ordered:
         if record.name in stopped:
             print(f"stopped {record.name} (pid {record.pid})", file=out)
+        elif left := processes.stop_orphans(record, timeout=10.0):
+            print(f"stopped what was left of {record.name}: its leader (pid {record.pid}) was gone, its "
+                  f"process group still ran pid {', '.join(map(str, left))}", file=out)
         else:
             print(f"{record.name} was not running (removed stale pid file)", file=out)
         processes.remove_pid_record(config.run, record.name)
@@ -153,8 +169,10 @@ def down(config: LocalConfig | None = None, purge: bool = False, out: IO[str] | 
             print(f"mlops down: {exc}", file=err)
             return 1
         print(f"purged {removed}", file=out)
-    elif records:
+    elif records or stopped_serving:
         print(f"data kept in {config.root} (`make down PURGE=1` deletes it)", file=out)
+        if stopped_serving:
+            print("serving objects kept: `make up` starts them again on their ports", file=out)
     return 0
 
 
@@ -164,13 +182,13 @@ def _stop_serving(config: LocalConfig, out: IO[str], err: IO[str]) -> list[str]:
     if not (config.root / "serving").is_dir():
         return []
     try:
-        removed = stop_local_serving(config.root)
+        stopped = stop_local_serving(config.root)
     except Exception as exc:  # noqa: BLE001 - the services must still be stopped
         print(f"mlops down: could not stop the local serving objects: {type(exc).__name__}: {exc}", file=err)
         return []
-    for name in removed:
+    for name in stopped:
         print(f"stopped serving {name}", file=out)
-    return removed
+    return stopped
 
 
 PURGED_FOLDERS = ("logs", "run", "azurite", "mlflow", "airflow", "serving")

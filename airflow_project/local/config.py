@@ -93,7 +93,9 @@ class LocalConfig:
             "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__PARALLELISM": "4",
+            # Two task processes at a time, as many as the DAGs run in parallel (deploy_primary
+            # and deploy_shadow): the LocalExecutor keeps that many workers (~145 MiB each).
+            "AIRFLOW__CORE__PARALLELISM": "2",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.airflow_url}/execution/",
             "AIRFLOW__API__PORT": str(self.ports.airflow),

@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from airflow_project.host.net import http_ok
 from airflow_project.local.airflow_api import (
     FAILED_TASK_STATES,
     TERMINAL_RUN_STATES,
@@ -38,6 +37,7 @@ from airflow_project.local.models import (
     registry_state,
     serving_versions,
     shadow_comparison,
+    training_runs_url,
 )
 from airflow_project.local.summary import Endpoints, Reporter, duration, final_summary, try_it
 from airflow_project.registry import model_uri
@@ -47,11 +47,16 @@ from airflow_project.serving.constants import (
     INFERENCE_SERVICE,
     PRIMARY_SERVICE,
     SHADOW_SERVICE,
+    VIRTUAL_SERVICE,
+    mirror_name,
 )
 
 JOB_DAGS: tuple[str, ...] = (PREPARE_DAG, TRAIN_DAG, MIRROR_DAG)
 SECOND_ESTIMATOR = "random_forest"
-MIRROR_MODE = "graph"
+# Both mirrors: the InferenceGraph (Sequence, what KServe offers) and the mirror router (what
+# Istio's VirtualService mirror does), so the summary shows the two ways and their URLs.
+MIRROR_MODE = "both"
+MIRROR_NAME = mirror_name(PRIMARY_SERVICE)
 
 
 def today() -> dt.date:
@@ -78,6 +83,22 @@ def seed_data_lake(config: LocalConfig, rows: int, report: Reporter) -> str:
     return str(ref)
 
 
+def restore_serving(config: LocalConfig, report: Reporter, deadline: float) -> None:
+    """Start again every serving object recorded under the home that does not run (stopped
+    by `down`, or crashed), on its port, before the job looks at what serves. A failure is
+    reported, not fatal: the job deploys what it needs itself."""
+    from airflow_project.serving.targets.local import restore_local_serving
+
+    if not (config.root / "serving").is_dir():
+        return
+    timeout = max(30.0, min(300.0, deadline - time.monotonic()))
+    for key, url, error in restore_local_serving(config.root, timeout):
+        if error is None:
+            report(f"restored serving {key} on {url}")
+        else:
+            report(f"could not restore serving {key} ({url}): {error.splitlines()[0]}")
+
+
 def run(config: LocalConfig, report: Reporter, deadline: float, drift_demo_rows: int = 0) -> str:
     password = wait_for(lambda: config.airflow_password(), deadline, "the Airflow admin password file")
     with AirflowClient(config.airflow_url, AIRFLOW_ADMIN_USER, password) as api:
@@ -101,7 +122,8 @@ def run(config: LocalConfig, report: Reporter, deadline: float, drift_demo_rows:
     demo = try_it(endpoints)
     comparison = shadow_comparison(config)
     data = data_report(config, todays_export())
-    return final_summary(config, password, models, endpoints, demo, comparison, report, data, demo_report)
+    return final_summary(config, password, models, endpoints, demo, comparison, report, data, demo_report,
+                         training_runs_url(config))
 
 
 def todays_export() -> str:
@@ -386,11 +408,11 @@ def _record_model_uri(obj: dict[str, Any]) -> str | None:
 
 def find_mirroring(objects: list[dict[str, Any]], namespace: str, primary: int,
                    shadow: int) -> Endpoints | None:
-    """The endpoints when primary, shadow and graph all run and are ready with these
-    versions in `namespace`; None when anything is missing, stopped or serves another version."""
+    """The endpoints when primary, shadow, graph and mirror router all run and are ready with
+    these versions in `namespace`; None when anything is missing, stopped or serves another version."""
     by_key = {(o.get("namespace"), o.get("kind"), o.get("name")): o for o in objects}
     wanted = ((INFERENCE_SERVICE, PRIMARY_SERVICE, primary), (INFERENCE_SERVICE, SHADOW_SERVICE, shadow),
-              (INFERENCE_GRAPH, GRAPH_NAME, None))
+              (INFERENCE_GRAPH, GRAPH_NAME, None), (VIRTUAL_SERVICE, MIRROR_NAME, None))
     urls: list[str] = []
     for kind, name, version in wanted:
         obj = by_key.get((namespace, kind, name))
@@ -399,26 +421,24 @@ def find_mirroring(objects: list[dict[str, Any]], namespace: str, primary: int,
         if version is not None and _record_model_uri(obj) != model_uri(version):
             return None
         urls.append(str(obj["url"]).rstrip("/"))
-    return Endpoints(predictor=urls[0], shadow=urls[1], graph=urls[2], primary_version=primary,
+    return Endpoints(predictor=urls[0], shadow=urls[1], graph=urls[2], mirror=urls[3], primary_version=primary,
                      shadow_version=shadow, namespace=namespace)
 
 
-def serving_records(config: LocalConfig) -> list[dict[str, Any]]:
-    """The local serving controller's objects under the home (all namespaces), with `running`."""
+def serving_records(config: LocalConfig, probe: bool = False) -> list[dict[str, Any]]:
+    """The local serving controller's objects under the home (all namespaces), with `running`
+    (and with `probe`, `ready`, `degraded` and `reason`)."""
     from airflow_project.serving.targets.local import local_serving_objects
 
     try:
-        return local_serving_objects(config.root)
+        return local_serving_objects(config.root, probe=probe)
     except (OSError, ValueError, KeyError):
         return []
 
 
 def serving_objects(config: LocalConfig) -> list[dict[str, Any]]:
-    """`serving_records` plus `ready` (the readiness endpoint answers 200) for running ones."""
-    objects = serving_records(config)
-    for obj in objects:
-        obj["ready"] = bool(obj.get("running")) and http_ok(f"{obj.get('url')}{obj.get('ready_path') or ''}")
-    return objects
+    """`serving_records` with their readiness: a router only when what it routes to serves."""
+    return serving_records(config, probe=True)
 
 
 def serving_namespace() -> str:
@@ -428,25 +448,25 @@ def serving_namespace() -> str:
 
 
 def reserve_serving_ports(config: LocalConfig, namespace: str) -> None:
-    """Allocate primary, graph, shadow ports in this order (no-op for names that have one):
-    a fresh home gets predictor 8100, graph 8101, shadow 8102 (the loadtest defaults)
-    whatever order the DAG's parallel tasks deploy in."""
+    """Allocate primary, graph, shadow, mirror ports in this order (no-op for names that have
+    one): a fresh home gets predictor 8100, graph 8101 (the loadtest defaults), shadow 8102
+    and mirror router 8103, whatever order the DAG's parallel tasks deploy in."""
     from airflow_project.serving.targets.local import LocalTarget
 
     target = LocalTarget(namespace, home=config.root, base_port=config.ports.serving)
     target.reserve_ports([(INFERENCE_SERVICE, PRIMARY_SERVICE), (INFERENCE_GRAPH, GRAPH_NAME),
-                          (INFERENCE_SERVICE, SHADOW_SERVICE)])
+                          (INFERENCE_SERVICE, SHADOW_SERVICE), (VIRTUAL_SERVICE, MIRROR_NAME)])
 
 
 def ensure_mirroring(api: AirflowClient, config: LocalConfig, primary: int, shadow: int,
                      report: Reporter, deadline: float) -> Endpoints:
-    """Champion as primary, the other version as shadow, behind a graph: reused when it
-    already serves these versions, else deployed by a deploy_traffic_mirroring run."""
+    """Champion as primary, the other version as shadow, behind a graph and a mirror router:
+    reused when they already serve these versions, else deployed by a deploy_traffic_mirroring run."""
     namespace = serving_namespace()
     found = find_mirroring(serving_objects(config), namespace, primary, shadow)
     if found is not None:
         report(f"serving already runs version {primary} (primary) and {shadow} (shadow) behind "
-               f"{GRAPH_NAME}: not redeploying")
+               f"{GRAPH_NAME} and {MIRROR_NAME}: not redeploying")
         return replace(found, deployed=False)
     active = [r for r in api.runs(MIRROR_DAG, order_by="-run_after", limit=10)
               if r.get("state") in ("queued", "running")]
@@ -471,7 +491,7 @@ def ensure_mirroring(api: AirflowClient, config: LocalConfig, primary: int, shad
                          for o in objects) or "none"
         raise PlatformError(
             f"{MIRROR_DAG} run {run_id} succeeded, but the local serving controller does not run "
-            f"{PRIMARY_SERVICE} (version {primary}), {SHADOW_SERVICE} (version {shadow}) and {GRAPH_NAME} "
-            f"ready in namespace {namespace!r} (found: {seen}); see {config.logs / 'serving'}"
+            f"{PRIMARY_SERVICE} (version {primary}), {SHADOW_SERVICE} (version {shadow}), {GRAPH_NAME} and "
+            f"{MIRROR_NAME} ready in namespace {namespace!r} (found: {seen}); see {config.logs / 'serving'}"
         )
     return found

@@ -94,6 +94,19 @@ class ShadowComparison:
     run_name: str = ""
 
 
+def runs_url(config: LocalConfig, experiment_id: str) -> str:
+    """The MLflow UI's runs view of an experiment (the UI's start page is its GenAI overview)."""
+    return f"{config.mlflow_uri}/#/experiments/{experiment_id}/runs"
+
+
+def training_runs_url(config: LocalConfig) -> str:
+    """The training runs in the MLflow UI, or the UI itself before the experiment exists."""
+    from airflow_project.registry import EXPERIMENT
+
+    experiment = mlflow_client(config).get_experiment_by_name(EXPERIMENT)
+    return config.mlflow_uri if experiment is None else runs_url(config, experiment.experiment_id)
+
+
 def shadow_comparison(config: LocalConfig) -> ShadowComparison | None:
     """The MLflow experiment of the shadow comparison and its newest run's metrics."""
     from airflow_project.deploy_steps import SHADOW_EXPERIMENT
@@ -105,7 +118,7 @@ def shadow_comparison(config: LocalConfig) -> ShadowComparison | None:
     runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)
     metrics = {k: float(v) for k, v in (runs[0].data.metrics.items() if runs else []) if k in COMPARISON_METRICS}
     return ShadowComparison(
-        experiment=SHADOW_EXPERIMENT, url=f"{config.mlflow_uri}/#/experiments/{experiment.experiment_id}",
+        experiment=SHADOW_EXPERIMENT, url=runs_url(config, experiment.experiment_id),
         metrics=metrics, run_name=runs[0].info.run_name if runs else "",
     )
 

@@ -1,9 +1,11 @@
 """The processes `mlops up` starts: pid files, identity checks, start, stop, strays.
 
 Every service runs in its own session with its output in `<home>/logs/<name>.log` and a
-pid file `<home>/run/<name>.json`. A pid file only counts while a process with that pid
-exists, started at the recorded time and still has a matching command line, so `down`
-never signals a foreign process that reused the pid.
+pid file `<home>/run/<name>.json` that records its pid and process group. A pid file only
+counts while a process with that pid exists, started at the recorded time and still has a
+matching command line, so `down` never signals a foreign process that reused the pid. A
+leader that died without passing a signal on (SIGKILL) leaves its group `orphaned`:
+`orphans()` finds the group's members, `status` shows them, `down` and `up` stop them.
 """
 
 from __future__ import annotations
@@ -20,7 +22,12 @@ from pathlib import Path
 import psutil
 
 from airflow_project.host.files import write_atomic
-from airflow_project.host.processes import stop_process_groups
+from airflow_project.host.processes import (
+    command_line,
+    orphaned_members,
+    stop_orphaned_group,
+    stop_process_groups,
+)
 from airflow_project.local.config import LocalConfig
 from airflow_project.settings import REPO_ROOT
 
@@ -34,6 +41,11 @@ class PidRecord:
     log: str = ""
     create_time: float | None = None  # psutil create_time of the process
     started_at: str = ""  # human-readable, UTC
+    pgid: int | None = None  # its process group (its own: started in a new session); None = pid
+
+    @property
+    def group(self) -> int:
+        return self.pgid or self.pid
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)
@@ -51,6 +63,7 @@ class PidRecord:
             log=str(data.get("log", "")),
             create_time=None if data.get("create_time") is None else float(data["create_time"]),
             started_at=str(data.get("started_at", "")),
+            pgid=None if data.get("pgid") is None else int(data["pgid"]),
         )
 
 
@@ -134,6 +147,20 @@ def record_alive(record: PidRecord) -> bool:
     return live_process(record) is not None
 
 
+def orphans(record: PidRecord) -> list[psutil.Process]:
+    """The live members of the record's process group when its leader is gone (empty while
+    the leader runs, and when nothing is left)."""
+    if live_process(record) is not None:
+        return []
+    return orphaned_members(record.group, record.create_time)
+
+
+def stop_orphans(record: PidRecord, timeout: float = 15.0) -> list[int]:
+    """Stop what is left of the record's group (see `orphans`); the pids that were running."""
+    members = orphans(record)
+    return stop_orphaned_group(record.group, members, timeout) if members else []
+
+
 _INHERITED_AIRFLOW_PREFIXES = ("AIRFLOW__", "AIRFLOW_CONN_", "AIRFLOW_VAR_")
 
 
@@ -180,6 +207,7 @@ def start(name: str, argv: list[str], port: int | None, env: dict[str, str],
     record = PidRecord(
         name=name, pid=process.pid, port=port, argv=argv,
         log=str(log_path), create_time=create_time, started_at=f"{now:%Y-%m-%dT%H:%M:%SZ}",
+        pgid=process.pid,  # start_new_session: the leader's pid is the group's id
     )
     write_pid_record(config.run, record)
     return record, process
@@ -218,7 +246,9 @@ def stray_processes(config: LocalConfig, serving_pids: Iterable[int] = ()) -> li
         known.update(p.pid for p in psutil.Process().parents())
     except psutil.Error:
         pass
-    tracked = [proc.pid for proc in map(live_process, read_pid_records(config.run).values()) if proc]
+    records = read_pid_records(config.run).values()
+    tracked = [proc.pid for proc in map(live_process, records) if proc]
+    known.update(proc.pid for record in records for proc in orphans(record))  # reported as orphaned
     for pid in (*tracked, *serving_pids):
         known.add(pid)
         try:
@@ -242,8 +272,4 @@ def stray_processes(config: LocalConfig, serving_pids: Iterable[int] = ()) -> li
 
 
 def describe(proc: psutil.Process) -> str:
-    try:
-        cmd = " ".join(" ".join(proc.cmdline()).split())
-    except psutil.Error:
-        cmd = "?"
-    return f"pid {proc.pid} ({cmd[:159] + '…' if len(cmd) > 160 else cmd})"
+    return f"pid {proc.pid} ({command_line(proc)})"

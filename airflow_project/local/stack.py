@@ -130,6 +130,10 @@ def azurite_spec(data_dir: Path, port: int) -> ServiceSpec:
     )
 
 
+MLFLOW_JOBS_OFF: dict[str, str] = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+"""MLflow 3.17's switch for its server-side job execution (`mlflow.environment_variables`)."""
+
+
 def mlflow_spec(data_dir: Path, port: int, azurite_port: int) -> ServiceSpec:
     """MLflow tracking server, SQLite backend, artifacts proxied to Azurite."""
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -150,6 +154,9 @@ def mlflow_spec(data_dir: Path, port: int, azurite_port: int) -> ServiceSpec:
         port=port,
         ready_path="/health",
         env={"AZURE_STORAGE_CONNECTION_STRING": azurite_connection_string(azurite_port),
+             # MLflow 3 starts a job runner and seven huey consumers (~1.8 GiB RSS) for its GenAI
+             # jobs (scorers, trace archival); nothing here submits a job, so none are started.
+             **MLFLOW_JOBS_OFF,
              **NO_TELEMETRY_ENV},
         startup_timeout=120.0,
     )
@@ -229,6 +236,10 @@ def start_services(config: LocalConfig, report: Callable[[str], None], deadline:
             running[service.name] = record
             continue
         if record is not None:
+            left = processes.stop_orphans(record)
+            if left:
+                report(f"{service.name}: its leader (pid {record.pid}) was gone but its process group still ran "
+                       f"(pid {', '.join(map(str, left))}): stopped it")
             processes.remove_pid_record(config.run, service.name)
         if service.port is not None and not port_is_free(service.port):
             problems.append(port_conflict_message(

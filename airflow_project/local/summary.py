@@ -7,11 +7,15 @@ import json
 import shlex
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import IO, Any
 
 import httpx
+import psutil
 
+from airflow_project.host.net import listens
+from airflow_project.host.processes import command_line, group_members
 from airflow_project.local import processes
 from airflow_project.local.airflow_api import AirflowClient
 from airflow_project.local.config import AIRFLOW_ADMIN_USER, LocalConfig
@@ -38,6 +42,7 @@ from airflow_project.serving.constants import (
     PRIMARY_SERVICE,
     SERVED_MODEL_NAME,
     SHADOW_SERVICE,
+    mirror_name,
     predict_path,
 )
 from airflow_project.wachttijden.categories import SAMPLE_ROW
@@ -75,15 +80,17 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
 @dataclass
 class StatusRow:
     name: str
-    state: str  # running | stopped
+    state: str  # running | stopped | orphaned (leader gone, its process group still runs)
     pid: int | None
     port: int | None
     url: str | None
     ready: bool
+    orphans: tuple[int, ...] = ()  # the orphaned group's pids
+    holds_port: bool = False  # an orphan still listens on the service's port
 
 
 def format_status(rows: list[StatusRow]) -> str:
-    return _table(("SERVICE", "STATE", "PID", "PORT", "READY", "URL"), [
+    table = _table(("SERVICE", "STATE", "PID", "PORT", "READY", "URL"), [
         (
             row.name, row.state, "-" if row.pid is None else str(row.pid),
             "-" if row.port is None else str(row.port),
@@ -92,6 +99,13 @@ def format_status(rows: list[StatusRow]) -> str:
         )
         for row in rows
     ])
+    notes = [
+        f"{row.name} is orphaned: its leader is gone, its process group still runs pid "
+        f"{', '.join(map(str, row.orphans))}{f' and holds port {row.port}' if row.holds_port else ''}; "
+        "`make down` or `make up` stops it"
+        for row in rows if row.state == "orphaned"
+    ]
+    return "\n".join([table, *notes])
 
 
 def collect_status(config: LocalConfig) -> list[StatusRow]:
@@ -99,6 +113,7 @@ def collect_status(config: LocalConfig) -> list[StatusRow]:
     ports = configured_ports(config)
     urls = service_urls(config)
     alive = {name: processes.record_alive(record) for name, record in records.items()}
+    orphaned = {name: processes.orphans(record) for name, record in records.items() if not alive[name]}
     health = None
     if alive.get(API_SERVER):
         with AirflowClient(config.airflow_url, AIRFLOW_ADMIN_USER, None) as client:
@@ -116,27 +131,75 @@ def collect_status(config: LocalConfig) -> list[StatusRow]:
             ready = health is not None
         else:
             ready = is_ready(ServiceSpec(name, [], int(port or 0), "/health" if name == MLFLOW else None))
+        left = orphaned.get(name) or []
         rows.append(StatusRow(
-            name=name, state="running" if running else "stopped",
+            name=name, state="running" if running else "orphaned" if left else "stopped",
             pid=record.pid if (record and running) else None, port=port,
-            url=urls[name], ready=ready,
+            url=urls[name], ready=ready, orphans=tuple(p.pid for p in left),
+            holds_port=port is not None and any(listens(p.pid, port) for p in left),
         ))
     return rows
 
 
+@dataclass(frozen=True)
+class ProcessMemory:
+    owner: str  # the service or serving object whose process group it is in
+    pid: int
+    rss: int  # bytes
+    command: str
+
+
+def collect_memory(groups: Iterable[tuple[str, int, float | None]]) -> list[ProcessMemory]:
+    """Every live process of the given groups `(owner, pgid, leader start time)`, with its RSS."""
+    rows = []
+    for owner, pgid, started in groups:
+        for proc in group_members(pgid, started):
+            try:
+                rows.append(ProcessMemory(owner, proc.pid, proc.memory_info().rss, command_line(proc, 70)))
+            except psutil.Error:
+                continue
+    return rows
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**30:.2f} GiB" if size >= 2**30 else f"{size / 2**20:.0f} MiB"
+
+
+def format_memory(rows: list[ProcessMemory]) -> str:
+    """RSS per process and in total (the README's memory budget is this total at rest)."""
+    table = _table(("PROCESS", "PID", "RSS", "COMMAND"),
+                   [(row.owner, str(row.pid), _mib(row.rss), row.command) for row in rows])
+    total = sum(row.rss for row in rows)
+    return f"{table}\nTotal RSS: {_mib(total)} in {len(rows)} processes"
+
+
 def format_serving(objects: list[dict[str, Any]]) -> str:
     """The serving part of `mlops status`: one line per InferenceService / graph router."""
-    return _table(("SERVING", "KIND", "STATE", "PID", "PORT", "READY", "URL"), [
+    table = _table(("SERVING", "KIND", "STATE", "PID", "PORT", "READY", "URL"), [
         (
-            f"{obj.get('namespace', '?')}/{obj.get('name', '?')}", str(obj.get("kind", "?")),
-            "running" if obj.get("running") else "stopped",
+            _object_name(obj), str(obj.get("kind", "?")),
+            "running" if obj.get("running") else "orphaned" if obj.get("orphans") else "stopped",
             str(obj.get("pid") or "-") if obj.get("running") else "-",
             str(obj.get("port") or "-"),
-            ("yes" if obj.get("ready") else "no") if obj.get("running") else "-",
+            _ready_text(obj) if obj.get("running") else "-",
             str(obj.get("url") or "-"),
         )
         for obj in objects
     ])
+    notes = [f"{_object_name(obj)} is orphaned: its leader is gone, its process group still runs pid "
+             f"{', '.join(map(str, obj['orphans']))}; `make down` or `make up` stops it"
+             for obj in objects if not obj.get("running") and obj.get("orphans")]
+    notes += [f"{_object_name(obj)} {'degraded' if obj.get('degraded') else 'not ready'}: {obj['reason']}"
+              for obj in objects if obj.get("running") and obj.get("reason")]
+    return "\n".join([table, *notes])
+
+
+def _ready_text(obj: dict[str, Any]) -> str:
+    return "degraded" if obj.get("degraded") else "yes" if obj.get("ready") else "no"
+
+
+def _object_name(obj: dict[str, Any]) -> str:
+    return f"{obj.get('namespace', '?')}/{obj.get('name', '?')}"
 
 
 def format_metrics(metrics: dict[str, float]) -> str:
@@ -150,6 +213,7 @@ class Endpoints:
     predictor: str
     graph: str
     shadow: str
+    mirror: str
     primary_version: int
     shadow_version: int
     namespace: str
@@ -162,6 +226,10 @@ class Endpoints:
     @property
     def shadow_v1(self) -> str:
         return self.shadow + predict_path(SERVED_MODEL_NAME)
+
+    @property
+    def mirror_v1(self) -> str:
+        return self.mirror + predict_path(SERVED_MODEL_NAME)
 
 
 def sample_request() -> dict[str, Any]:
@@ -196,10 +264,12 @@ def ask(url: str, body: dict[str, Any]) -> str:
 
 
 def try_it(endpoints: Endpoints) -> list[TryIt]:
-    """Send the sample request to the predictor and the graph, as the printed curl would."""
+    """Send the sample request to the predictor, the graph and the mirror router, as the printed
+    curl would."""
     body = sample_request()
     out = []
-    for name, url in (("predictor", endpoints.predictor_v1), ("graph", endpoints.graph + "/")):
+    for name, url in (("predictor", endpoints.predictor_v1), ("graph", endpoints.graph + "/"),
+                      ("mirror", endpoints.mirror_v1)):
         out.append(TryIt(name, url, curl_command(url, body), ask(url, body)))
     return out
 
@@ -212,6 +282,9 @@ def format_serving_summary(endpoints: Endpoints, demo: list[TryIt],
          f"InferenceService {endpoints.namespace}/{PRIMARY_SERVICE}, {state})"),
         (f"  Graph       {endpoints.graph}   (InferenceGraph {endpoints.namespace}/{GRAPH_NAME}: every request "
          f"to shadow and primary, the primary answers; any POST path)"),
+        (f"  Mirror      {endpoints.mirror_v1}   (mirror router, what Istio's VirtualService mirror does: "
+         f"the primary answers, a copy goes to the shadow without waiting; {endpoints.namespace}/"
+         f"{mirror_name(PRIMARY_SERVICE)})"),
         (f"  Shadow      {endpoints.shadow_v1}   (version {endpoints.shadow_version}; "
          f"InferenceService {endpoints.namespace}/{SHADOW_SERVICE})"),
     ]
@@ -237,12 +310,13 @@ def format_data_report(data: DataReport | None, label: str = "Data") -> list[str
 
 def final_summary(config: LocalConfig, password: str, models: list[ModelSummary], endpoints: Endpoints,
                   demo: list[TryIt], comparison: ShadowComparison | None, report: Reporter,
-                  data: DataReport | None = None, drift_demo: DataReport | None = None) -> str:
+                  data: DataReport | None = None, drift_demo: DataReport | None = None,
+                  mlflow_url: str | None = None) -> str:
     lines = [
         "",
         f"The local platform is up, the job has run and the champion is served (took {report.elapsed()}).",
         f"  Airflow UI  {config.airflow_url}   user {AIRFLOW_ADMIN_USER}   password {password}",
-        f"  MLflow UI   {config.mlflow_uri}",
+        f"  MLflow UI   {mlflow_url or config.mlflow_uri}   (training runs; models: {config.mlflow_uri}/#/models)",
         *format_data_report(data),
         *format_data_report(drift_demo, "Drift demo"),
     ]
@@ -259,7 +333,7 @@ def final_summary(config: LocalConfig, password: str, models: list[ModelSummary]
     lines += [
         "",
         f"  Logs        {config.logs}/ (services: <name>.log, tasks: airflow/, model servers: serving/)",
-        "  Status      mlops status",
+        "  Status      make status",
         "  Stop        make down   (keeps data; `make down PURGE=1` deletes it)",
     ]
     return "\n".join(lines)

@@ -62,6 +62,12 @@ GRAPH_ROOT_NODE = "root"
 PREDICTOR_SERVICE_SUFFIX = "-predictor"
 """In Standard (raw) deployment mode the predictor's Service is `<isvc>-predictor`."""
 
+
+def mirror_name(primary: str) -> str:
+    """The Istio mirror VirtualService of a primary InferenceService (locally: its mirror router)."""
+    return f"{primary}-mirror"
+
+
 # Process-level defaults (local and container)
 DEFAULT_HTTP_PORT = 8080
 MAX_BODY_BYTES = 4 * 1024 * 1024

@@ -28,6 +28,7 @@ from airflow_project.serving.constants import (
     RESOURCES,
     SERVED_MODEL_NAME,
     VIRTUAL_SERVICE,
+    mirror_name,
 )
 
 APP_LABEL = "app.kubernetes.io/part-of"
@@ -271,7 +272,7 @@ def virtual_service_mirror(
     return {
         "apiVersion": RESOURCES[VIRTUAL_SERVICE].api_version,
         "kind": VIRTUAL_SERVICE,
-        "metadata": _metadata(name or f"{primary}-mirror", config, "mirror"),
+        "metadata": _metadata(name or mirror_name(primary), config, "mirror"),
         "spec": {
             "hosts": hosts,
             **({"gateways": gateways} if gateways else {}),

@@ -16,6 +16,19 @@ from airflow_project.serving.constants import FEATURE_COLUMNS, MAX_INSTANCES, OU
 _FEATURES = frozenset(FEATURE_COLUMNS)
 
 
+JSON_TYPE = b"application/json"
+# What clients send when they do not say: nothing (tritonclient's JSON mode), curl's default
+# for -d, and the catch-alls. Without the binary extension's `inference-header-content-length`
+# such a body can only be JSON; KServe would take it for binary tensors and answer 400.
+GENERIC_TYPES = frozenset((b"", b"application/octet-stream", b"text/plain", b"application/x-www-form-urlencoded"))
+
+
+def reads_as_json(content_type: bytes | None) -> bool:
+    """Whether a predict body with this Content-Type (and no binary-extension header) is JSON."""
+    media = (content_type or b"").split(b";", 1)[0].strip().lower()
+    return media == JSON_TYPE or media in GENERIC_TYPES
+
+
 class BadInput(ValueError):
     """A request that breaks the contract; the message names the field and the problem."""
 

@@ -37,6 +37,7 @@ from airflow_project.serving.constants import (
     predict_path,
 )
 from airflow_project.serving.request_ids import new_request_id
+from airflow_project.serving.shadow_guard import ShadowGuard
 from airflow_project.serving.step_client import H1Client, StepClient, StepTransportError
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,8 @@ class MirrorConfig:
     primary: str
     shadow: str
     percentage: float = 100.0
+    guard: ShadowGuard = field(default_factory=ShadowGuard)
+    """What the shadow may cost: copies in flight, backoff after failures (`shadow_guard`)."""
 
 
 @dataclass
@@ -215,20 +218,32 @@ class Router:
 
     async def _mirror(self, body: bytes, headers: Mapping[str, str]) -> tuple[bytes, int]:
         assert self.mirror is not None
-        if self.rng.random() * 100.0 < self.mirror.percentage:
+        if self.rng.random() * 100.0 < self.mirror.percentage and self.mirror.guard.admit():
             task = asyncio.create_task(self._shadow(body, headers))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
         return await self.call_service(self.resolve_url(self.mirror.primary), body, headers)
 
     async def _shadow(self, body: bytes, headers: Mapping[str, str]) -> None:
+        """One copy, admitted by the guard; its answer is ignored, its failures only counted
+        (and reported at most every few seconds)."""
         assert self.mirror is not None
+        guard, shadow = self.mirror.guard, self.mirror.shadow
         try:
-            _, status = await self.call_service(self.resolve_url(self.mirror.shadow), body, headers)
-            if not _ok(status):
-                log.info("shadow %s answered %d", self.mirror.shadow, status)
+            _, status = await self.call_service(self.resolve_url(shadow), body, headers)
+            guard.done(reached=True, ok=_ok(status))
         except StepTransportError as exc:
-            log.info("shadow %s unreachable (ignored): %s", self.mirror.shadow, exc)
+            backoff = guard.done(reached=False)
+            log.warning("shadow %s unreachable (%s): no copies for %.0f s", shadow, exc, backoff)
+        except BaseException:
+            guard.done(reached=False)
+            raise
+        counts = guard.report()
+        if counts:
+            log.warning("shadow %s copies: %d sent, dropped %d while %d were in flight (a slow shadow), "
+                        "%d while it was unreachable; %d failed, %d answered non-2xx", shadow, counts["sent"],
+                        counts["busy"], guard.max_in_flight, counts["breaker"], counts["failed"],
+                        counts["answered_non_2xx"])
 
 
 _READY_BODY = b'{"ready": true}'

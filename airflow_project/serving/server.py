@@ -181,11 +181,18 @@ def _v2_inputs(body: Any) -> tuple[list[Any], str | None] | None:
     return inputs, body_id
 
 
+def _as_json(scope: Any) -> Any:
+    """The scope with `content-type: application/json` instead of what the client sent."""
+    headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+    return {**scope, "headers": [*headers, (b"content-type", protocol.JSON_TYPE)]}
+
+
 class PredictFastPath:
     """Raw ASGI layer in front of KServe's FastAPI app for the two predict routes.
 
     Handles `POST /v1/models/<name>:predict` and `POST /v2/models/<name>/infer` (JSON
-    body, `Content-Type: application/json`) for the one loaded `WachttijdenModel`:
+    body: `Content-Type: application/json`, or none or a generic one without the binary
+    extension's header, `protocol.reads_as_json`) for the one loaded `WachttijdenModel`:
     reads the body (bounded by `max_body_bytes`), parses it with orjson, validates it,
     answers from the model's `TablePredictor`, writes the same JSON KServe would write
     and emits the same one-line prediction log (`WachttijdenModel.log_prediction`).
@@ -261,12 +268,12 @@ class PredictFastPath:
             v2 = True
         else:
             return await self.app(scope, receive, send)
-        json_type = False
+        content_type = None
         request_id = b""
         declared = -1
         for key, value in scope["headers"]:
             if key == b"content-type":
-                json_type = value == b"application/json"
+                content_type = value
             elif key == b"content-length":
                 declared = int(value) if value.isdigit() else self.max_body_bytes + 1
             elif key == b"x-request-id":
@@ -275,7 +282,12 @@ class PredictFastPath:
                 request_id = value
             elif key.startswith(b"ce-") or key in (b"inference-header-content-length", b"content-encoding"):
                 return await self.app(scope, receive, send)
-        if not json_type or declared > self.max_body_bytes or not self.model.ready:
+        if content_type != protocol.JSON_TYPE:
+            if not protocol.reads_as_json(content_type):
+                return await self.app(scope, receive, send)
+            if v2:  # KServe, if the body goes there, must parse it as JSON too, not as tensors
+                scope = _as_json(scope)  # (its V1 route hands other types to the model as bytes)
+        if declared > self.max_body_bytes or not self.model.ready:
             return await self.app(scope, receive, send)
 
         # read the body (bounded); on overflow hand what was read plus the rest to KServe
@@ -289,8 +301,9 @@ class PredictFastPath:
             if chunk:
                 chunks.append(chunk)
                 total += len(chunk)
-            if total > self.max_body_bytes:
-                return await self.app(scope, replay_body(b"".join(chunks), receive, True), send)
+            if total > self.max_body_bytes:  # KServe's guard answers 413 (and reads the rest, if any)
+                more = message.get("more_body", False)
+                return await self.app(scope, replay_body(b"".join(chunks), receive, more), send)
             if not message.get("more_body", False):
                 break
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)

@@ -238,8 +238,12 @@ def deployed(trained: dict[str, Any], airflow: Any, platform: Any) -> dict[str, 
 
 
 @pytest.fixture(scope="module")
-def mirrored(deployed: dict[str, Any], airflow: Any, platform: Any) -> dict[str, Any]:
-    """deploy_traffic_mirroring run (graph mode) and its InferenceGraph Ready."""
+def mirrored(deployed: dict[str, Any], trained: dict[str, Any], airflow: Any, platform: Any) -> dict[str, Any]:
+    """A second registered version (another estimator on the same dataset: mirroring never
+    compares a version with itself), then the deploy_traffic_mirroring run (graph mode) and
+    its InferenceGraph Ready."""
+    second = trigger(airflow, "train_model", {"estimator": "linear", "input_path": trained["raw_path"]})
+    wait_run(airflow, "train_model", second, _timeout("PIPELINE", 1800))
     run_id = trigger(
         airflow, "deploy_traffic_mirroring", {"mirror_mode": "graph", "sample_size": 50}
     )

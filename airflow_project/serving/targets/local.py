@@ -16,12 +16,18 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from airflow_project.host.files import tail, write_atomic
 from airflow_project.host.net import http_ok, listens, port_is_free
-from airflow_project.host.processes import alive, stop_process_groups
+from airflow_project.host.processes import (
+    alive,
+    orphaned_members,
+    stop_orphaned_group,
+    stop_process_groups,
+)
 from airflow_project.serving.constants import (
     DEFAULT_NAMESPACE,
     INFERENCE_GRAPH,
@@ -78,6 +84,34 @@ def predictor_args(manifest: Mapping[str, Any]) -> dict[str, str]:
         "model_name": _arg(args, "--model_name", "--name", "--model-name") or SERVED_MODEL_NAME,
         "tracking_uri": env.get("MLFLOW_TRACKING_URI") or os.environ.get("MLFLOW_TRACKING_URI", ""),
     }
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """Whether a local serving object serves (`ready`), and if not fully, why.
+
+    A graph router is ready when it answers and every Hard step is ready. A Soft step that
+    is not ready leaves it `degraded` and not ready: KServe's router (and this one) answers
+    500 when a step cannot be reached, Soft or not, so a Sequence with a dead shadow fails
+    every request. A mirror router with a dead shadow is ready and degraded: the primary
+    answers, only the copies are lost."""
+
+    ready: bool
+    reason: str = ""
+    degraded: bool = False
+
+
+def _routes(record: Mapping[str, Any]) -> dict[str, bool]:
+    """serviceName -> whether a request fails without it (Hard) for a router's record."""
+    manifest = record.get("manifest") or {}
+    if record["kind"] == VIRTUAL_SERVICE:
+        route = manifest["spec"]["http"][0]
+        return {LocalTarget._service_from_host(route["route"][0]["destination"]["host"]): True,
+                LocalTarget._service_from_host(route["mirror"]["host"]): False}
+    steps = [step for node in ((manifest.get("spec") or {}).get("nodes") or {}).values()
+             for step in node.get("steps") or []]
+    # KServe's default dependency is Soft
+    return {step["serviceName"]: step.get("dependency") == "Hard" for step in steps if step.get("serviceName")}
 
 
 class LocalTarget:
@@ -195,7 +229,8 @@ class LocalTarget:
             pid = self._start(kind, name, argv, port)
             self._write_json(self.state_path(kind, name), {
                 "kind": kind, "name": name, "namespace": self.namespace, "spec_hash": digest,
-                "pid": pid, "port": port, "url": f"http://127.0.0.1:{port}", "argv": argv,
+                "pid": pid, "pgid": pid, "create_time": _create_time(pid), "port": port,
+                "url": f"http://127.0.0.1:{port}", "argv": argv,
                 "log": str(self._log_path(kind, name)), "started_at": time.time(),
                 "ready_path": extra["ready_path"], "manifest": manifest,
             })
@@ -279,14 +314,48 @@ class LocalTarget:
         return proc.pid
 
     def _stop(self, record: Mapping[str, Any], timeout: float = 15.0) -> None:
-        """Stop the recorded process group, if it is still the one we started."""
+        """Stop the recorded process group, if it is still the one we started, or what is left
+        of it when its leader is gone."""
         if self._running(record):
             stop_process_groups([int(record["pid"])], timeout)
+        elif left := self.orphans(record):
+            stop_orphaned_group(_group(record), left, timeout)
+
+    def orphans(self, record: Mapping[str, Any]) -> list[Any]:
+        """Live members of the record's process group when its leader is gone."""
+        if not record.get("pid") or self._running(record):
+            return []
+        return orphaned_members(_group(record), record.get("create_time") or _started(record))
 
     def url(self, kind: str, name: str) -> str | None:
         resource_type(kind)
         record = self.state(kind, name)
         return record["url"] if record else None
+
+    def _answers(self, record: Mapping[str, Any]) -> bool:
+        """The recorded process runs and its readiness path answers 200."""
+        return (listens(record["pid"], record["port"]) and http_ok(record["url"] + record["ready_path"])
+                and self._running(record))
+
+    def readiness(self, record: Mapping[str, Any]) -> Readiness:
+        """Whether an object serves: a predictor when its readiness path answers; a router when
+        it answers and the services its requests need are ready (see `Readiness`)."""
+        if not self._answers(record):
+            return Readiness(False, f"{record['url']}{record['ready_path']} not answering 200")
+        if record["kind"] == INFERENCE_SERVICE:
+            return Readiness(True)
+        down = {s: hard for s, hard in _routes(record).items()
+                if not ((svc := self.state(INFERENCE_SERVICE, s)) and self._answers(svc))}
+        hard = sorted(s for s, is_hard in down.items() if is_hard)
+        if hard:
+            return Readiness(False, f"Hard step(s) {', '.join(hard)} not ready")
+        if not down:
+            return Readiness(True)
+        soft = ", ".join(sorted(down))
+        if record["kind"] == VIRTUAL_SERVICE:
+            return Readiness(True, f"shadow {soft} not ready: the primary answers, copies to it are lost", True)
+        return Readiness(False, f"Soft step(s) {soft} not ready: every request fails with 500 (KServe's "
+                                "router fails a request on a step's transport error, also for a Soft step)", True)
 
     def wait_ready(self, kind: str, name: str, timeout: float = DEFAULT_TIMEOUT_S) -> str:
         resource_type(kind)
@@ -295,8 +364,8 @@ class LocalTarget:
             record = self.state(kind, name)
             if record is None:
                 raise DeployError(f"{kind} {self.namespace}/{name} is not deployed on the local target")
-            if (listens(record["pid"], record["port"]) and http_ok(record["url"] + record["ready_path"])
-                    and self._running(record)):
+            state = self.readiness(record)
+            if state.ready:
                 return record["url"]
             if not self._running(record):
                 raise DeployError(
@@ -306,8 +375,8 @@ class LocalTarget:
             if time.monotonic() >= deadline:
                 raise DeployTimeout(
                     f"{kind} {self.namespace}/{name} not ready after {timeout:.0f}s; conditions: "
-                    f"process running (pid {record['pid']}), {record['url']}{record['ready_path']} "
-                    f"not answering 200; last log lines of {record['log']}:\n{tail(Path(record['log']))}"
+                    f"process running (pid {record['pid']}), {state.reason}; "
+                    f"last log lines of {record['log']}:\n{tail(Path(record['log']))}"
                 )
             time.sleep(self.poll_interval)
 
@@ -331,34 +400,101 @@ class LocalTarget:
                 records.append(json.loads(path.read_text()))
         return records
 
-    def delete_all(self) -> None:
-        """Routers first, then predictors."""
-        order = {VIRTUAL_SERVICE: 0, INFERENCE_GRAPH: 1, INFERENCE_SERVICE: 2}
-        for record in sorted(self.objects(), key=lambda r: order.get(r["kind"], 3)):
-            self.delete(record["kind"], record["name"])
+    def stop_all(self) -> list[dict[str, Any]]:
+        """Stop every recorded object's processes (routers first) and keep the records, so that
+        `restore()` starts them again on the same ports. Returns the records that ran."""
+        stopped = []
+        with self._locked():
+            for record in sorted(self.objects(), key=_routers_first):
+                if self._running(record) or self.orphans(record):
+                    self._stop(record)
+                    stopped.append(record)
+        return stopped
+
+    def restore(self, timeout: float = DEFAULT_TIMEOUT_S) -> list[tuple[dict[str, Any], str | None]]:
+        """Start every recorded object that does not run, from its recorded manifest, on its
+        port (predictors first: the routers' graph files point at them); wait until each is
+        ready. Returns `(record, None)` per restored object, `(record, error)` per failure."""
+        results: list[tuple[dict[str, Any], str | None]] = []
+        started = []
+        for record in sorted(self.objects(), key=_routers_first, reverse=True):
+            if self._running(record):
+                continue
+            try:
+                self.apply(record["manifest"])
+                started.append(record)
+            except (DeployError, ValueError, KeyError, OSError) as exc:
+                results.append((record, f"{type(exc).__name__}: {exc}"))
+        for record in started:
+            try:
+                self.wait_ready(record["kind"], record["name"], timeout)
+                results.append((self.state(record["kind"], record["name"]) or record, None))
+            except DeployError as exc:
+                results.append((record, str(exc)))
+        return results
 
 
-def _controllers(home: Path) -> list[LocalTarget]:
+def _routers_first(record: Mapping[str, Any]) -> int:
+    return {VIRTUAL_SERVICE: 0, INFERENCE_GRAPH: 1, INFERENCE_SERVICE: 2}.get(record["kind"], 3)
+
+
+def _group(record: Mapping[str, Any]) -> int:
+    return int(record.get("pgid") or record["pid"])
+
+
+def _started(record: Mapping[str, Any]) -> float | None:
+    """A bound for the start of a record written without `create_time` (older releases):
+    the process started before the record was written, at most a start timeout earlier."""
+    started = record.get("started_at")
+    return float(started) - 60.0 if isinstance(started, (int, float)) else None
+
+
+def _create_time(pid: int) -> float | None:
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def _controllers(home: Path, python: str = sys.executable) -> list[LocalTarget]:
     """One controller per namespace that has state under `home` (they allocate no ports)."""
-    return [LocalTarget(folder.name, home=home) for folder in sorted((home / "serving").glob("*")) if folder.is_dir()]
+    return [LocalTarget(folder.name, home=home, python=python)
+            for folder in sorted((home / "serving").glob("*")) if folder.is_dir()]
 
 
-def local_serving_objects(home: Path) -> list[dict[str, Any]]:
+def local_serving_objects(home: Path, *, probe: bool = False) -> list[dict[str, Any]]:
     """Every object the local controller runs under `home`, all namespaces, each record
-    with `running` (for `mlops status`)."""
+    with `running` and `orphans` (for `mlops status`); with `probe` also `ready`,
+    `degraded` and `reason` (see `Readiness`)."""
     records = []
     for target in _controllers(home):
         for record in target.objects():
+            running = target._running(record)
+            extra: dict[str, Any] = {"running": running,
+                                     "orphans": [] if running else [p.pid for p in target.orphans(record)]}
+            if probe:
+                state = target.readiness(record) if running else Readiness(False, "not running")
+                extra.update(ready=state.ready, degraded=state.degraded, reason=state.reason)
             record.pop("manifest", None)
-            records.append({**record, "running": target._running(record)})
+            records.append({**record, **extra})
     return records
 
 
+def _key(record: Mapping[str, Any]) -> str:
+    return f"{record['namespace']}/{record['kind']}/{record['name']}"
+
+
 def stop_local_serving(home: Path) -> list[str]:
-    """Stop and forget every local serving object under `home` (for `mlops down`); ports
-    stay allocated. Returns `<namespace>/<Kind>/<name>` of what was removed."""
-    removed = []
-    for target in _controllers(home):
-        removed += [f"{target.namespace}/{r['kind']}/{r['name']}" for r in target.objects()]
-        target.delete_all()
-    return removed
+    """Stop every local serving object under `home` (for `mlops down`), keeping their records
+    and ports for `restore_local_serving`. Returns `<namespace>/<Kind>/<name>` of what ran."""
+    return [_key(record) for target in _controllers(home) for record in target.stop_all()]
+
+
+def restore_local_serving(home: Path, timeout: float = DEFAULT_TIMEOUT_S,
+                          python: str = sys.executable) -> list[tuple[str, str, str | None]]:
+    """Start again what `stop_local_serving` stopped (for `mlops up`): `(key, url, error)`
+    per object that was not running, error None when it serves again."""
+    return [(_key(record), str(record.get("url")), error)
+            for target in _controllers(home, python) for record, error in target.restore(timeout)]

@@ -177,3 +177,15 @@ def test_redeploying_what_the_dag_deployed_restarts_nothing(local_deploy):
     after = {r["name"]: r["pid"] for r in local_serving_objects(local_deploy["home"])}
     assert after == before  # nothing changed: nothing restarted
     assert all(r["running"] for r in local_serving_objects(local_deploy["home"]))
+
+
+def test_mirroring_one_version_with_itself_takes_the_newest_other_version(local_deploy):
+    """Against the real registry: `champion` twice is not a comparison; the shadow becomes the
+    newest other version (here the challenger, registered after the champion)."""
+    from airflow_project.deploy_steps import resolve_mirror_versions
+
+    versions = local_deploy["versions"]
+    got = resolve_mirror_versions("champion", "champion", tracking_uri=local_deploy["mlflow"])
+    assert got["primary"]["version"] == versions["champion"]
+    assert got["shadow"]["version"] == versions["challenger"]
+    assert "shadowing the newest other version" in got["shadow"]["note"]

@@ -2,9 +2,12 @@
 
 One `up` cycle for the whole module (a few minutes on 2 cores): a fresh
 MLOPS_HOME and free ports, then the job must have run end to end (prepare,
-train, a second model, the champion and the mirroring graph served); a second
-`up` reuses everything, serving included; `down` stops exactly our processes,
-the model servers and the router too, and keeps the data.
+train, a second model, the champion, the mirroring graph and the mirror router
+served); a second `up` reuses everything, serving included; an MLflow leader
+killed with SIGKILL leaves an orphaned group that `status` shows and `up` cleans
+up; `down` stops exactly our processes, the model servers and routers too, keeps
+the data and leaves nothing listening; the next `up` serves again what was
+recorded, a service deployed by hand included.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import os
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,7 +26,7 @@ import httpx
 import psutil
 import pytest
 
-from airflow_project.host.net import free_port, free_port_range
+from airflow_project.host.net import free_port, free_port_range, http_ok, port_is_free
 from airflow_project.local import commands, job, processes, stack, summary
 from airflow_project.local.airflow_api import AirflowClient
 from airflow_project.local.config import AIRFLOW_ADMIN_USER, LocalConfig
@@ -111,7 +116,8 @@ def test_up_runs_the_whole_job(first_up: UpResult, api: AirflowClient) -> None:
     assert "prepare_dataset.select_features: success" in out
     assert "train_model.train_and_register: success" in out
     assert f"Airflow UI  {config.airflow_url}   user admin   password {config.airflow_password()}" in out
-    assert f"MLflow UI   {config.mlflow_uri}" in out
+    assert f"MLflow UI   {config.mlflow_uri}/#/experiments/1/runs   (training runs" in out
+    assert "  Status      make status" in out
     # a second estimator was trained because champion == challenger after the first run
     assert "training a second estimator (random_forest)" in out
     assert "train_model run mlops_up__random_forest__" in out
@@ -146,6 +152,26 @@ def test_up_runs_the_whole_job(first_up: UpResult, api: AirflowClient) -> None:
     assert list((config.logs / "airflow").rglob("*.log"))
 
 
+def test_successful_tasks_log_no_error_lines(first_up: UpResult) -> None:
+    """MLflow's INFO and WARNING records keep their level in the task log; on stderr they
+    were logged as `"level":"error"` (task.stderr) although the task succeeded. Every task
+    that talks to MLflow: the data checks, the backtest, training, the shadow comparison."""
+    assert first_up.code == 0, first_up.err + first_up.out
+    logs = sorted((first_up.config.logs / "airflow").rglob("attempt=*.log"))
+    training = [p for p in logs if "task_id=train_and_register" in str(p)]
+    assert len(training) == 2
+    mlflow_tasks = ("validate_export", "backtest", "compare_shadow")
+    others = [p for p in logs if any(f"task_id={task}" in str(p) for task in mlflow_tasks)]
+    assert {task for task in mlflow_tasks if any(f"task_id={task}" in str(p) for p in others)} == set(mlflow_tasks)
+    mlflow_lines = 0
+    for path in training + others:
+        for line in path.read_text().splitlines():
+            record = json.loads(line)
+            assert record.get("level") != "error", f"{path}: {line}"
+            mlflow_lines += str(record.get("logger", "")).startswith("mlflow")
+    assert mlflow_lines > 0  # MLflow's own records are there, at their own level
+
+
 def _summary_value(out: str, label: str) -> str:
     line = next(line for line in out.splitlines() if line.startswith(f"  {label}"))
     return line.split()[1]
@@ -156,23 +182,25 @@ def test_up_serves_the_champion_and_the_graph(first_up: UpResult) -> None:
     assert first_up.code == 0, first_up.err + first_up.out
     out = first_up.out
     base = first_up.config.ports.serving
-    predictor, graph, shadow = (_summary_value(out, k) for k in ("Predictor", "Graph", "Shadow"))
+    predictor, graph, shadow, mirror = (_summary_value(out, k) for k in ("Predictor", "Graph", "Shadow", "Mirror"))
     # reserved in this order: the loadtest defaults' layout (predictor base, graph base + 1)
     assert predictor == f"http://127.0.0.1:{base}/v1/models/wachttijden:predict"
     assert graph == f"http://127.0.0.1:{base + 1}"
     assert shadow == f"http://127.0.0.1:{base + 2}/v1/models/wachttijden:predict"
+    assert mirror == f"http://127.0.0.1:{base + 3}/v1/models/wachttijden:predict"
     body = summary.sample_request()
     answers = {}
-    for name, url in (("predictor", predictor), ("graph", graph + "/"), ("shadow", shadow)):
+    for name, url in (("predictor", predictor), ("graph", graph + "/"), ("shadow", shadow), ("mirror", mirror)):
         response = httpx.post(url, json=body, timeout=30, trust_env=False)
         assert response.status_code == 200, (name, response.text)
         [prediction] = response.json()["predictions"]
         assert 0 <= prediction < 200
         answers[name] = response.json()
-    assert answers["graph"] == answers["predictor"]  # the primary answers through the graph
+    assert answers["graph"] == answers["predictor"] == answers["mirror"]  # the primary answers
     # the curl lines are printed with the answer up got
     assert summary.curl_command(predictor, body) in out
     assert summary.curl_command(graph + "/", body) in out
+    assert summary.curl_command(mirror, body) in out
     assert f"-> {json.dumps(answers['predictor'])}" in out
     assert "Comparison  MLflow experiment wachttijden-shadow: " in out
 
@@ -190,7 +218,17 @@ def test_status_shows_every_service_running_and_ready(first_up: UpResult) -> Non
     rows = sorted((line.split()[0], line.split()[1], line.split()[2], line.split()[5]) for line in serving[1:])
     assert rows == [("serving/wachttijden-graph", "InferenceGraph", "running", "yes"),
                     ("serving/wachttijden-primary", "InferenceService", "running", "yes"),
+                    ("serving/wachttijden-primary-mirror", "VirtualService", "running", "yes"),
                     ("serving/wachttijden-shadow", "InferenceService", "running", "yes")]
+    memory = out.getvalue().split("\n\nPROCESS")[1].split("\n\n")[0].splitlines()
+    owners = {line.split()[0] for line in memory[1:-1]}
+    assert set(stack.SERVICE_NAMES) <= owners and "serving/wachttijden-graph" in owners
+    total = memory[-1]
+    assert total.startswith("Total RSS: ") and " in " in total
+    print(out.getvalue())
+    # MLflow without its job runner and huey consumers: the server and its uvicorn worker
+    mlflow = [line for line in memory if line.startswith("mlflow ")]
+    assert len(mlflow) == 2 and not any("huey" in line or "_job_runner" in line for line in mlflow), mlflow
 
 
 def test_a_port_taken_by_another_process_gives_a_clear_message(first_up: UpResult, tmp_path: Path) -> None:
@@ -241,22 +279,69 @@ def test_up_restarts_only_what_is_missing(first_up: UpResult) -> None:
         k: v for k, v in before.items() if k != stack.TRIGGERER}
 
 
-def test_down_stops_our_processes_and_keeps_data(first_up: UpResult) -> None:
+def test_up_recovers_from_a_sigkilled_mlflow_leader(first_up: UpResult) -> None:
+    """kill -9 of the MLflow server leaves its uvicorn worker answering on the port: `status`
+    calls it orphaned with the pids, `up` stops that group and starts MLflow again."""
+    config = first_up.config
+    record = processes.read_pid_records(config.run)[stack.MLFLOW]
+    os.kill(record.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while processes.record_alive(record) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = [p.pid for p in processes.orphans(record)]
+    assert left and http_ok(f"{config.mlflow_uri}/health")  # the orphaned worker still answers
+    status = io.StringIO()
+    assert commands.status(config, out=status) == 1
+    assert (f"mlflow is orphaned: its leader is gone, its process group still runs pid "
+            f"{', '.join(map(str, left))} and holds port {config.ports.mlflow}") in status.getvalue()
+    before = _live_pids(config)
+    again = _run_up(config)
+    assert again.code == 0, again.err + again.out
+    assert (f"mlflow: its leader (pid {record.pid}) was gone but its process group still ran "
+            f"(pid {', '.join(map(str, left))}): stopped it") in again.out
+    assert f"started {stack.MLFLOW}" in again.out
+    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+                   for pid in left)
+    after = _live_pids(config)
+    assert after[stack.MLFLOW] != record.pid
+    assert {k: v for k, v in after.items() if k != stack.MLFLOW} == {
+        k: v for k, v in before.items() if k != stack.MLFLOW}
+
+
+def _listening(config: LocalConfig) -> list[int]:
+    serving = json.loads((config.root / "serving" / "ports.json").read_text()).values()
+    ports = [config.ports.azurite, config.ports.mlflow, config.ports.airflow, *serving]
+    return [port for port in ports if not port_is_free(port)]
+
+
+def test_down_stops_our_processes_and_keeps_data(first_up: UpResult, monkeypatch: pytest.MonkeyPatch) -> None:
     config = first_up.config
     pids = _live_pids(config)
     assert set(pids) == set(stack.SERVICE_NAMES)
     descendants = [c for pid in pids.values() for c in psutil.Process(pid).children(recursive=True)]
+    # a service deployed by hand (what deploy_model does), to be restored by the next up
+    from airflow_project.deploy_steps import deploy_predictor
+    from airflow_project.serving.targets.local import LocalTarget
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", config.mlflow_uri)  # as the Airflow tasks have it
+    target = LocalTarget("serving", home=config.root, base_port=config.ports.serving)
+    deploy_predictor("wachttijden", "models:/wachttijden/1", target=target, timeout=300)
     serving = _serving_pids(config)
-    assert sorted(serving) == ["wachttijden-graph", "wachttijden-primary", "wachttijden-shadow"]
+    assert sorted(serving) == ["wachttijden", "wachttijden-graph", "wachttijden-primary",
+                               "wachttijden-primary-mirror", "wachttijden-shadow"]
     out, err = io.StringIO(), io.StringIO()
     assert commands.down(config, out=out, err=err) == 0
     assert err.getvalue() == ""
     for kind, name in (("InferenceGraph", "wachttijden-graph"), ("InferenceService", "wachttijden-primary"),
-                       ("InferenceService", "wachttijden-shadow")):
+                       ("InferenceService", "wachttijden-shadow"), ("InferenceService", "wachttijden"),
+                       ("VirtualService", "wachttijden-primary-mirror")):
         assert f"stopped serving serving/{kind}/{name}" in out.getvalue()
+    assert "serving objects kept: `make up` starts them again on their ports" in out.getvalue()
     for pid in serving.values():
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    assert job.serving_objects(config) == []
+    assert [o["name"] for o in job.serving_objects(config) if o["running"]] == []
+    assert len(job.serving_objects(config)) == 5  # the records are kept
+    assert _listening(config) == []
     for name, pid in pids.items():
         assert f"stopped {name} (pid {pid})" in out.getvalue()
     for pid in pids.values():
@@ -270,3 +355,24 @@ def test_down_stops_our_processes_and_keeps_data(first_up: UpResult) -> None:
     status = io.StringIO()
     assert commands.status(config, out=status) == 1
     assert "not running" in status.getvalue()
+
+
+def test_up_after_down_serves_again_what_was_recorded(first_up: UpResult, api: AirflowClient) -> None:
+    """Data kept, serving kept: every recorded InferenceService and router runs again on its
+    port (the one deployed by hand too), and the job finds them serving."""
+    config = first_up.config
+    ports = json.loads((config.root / "serving" / "ports.json").read_text())
+    again = _run_up(config)
+    print(f"up after down took {again.seconds:.1f}s:\n{again.out}{again.err}")
+    assert again.code == 0, again.err + again.out
+    for key in ("serving/InferenceService/wachttijden", "serving/InferenceService/wachttijden-primary",
+                "serving/InferenceGraph/wachttijden-graph", "serving/VirtualService/wachttijden-primary-mirror"):
+        assert f"restored serving {key} on http://127.0.0.1:{ports[key]}" in again.out
+    assert "not redeploying" in again.out
+    assert _run_counts(api) == (1, 2, 1)  # prepare, train (asset event and second model), mirroring
+    response = httpx.post(f"http://127.0.0.1:{ports['serving/InferenceService/wachttijden']}"
+                          "/v1/models/wachttijden:predict", json=summary.sample_request(), timeout=30, trust_env=False)
+    assert response.status_code == 200, response.text
+    out, err = io.StringIO(), io.StringIO()
+    assert commands.down(config, out=out, err=err) == 0, err.getvalue()
+    assert _listening(config) == []

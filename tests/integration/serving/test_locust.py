@@ -8,9 +8,14 @@ Locust's own exit code 0, and both user classes must have sent traffic.
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 REPO = Path(__file__).resolve().parents[3]
@@ -98,3 +103,34 @@ def test_headless_locust_run_has_zero_failures(primary, shadow, router_factory, 
         assert by_name[name].requests > 0, result.slo.summary()
         assert by_name[name].failures == 0, result.slo.summary()
     assert result.html.exists() and result.html.stat().st_size > 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_loadtest_passes_signals_on_to_locust_and_leaves_nothing_listening(sig: signal.Signals) -> None:
+    """`make loadtest` (`python -m loadtest.run ui`) stopped with kill or Ctrl-C: Locust gets the
+    signal and is waited for, so its web port (8089 by default, a free one here) is free again."""
+    from airflow_project.host.net import free_port, port_is_free
+    from loadtest.run import _parser
+    from loadtest.settings import WEB_PORT
+
+    assert _parser().parse_args(["ui"]).web_port == WEB_PORT == 8089
+    port = free_port()
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "loadtest.run", "ui", "--web-port", str(port), "--target", "predictor",
+         "--predictor-url", "http://127.0.0.1:9"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while port_is_free(port):
+            assert runner.poll() is None and time.monotonic() < deadline, "locust did not start"
+            time.sleep(0.2)
+        locust = psutil.Process(runner.pid).children()
+        assert locust and "locust" in " ".join(locust[0].cmdline())
+        os.kill(runner.pid, sig)  # the runner only, as `kill <pid>` does
+        assert runner.wait(timeout=30) is not None
+        _, alive = psutil.wait_procs(locust, timeout=5)
+        assert not alive and port_is_free(port)
+    finally:
+        if runner.poll() is None:
+            os.killpg(runner.pid, signal.SIGKILL)
+            runner.wait()

@@ -64,6 +64,46 @@ def test_every_param_has_title_and_description(dagbag):
             assert param.schema.get("title") and param.description, f"{dag_id}.{name}"
 
 
+def _ui_requires(schema: dict) -> bool:
+    """The Airflow 3 trigger form's rule (airflow-core/src/airflow/ui, flexibleForm `isRequired`):
+    a Param is required when its schema has a `type` that does not include "null"."""
+    kind = schema.get("type")
+    return bool(kind) and (not isinstance(kind, list) or "null" not in kind)
+
+
+def _every_param(dagbag):
+    for dag_id in sorted(dagbag.dag_ids):
+        params = dagbag.dags[dag_id].params
+        for name in params:
+            yield dag_id, name, params.get_param(name)
+
+
+def test_every_dag_triggers_from_the_ui_with_its_defaults(dagbag):
+    """The trigger form keeps its Trigger button disabled while a required field is empty
+    (null, undefined or ""); the REST API and scheduled runs need defaults that validate.
+    So: every default validates against its schema, and a Param whose default is empty is
+    optional (`type: ["null", ...]`)."""
+    from airflow.sdk.definitions.param import ParamValidationError
+
+    problems = []
+    for dag_id, name, param in _every_param(dagbag):
+        try:
+            param.resolve(suppress_exception=False)
+        except ParamValidationError as exc:
+            problems.append(f"{dag_id}.{name}: default {param.value!r} does not validate: {exc}")
+        if _ui_requires(param.schema) and param.value in (None, ""):
+            problems.append(f"{dag_id}.{name}: required in the trigger form but its default "
+                            f"{param.value!r} counts as missing; make it type [\"null\", ...]")
+    assert not problems, "\n".join(problems)
+    for dag_id in dagbag.dag_ids:
+        dagbag.dags[dag_id].params.validate()  # what a trigger with the defaults does
+
+
+def test_the_ui_rule_is_what_the_check_applies():
+    assert _ui_requires({"type": "string"}) and _ui_requires({"type": ["string"]})
+    assert not _ui_requires({"type": ["null", "string"]}) and not _ui_requires({"enum": ["a"]})
+
+
 def test_train_model_is_scheduled_on_the_prepared_asset(dagbag):
     from airflow_project.assets import PREPROCESSED_DATASET
 

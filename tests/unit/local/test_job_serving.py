@@ -56,10 +56,10 @@ def test_second_model_run_id_and_conf_are_per_day() -> None:
         "estimator": "random_forest", "input_path": "preprocessed/wachttijden/2026/01/02/wachttijden.csv"}
 
 
-def test_mirroring_conf_pins_versions_and_uses_the_graph() -> None:
+def test_mirroring_conf_pins_versions_and_asks_for_graph_and_mirror_router() -> None:
     conf = job.mirroring_conf(3, 2)
     assert conf["primary_model"] == "3" and conf["shadow_model"] == "2"
-    assert conf["mirror_mode"] == "graph"
+    assert conf["mirror_mode"] == "both"
     assert (conf["primary_service"], conf["shadow_service"], conf["graph_name"]) == (
         "wachttijden-primary", "wachttijden-shadow", "wachttijden-graph")
 
@@ -79,6 +79,7 @@ def _objects(**changes: Any) -> list[dict[str, Any]]:
         _obj("InferenceService", "wachttijden-primary", 8100, changes.get("primary", 1), **changes.get("p", {})),
         _obj("InferenceGraph", "wachttijden-graph", 8101, **changes.get("g", {})),
         _obj("InferenceService", "wachttijden-shadow", 8102, changes.get("shadow", 2)),
+        _obj("VirtualService", "wachttijden-primary-mirror", 8103, **changes.get("m", {})),
     ]
 
 
@@ -88,6 +89,7 @@ def test_running_serving_with_the_wanted_versions_is_reused() -> None:
     assert found.predictor_v1 == "http://127.0.0.1:8100/v1/models/wachttijden:predict"
     assert found.graph == "http://127.0.0.1:8101"
     assert found.shadow_v1 == "http://127.0.0.1:8102/v1/models/wachttijden:predict"
+    assert found.mirror_v1 == "http://127.0.0.1:8103/v1/models/wachttijden:predict"
 
 
 @pytest.mark.parametrize(("objects", "namespace", "versions"), [
@@ -97,6 +99,8 @@ def test_running_serving_with_the_wanted_versions_is_reused() -> None:
     (_objects(g={"ready": False}), "serving", (1, 2)),        # the router does not answer
     (_objects(), "other", (1, 2)),                            # another namespace
     (_objects()[:2], "serving", (1, 2)),                      # the shadow is missing
+    (_objects()[:3], "serving", (1, 2)),                      # the mirror router is missing
+    (_objects(m={"ready": False}), "serving", (1, 2)),        # ... or does not serve
 ])
 def test_anything_else_is_redeployed(objects: list[dict[str, Any]], namespace: str,
                                      versions: tuple[int, int]) -> None:
@@ -129,18 +133,20 @@ def test_curl_command_is_ready_to_paste() -> None:
 
 def test_summary_lists_urls_curl_and_answers() -> None:
     endpoints = summary.Endpoints("http://127.0.0.1:8100", "http://127.0.0.1:8101", "http://127.0.0.1:8102",
-                                   primary_version=1, shadow_version=2, namespace="serving")
+                                   "http://127.0.0.1:8103", primary_version=1, shadow_version=2,
+                                   namespace="serving")
     body = summary.sample_request()
     demo = [summary.TryIt("predictor", endpoints.predictor_v1, summary.curl_command(endpoints.predictor_v1, body),
                            '{"predictions": [12.5]}')]
-    comparison = models.ShadowComparison("wachttijden-shadow", "http://127.0.0.1:5000/#/experiments/2",
+    comparison = models.ShadowComparison("wachttijden-shadow", "http://127.0.0.1:5000/#/experiments/2/runs",
                                            {"mae_primary_vs_shadow": 0.25, "share_within_1_week": 0.9}, "v1-vs-v2")
     lines = summary.format_serving_summary(endpoints, demo, comparison)
     text = "\n".join(lines)
     assert lines[0].startswith("  Predictor   http://127.0.0.1:8100/v1/models/wachttijden:predict   (champion, version 1")
     assert lines[1].startswith("  Graph       http://127.0.0.1:8101   (InferenceGraph serving/wachttijden-graph")
-    assert lines[2].startswith("  Shadow      http://127.0.0.1:8102/v1/models/wachttijden:predict   (version 2")
-    assert "Comparison  MLflow experiment wachttijden-shadow: http://127.0.0.1:5000/#/experiments/2" in text
+    assert lines[2].startswith("  Mirror      http://127.0.0.1:8103/v1/models/wachttijden:predict   (mirror router")
+    assert lines[3].startswith("  Shadow      http://127.0.0.1:8102/v1/models/wachttijden:predict   (version 2")
+    assert "Comparison  MLflow experiment wachttijden-shadow: http://127.0.0.1:5000/#/experiments/2/runs" in text
     assert "v1-vs-v2: mae_primary_vs_shadow=0.250  share_within_1_week=0.900" in text
     assert f"  {demo[0].curl}\n  -> {{\"predictions\": [12.5]}}" in text
 
@@ -227,7 +233,8 @@ def test_mirroring_is_triggered_with_reserved_ports_and_checked(
     ports = json.loads((tmp_path / "serving" / "ports.json").read_text())
     assert ports == {"serving/InferenceService/wachttijden-primary": 23100,
                      "serving/InferenceGraph/wachttijden-graph": 23101,
-                     "serving/InferenceService/wachttijden-shadow": 23102}
+                     "serving/InferenceService/wachttijden-shadow": 23102,
+                     "serving/VirtualService/wachttijden-primary-mirror": 23103}
 
 
 def test_a_deployment_that_does_not_serve_is_a_clear_error(

@@ -129,8 +129,7 @@ def test_malformed_bodies_are_delegated(fast, kserve_client, path, body):
 def test_other_content_types_paths_and_methods_are_delegated(fast, kserve_client):
     body = json.dumps({"instances": [ROW]}).encode()
     cases = [
-        ("POST", V1, {"content-type": "text/plain"}),
-        ("POST", V1, {"content-type": "application/json; charset=utf-8"}),
+        ("POST", V1, {"content-type": "image/png"}),
         ("POST", V1, {"content-type": "application/json", "ce-specversion": "1.0", "ce-id": "1",
                       "ce-source": "s", "ce-type": "t"}),
         ("POST", "/v1/models/other:predict", {"content-type": "application/json"}),
@@ -148,6 +147,31 @@ def test_other_content_types_paths_and_methods_are_delegated(fast, kserve_client
     got = fast.post(V2, content=b"{}xxxx", headers={"content-type": "application/octet-stream",
                                                        "inference-header-content-length": "2"})
     assert fast.delegated == [V2] and got.status_code == 400
+
+
+@pytest.mark.parametrize("content_type", [None, "application/octet-stream", "text/plain; charset=utf-8",
+                                          "application/x-www-form-urlencoded", "application/json; charset=utf-8"])
+@pytest.mark.parametrize("case,path,body", [VALID[0], VALID[2]], ids=["v1", "v2"])
+def test_json_without_a_json_content_type_is_read_as_json(fast, kserve_client, content_type, case, path, body):
+    """No Content-Type (tritonclient's JSON mode), a generic one, or JSON with parameters and
+    no binary-extension header: the body is JSON, answered as KServe answers it as JSON."""
+    headers = {"x-request-id": "rid-1"} | ({"content-type": content_type} if content_type else {})
+    fast.delegated.clear()
+    got = fast.post(path, content=json.dumps(body).encode(), headers=headers)
+    assert fast.delegated == []
+    want = _post(kserve_client, path, body, **{"x-request-id": "rid-1"})
+    assert (got.status_code, got.content) == (want.status_code, want.content) and got.status_code == 200
+
+
+def test_a_v2_body_without_content_type_that_is_not_valid_gets_kserves_json_answer(fast, kserve_client):
+    """Delegated as JSON, so the error is about the body, not a missing binary header."""
+    body = dict(v2_body([ROW]), outputs=[{"name": "nope"}])
+    fast.delegated.clear()
+    got = fast.post(V2, content=json.dumps(body).encode())
+    want = _post(kserve_client, V2, body)
+    assert fast.delegated == [V2]
+    assert (got.status_code, got.content) == (want.status_code, want.content)
+    assert "inference-header-content-length" not in got.text
 
 
 @pytest.mark.parametrize("path", [V1, V2])

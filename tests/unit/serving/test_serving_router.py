@@ -294,12 +294,35 @@ def test_mirror_answers_from_primary_without_waiting_for_shadow():
 
 def test_mirror_dead_shadow_does_not_affect_primary():
     async def scenario():
-        r, _t = make(None, {"primary": (200, {"predictions": [1.0]}), "shadow": "refused"}, mirror=MirrorConfig("primary", "shadow"))
-        results = [await r.handle(b"{}", {}) for _ in range(5)]
-        await asyncio.sleep(0.05)
-        return results
+        r, t = make(None, {"primary": (200, {"predictions": [1.0]}), "shadow": "refused"}, mirror=MirrorConfig("primary", "shadow"))
+        results = []
+        for _ in range(5):
+            results.append(await r.handle(b"{}", {}))
+            await asyncio.sleep(0.01)
+        return results, [c[0] for c in t.calls]
 
-    assert all(status == 200 for _, status in asyncio.run(scenario()))
+    results, hosts = asyncio.run(scenario())
+    assert all(status == 200 for _, status in results)
+    # after the first refusal the breaker holds copies back: one attempt, not one per request
+    assert hosts.count("shadow") == 1 and hosts.count("primary") == 5
+
+
+def test_mirror_slow_shadow_gets_at_most_the_guards_copies_in_flight():
+    from airflow_project.serving.shadow_guard import ShadowGuard
+
+    async def scenario():
+        mirror = MirrorConfig("primary", "shadow", guard=ShadowGuard(max_in_flight=3))
+        r, t = make(None, {"primary": (200, {}), "shadow": (200, {})}, mirror=mirror, delay={"shadow": 0.2})
+        for _ in range(10):
+            await r.handle(b"{}", {})
+            await asyncio.sleep(0)
+        in_flight, counts = mirror.guard.in_flight, dict(mirror.guard.counts)
+        await asyncio.sleep(0.3)
+        return in_flight, mirror.guard.in_flight, [c[0] for c in t.calls].count("shadow"), counts
+
+    in_flight, after, copies, counts = asyncio.run(scenario())
+    assert (in_flight, after, copies) == (3, 0, 3)
+    assert counts["busy"] == 7 and counts["sent"] == 3
 
 
 def test_mirror_returns_primary_errors_as_is():
@@ -315,6 +338,7 @@ def test_mirror_percentage():
         r, t = make(None, {"primary": (200, {}), "shadow": (200, {})}, mirror=MirrorConfig("primary", "shadow", 30.0), seed=3)
         for _ in range(500):
             await r.handle(b"{}", {})
+            await asyncio.sleep(0)  # the copy's task runs (the fake primary never yields)
         await asyncio.sleep(0.05)
         return sum(1 for c in t.calls if c[0] == "shadow")
 

@@ -306,7 +306,7 @@ def local(tmp_path, monkeypatch):
     target = LocalTarget(NS, home=tmp_path / "home", base_port=base, python=str(fake), poll_interval=0.05)
     yield target
     pids = [record["pid"] for record in target.objects()]
-    target.delete_all()
+    target.stop_all()
     assert not [pid for pid in pids if alive(pid)], "processes left running"
 
 
@@ -380,6 +380,71 @@ def test_local_graph_and_mirror_routers_get_service_urls(local):
     assert len(ports) == 4
     with urllib.request.urlopen(graph_url + "/readyz", timeout=5) as r:
         assert r.status == 200
+
+
+def test_stopped_objects_keep_their_records_and_are_restored_on_their_ports(local):
+    """`mlops down` stops the processes but keeps the records; `mlops up` starts them again
+    (predictors before the routers that point at them), on the same ports."""
+    from airflow_project.serving.targets.local import restore_local_serving, stop_local_serving
+
+    shadow = manifests.inference_service("wachttijden-shadow", "models:/wachttijden/2", config())
+    for manifest in (ISVC, shadow, GRAPH, VS):
+        local.apply(manifest)
+    local.wait_ready("InferenceGraph", "wachttijden-graph", timeout=20)
+    before = {r["name"]: r for r in local.objects()}
+    stopped = stop_local_serving(local.home)
+    assert stopped[:2] == [f"{NS}/VirtualService/wachttijden-primary-mirror", f"{NS}/InferenceGraph/wachttijden-graph"]
+    assert sorted(stopped) == sorted(f"{NS}/{r['kind']}/{r['name']}" for r in before.values())
+    assert not any(_alive(r["pid"]) for r in before.values())
+    assert {r["name"] for r in local.objects()} == set(before)  # records kept
+    assert stop_local_serving(local.home) == []  # nothing runs any more
+
+    restored = restore_local_serving(local.home, timeout=20, python=local.python)
+    assert sorted(key for key, _url, error in restored if error is None) == sorted(stopped)
+    after = {r["name"]: r for r in local.objects()}
+    for name, record in after.items():
+        assert record["port"] == before[name]["port"] and record["pid"] != before[name]["pid"]
+        assert _alive(record["pid"])
+    assert restore_local_serving(local.home, timeout=20, python=local.python) == []  # all running: nothing to do
+
+
+def test_a_router_is_ready_only_when_what_its_requests_need_is_ready(local):
+    """Graph (Sequence [shadow Soft, primary Hard]) and mirror router, with the shadow's and
+    then the primary's process gone; `mlops status` shows what `readiness` says."""
+    from airflow_project.local.summary import format_serving
+    from airflow_project.serving.targets.local import Readiness, local_serving_objects
+
+    shadow = manifests.inference_service("wachttijden-shadow", "models:/wachttijden/2", config())
+    for manifest in (ISVC, shadow, GRAPH, VS):
+        local.apply(manifest)
+    local.wait_ready("InferenceGraph", "wachttijden-graph", timeout=20)
+    local.wait_ready("VirtualService", "wachttijden-primary-mirror", timeout=20)
+
+    def state(kind: str, name: str) -> Readiness:
+        return local.readiness(local.state(kind, name))
+
+    assert state("InferenceGraph", "wachttijden-graph") == Readiness(True)
+    local._stop(local.state("InferenceService", "wachttijden-shadow"))
+    graph = state("InferenceGraph", "wachttijden-graph")
+    assert (graph.ready, graph.degraded) == (False, True)
+    assert graph.reason.startswith("Soft step(s) wachttijden-shadow not ready: every request fails with 500")
+    mirror = state("VirtualService", "wachttijden-primary-mirror")
+    assert (mirror.ready, mirror.degraded) == (True, True) and "copies to it are lost" in mirror.reason
+    with pytest.raises(DeployTimeout, match="Soft step"):
+        local.wait_ready("InferenceGraph", "wachttijden-graph", timeout=1)
+
+    text = format_serving(local_serving_objects(local.home, probe=True))
+    rows = {line.split()[0]: line.split() for line in text.splitlines()[1:5]}
+    assert rows[f"{NS}/wachttijden-graph"][5] == "degraded"
+    assert rows[f"{NS}/wachttijden-primary-mirror"][5] == "degraded"
+    assert rows[f"{NS}/wachttijden-shadow"][2] == "stopped"
+    assert f"{NS}/wachttijden-graph degraded: Soft step(s) wachttijden-shadow not ready" in text
+
+    local._stop(local.state("InferenceService", "wachttijden-primary"))
+    assert state("InferenceGraph", "wachttijden-graph") == Readiness(
+        False, "Hard step(s) wachttijden-primary not ready")
+    assert state("VirtualService", "wachttijden-primary-mirror") == Readiness(
+        False, "Hard step(s) wachttijden-primary not ready")
 
 
 def test_local_graph_needs_its_services(local):

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from airflow.sdk import Param
 
 START_DATE = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 
@@ -17,3 +21,14 @@ IO_RETRIES = {
 
 DAG_DEFAULTS = {"start_date": START_DATE, "catchup": False, "max_active_runs": 1, "default_args": IO_RETRIES}
 """What every DAG here shares: the start date, no catch-up, one run at a time, I/O retries."""
+
+
+def serving_namespace_param() -> Param:
+    """The deploy DAGs' optional namespace: null (not "") so the trigger form accepts the default."""
+    from airflow.sdk import Param
+
+    return Param(
+        None, type=["null", "string"],
+        title="Namespace (optional)",
+        description="Serving namespace. Empty: MLOPS_SERVING_NAMESPACE of the deployment.",
+    )

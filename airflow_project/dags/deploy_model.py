@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from airflow.sdk import Param, dag, task
 
-from airflow_project.dag_defaults import DAG_DEFAULTS
+from airflow_project.dag_defaults import DAG_DEFAULTS, serving_namespace_param
 from airflow_project.serving.constants import MODEL_SERVICE, NAME_PATTERN
 
 if TYPE_CHECKING:
@@ -47,11 +47,7 @@ if TYPE_CHECKING:
             title="Service name",
             description="InferenceService name (DNS-1035 label); one predictor per name.",
         ),
-        "namespace": Param(
-            None, type=["null", "string"],
-            title="Namespace (optional)",
-            description="Serving namespace. Empty: MLOPS_SERVING_NAMESPACE of the deployment.",
-        ),
+        "namespace": serving_namespace_param(),
         "timeout_seconds": Param(
             600, type="integer", minimum=10, maximum=3600,
             title="Ready timeout (s)",

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from airflow.sdk import Param, dag, task
 
-from airflow_project.dag_defaults import DAG_DEFAULTS
+from airflow_project.dag_defaults import DAG_DEFAULTS, serving_namespace_param
 from airflow_project.serving.constants import (
     GRAPH_NAME,
     NAME_PATTERN,
@@ -71,11 +71,7 @@ if TYPE_CHECKING:
             GRAPH_NAME, type="string", pattern=NAME_PATTERN, title="Graph name",
             description="InferenceGraph name (mode graph or both).",
         ),
-        "namespace": Param(
-            None, type=["null", "string"],
-            title="Namespace (optional)",
-            description="Serving namespace. Empty: MLOPS_SERVING_NAMESPACE of the deployment.",
-        ),
+        "namespace": serving_namespace_param(),
         "mirror_mode": Param(
             "graph", enum=["graph", "virtualservice", "both"], title="Mirror mode",
             description="graph: InferenceGraph; virtualservice: Istio mirror (Kubernetes with "

@@ -107,6 +107,14 @@ def _model_versions(config: LocalConfig) -> list[str]:
     return sorted(v.version for v in client.search_model_versions("name='wachttijden'"))
 
 
+def _training_experiment_id(config: LocalConfig) -> str:
+    from mlflow import MlflowClient
+
+    from airflow_project.registry import EXPERIMENT
+
+    return MlflowClient(tracking_uri=config.mlflow_uri).get_experiment_by_name(EXPERIMENT).experiment_id
+
+
 def test_up_runs_the_whole_job(first_up: UpResult, api: AirflowClient) -> None:
     assert first_up.code == 0, first_up.err + first_up.out
     assert first_up.err == ""
@@ -116,7 +124,9 @@ def test_up_runs_the_whole_job(first_up: UpResult, api: AirflowClient) -> None:
     assert "prepare_dataset.select_features: success" in out
     assert "train_model.train_and_register: success" in out
     assert f"Airflow UI  {config.airflow_url}   user admin   password {config.airflow_password()}" in out
-    assert f"MLflow UI   {config.mlflow_uri}/#/experiments/1/runs   (training runs" in out
+    # the training runs, not the first experiment (the data checks' comes first)
+    training_runs = f"{config.mlflow_uri}/#/experiments/{_training_experiment_id(config)}/runs"
+    assert f"MLflow UI   {training_runs}   (training runs" in out
     assert "  Status      make status" in out
     # a second estimator was trained because champion == challenger after the first run
     assert "training a second estimator (random_forest)" in out

@@ -63,18 +63,20 @@ def seconds(text: str) -> float:
 
 
 class RssSampler(threading.Thread):
-    """RSS of named processes every `every` seconds: [(seconds since start, {name: bytes})]."""
+    """RSS of named processes every `every` seconds: [(seconds since start, {name: bytes})].
+    Also the host's CPU steal (cumulative seconds, `steal` in the samples; 0 where the kernel
+    does not report it): on a shared VM a p99 that moves with steal is the machine's."""
 
     def __init__(self, pids: dict[str, int], every: float = SAMPLE_EVERY_S) -> None:
         super().__init__(daemon=True)
         self.procs = {name: psutil.Process(pid) for name, pid in pids.items()}
         self.every = every
-        self.samples: list[tuple[float, dict[str, int]]] = []
+        self.samples: list[tuple[float, dict[str, float]]] = []
         self._halt = threading.Event()
         self.t0 = time.monotonic()
 
     def sample(self) -> None:
-        rss = {}
+        rss = {"steal": round(getattr(psutil.cpu_times(), "steal", 0.0), 2)}
         for name, proc in self.procs.items():
             try:
                 rss[name] = proc.memory_info().rss
@@ -93,8 +95,8 @@ class RssSampler(threading.Thread):
         self.sample()
 
 
-def p99_series(history_csv: Path) -> list[tuple[float, float]]:
-    """(seconds since the first row, Locust's current p99 in ms) of the Aggregated rows."""
+def history_series(history_csv: Path, column: str) -> list[tuple[float, float]]:
+    """(seconds since the first row, `column`) of the Aggregated rows of Locust's history."""
     series: list[tuple[float, float]] = []
     with open(history_csv, newline="") as fh:
         rows = [r for r in csv.DictReader(fh) if r.get("Name") == "Aggregated"]
@@ -102,10 +104,34 @@ def p99_series(history_csv: Path) -> list[tuple[float, float]]:
         return series
     t0 = int(rows[0]["Timestamp"])
     for row in rows:
-        value = row.get("99%", "N/A")
+        value = row.get(column, "N/A")
         if value not in ("N/A", "", None):
             series.append((int(row["Timestamp"]) - t0, float(value)))
     return series
+
+
+def p99_series(history_csv: Path) -> list[tuple[float, float]]:
+    """Locust's current p99 in ms, per second."""
+    return history_series(history_csv, "99%")
+
+
+def windows(p99: list[tuple[float, float]], rps: list[tuple[float, float]],
+            samples: list[tuple[float, dict[str, float]]], width: float, cpus: int) -> list[dict[str, Any]]:
+    """The run in consecutive windows: median p99 and req/s, and the host's CPU steal as a
+    share of all CPU time (p99 rising while req/s falls and steal climbs is the machine; p99
+    rising at steady req/s and no steal is the servers)."""
+    end = max((t for t, _ in p99), default=0.0)
+    rows = []
+    start = 0.0
+    while start < end:
+        stolen = [(t, s["steal"]) for t, s in samples if start <= t <= start + width and "steal" in s]
+        steal = None
+        if len(stolen) > 1 and stolen[-1][0] > stolen[0][0]:
+            steal = round(100 * (stolen[-1][1] - stolen[0][1]) / ((stolen[-1][0] - stolen[0][0]) * cpus), 1)
+        rows.append({"start_s": start, "p99_ms": window_median(p99, start, start + width),
+                     "rps": window_median(rps, start, start + width), "steal_pct": steal})
+        start += width
+    return rows
 
 
 def window_median(series: list[tuple[float, float]], start: float, end: float) -> float | None:
@@ -113,7 +139,7 @@ def window_median(series: list[tuple[float, float]], start: float, end: float) -
     return statistics.median(values) if values else None
 
 
-def rss_growth(samples: list[tuple[float, dict[str, int]]], name: str, warmup: float) -> dict[str, Any]:
+def rss_growth(samples: list[tuple[float, dict[str, float]]], name: str, warmup: float) -> dict[str, Any]:
     """RSS at the end of the warm-up, at the end, and the growth between them."""
     after = [(t, s[name]) for t, s in samples if t >= warmup and name in s]
     if not after:
@@ -175,6 +201,12 @@ def markdown(report: dict[str, Any]) -> str:
         f"- Load average (1 min) at start {report['loadavg'][0]}, at end {report['loadavg'][1]}.",
         "- Locust's reports: `reports/soak.html`, `reports/soak_stats*.csv`; every figure in `reports/soak.json`.",
     ]
+    if report.get("windows"):
+        lines += ["", "## Per window", "",
+                  "p99 and req/s: medians of Locust's per-second values; steal: the host's CPU steal, share of all CPU time.",
+                  "", "| from s | p99 ms | req/s | steal % |", "|---:|---:|---:|---:|"]
+        lines += [f"| {w['start_s']:.0f} | {_num(w['p99_ms'])} | {_num(w['rps'], 0)} | {_num(w['steal_pct'])} |"
+                  for w in report["windows"]]
     return "\n".join(lines) + "\n"
 
 
@@ -223,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         sampler.start()
         result = run_headless(settings, prefix=prefix, timeout=args.duration + 120, extra=["--csv-full-history"])
         sampler.stop()
-        series = p99_series(Path(f"{prefix}_stats_history.csv"))
+        history = Path(f"{prefix}_stats_history.csv")
+        series = p99_series(history)
         end = series[-1][0] if series else 0.0
         first, last = window_median(series, warmup, warmup + window), window_median(series, end - window, end + 1)
         with open(result.stats_csv, newline="") as fh:
@@ -243,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
             "rss": {name: rss_growth(sampler.samples, name, warmup) for name in ("primary", "shadow", "router")},
             "rss_samples": sampler.samples,
             "p99_series": series,
+            "windows": windows(series, history_series(history, "Requests/s"), sampler.samples, window,
+                               psutil.cpu_count() or 1),
             "loadavg": [round(load_start, 2), round(os.getloadavg()[0], 2)],
         }
         report["verdict"] = verdict(report)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.soak import markdown, p99_series, rss_growth, seconds, verdict, window_median
+from loadtest.soak import markdown, p99_series, rss_growth, seconds, verdict, window_median, windows
 
 HEADER = ("Timestamp,User Count,Type,Name,Requests/s,Failures/s,50%,66%,75%,80%,90%,95%,98%,99%,99.9%,"
           "99.99%,100%,Total Request Count,Total Failure Count,Total Median Response Time,"
@@ -33,6 +33,19 @@ def test_p99_windows_come_from_the_aggregated_rows(tmp_path: Path) -> None:
     assert series[0] == (1, 5.0) and len(series) == 99  # N/A skipped, endpoint rows ignored
     assert window_median(series, 10, 40) == 5.0 and window_median(series, 70, 100) == 9.0
     assert window_median(series, 200, 300) is None
+
+
+def test_windows_put_p99_next_to_throughput_and_cpu_steal() -> None:
+    p99 = [(t, 5.0 if t < 60 else 20.0) for t in range(1, 120)]
+    rps = [(t, 1000.0 if t < 60 else 400.0) for t in range(1, 120)]
+    # steal: none in the first minute, then 30 s of 2 CPUs' 120 s stolen
+    samples = [(float(t), {"steal": 0.0 if t <= 60 else (t - 60) / 2, "router": 1}) for t in range(0, 125, 5)]
+    got = windows(p99, rps, samples, width=60, cpus=2)
+    assert got == [{"start_s": 0.0, "p99_ms": 5.0, "rps": 1000.0, "steal_pct": 0.0},
+                   {"start_s": 60.0, "p99_ms": 20.0, "rps": 400.0, "steal_pct": 25.0}]
+    report = _report()
+    report["verdict"], report["windows"] = verdict(report), got
+    assert "| 60 | 20.0 | 400 | 25.0 |" in markdown(report)
 
 
 def test_rss_growth_is_measured_from_the_end_of_the_warm_up() -> None:

@@ -144,3 +144,24 @@ def test_read_intermediate_names_file_and_problem():
     with pytest.raises(dataset.DataValidationError,
                        match="mid.parquet: missing required column.*TYPE_WACHTTIJD"):
         dataset.read_intermediate(buffer.getvalue(), "mid.parquet")
+
+
+
+def test_text_transforms_run_once_per_distinct_value_with_the_per_row_result() -> None:
+    import numpy as np
+    import pandas as pd
+
+    from airflow_project.wachttijden.dataset import _by_distinct
+
+    column = pd.Series([" 12 ", "onbekend", None, np.nan, 7, "12", " 12 ", "3,5", ""], index=range(10, 19))
+    calls: list[int] = []
+
+    def strip(values: pd.Series) -> pd.Series:
+        calls.append(len(values))
+        return values.str.strip()
+
+    text = _by_distinct(column, strip)
+    pd.testing.assert_series_equal(text, column.astype(str).str.strip())  # values and index
+    assert calls == [column.astype(str).nunique()]  # one call, each distinct value once
+    numbers = _by_distinct(text, lambda v: pd.to_numeric(v.str.replace(",", ".", regex=False), errors="coerce"))
+    assert numbers[10] == numbers[15] == 12.0 and numbers[17] == 3.5 and np.isnan(numbers[11])

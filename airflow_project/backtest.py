@@ -75,13 +75,12 @@ def _models_to_score(client: Any) -> dict[str, tuple[Any, list[str]]]:
     return out
 
 
-def backtest_registered(frame: pd.DataFrame, *, export: str, day: dt.date,
-                        tracking_uri: str | None = None) -> BacktestResult:
+def backtest_registered(frame: pd.DataFrame, *, export: str, day: dt.date) -> BacktestResult:
     """Score champion and challenger on a prepared export they have not seen; log each MAE
     to the version's run (`backtest_mae`, step YYYYMMDD) and to its model card."""
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri=tracking_uri) if tracking_uri else MlflowClient()
+    client = MlflowClient()
     step = registry.export_step(day)
     timestamp_ms = int(dt.datetime.combine(day, dt.time(0), tzinfo=dt.UTC).timestamp() * 1000)
     x, y = frame.loc[:, list(FEATURES)], frame[TARGET].astype("float64")

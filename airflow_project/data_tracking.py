@@ -48,12 +48,6 @@ class Baseline:
     version: str | None = None
 
 
-def _client(tracking_uri: str | None) -> Any:
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=tracking_uri) if tracking_uri else MlflowClient()
-
-
 def _training_digest(run: Any) -> str | None:
     for dataset_input in run.inputs.dataset_inputs if run.inputs else []:
         if any(tag.key == "mlflow.data.context" and tag.value == "training" for tag in dataset_input.tags):
@@ -61,11 +55,13 @@ def _training_digest(run: Any) -> str | None:
     return None
 
 
-def champion_baseline(lake: DataLake, tracking_uri: str | None = None) -> Baseline:
+def champion_baseline(lake: DataLake) -> Baseline:
     """The data the current champion was trained on, read from the data lake."""
+    from mlflow import MlflowClient
+
     from airflow_project.data_steps import read_prepared
 
-    client = _client(tracking_uri)
+    client = MlflowClient()
     champion = registry.find_version(client, registry.CHAMPION)
     if champion is None:
         return Baseline(None, None, "no champion yet, the first model")
@@ -92,7 +88,7 @@ def champion_baseline(lake: DataLake, tracking_uri: str | None = None) -> Baseli
 
 
 def log_data_run(report: ExportReport, *, baseline: pd.DataFrame | None, preprocessed: str, run_name: str | None = None, params: dict[str, Any] | None = None,
-                 tags: dict[str, str] | None = None, tracking_uri: str | None = None) -> str:
+                 tags: dict[str, str] | None = None) -> str:
     """One run in `wachttijden-data`: the measures as metrics, the gate as tags, the full
     report as JSON, and a plot of the waiting-time distributions old vs new. Its run id."""
     import mlflow
@@ -100,8 +96,6 @@ def log_data_run(report: ExportReport, *, baseline: pd.DataFrame | None, preproc
     from airflow_project.wachttijden.export_checks import target_distribution_plot
     from airflow_project.wachttijden.schema import TARGET
 
-    if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_experiment(DATA_EXPERIMENT)
     t = report.thresholds
     with mlflow.start_run(run_name=run_name) as run:
@@ -125,10 +119,12 @@ def log_data_run(report: ExportReport, *, baseline: pd.DataFrame | None, preproc
     return run.info.run_id
 
 
-def find_data_report(preprocessed: str, tracking_uri: str | None = None) -> tuple[dict[str, Any], str] | None:
+def find_data_report(preprocessed: str) -> tuple[dict[str, Any], str] | None:
     """The newest data-check report (and its run id) that let `preprocessed` be written:
     gate passed or overridden. None when there is none (e.g. a file trained by hand)."""
-    client = _client(tracking_uri)
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
     experiment = client.get_experiment_by_name(DATA_EXPERIMENT)
     if experiment is None:
         return None

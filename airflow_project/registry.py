@@ -340,6 +340,7 @@ def card_facts(result: training.TrainingResult, data: pd.DataFrame, *, version: 
     )
 
 
+@mlflow_logs_at_their_level()
 def train_and_register(
     data: pd.DataFrame,
     config: training.TrainingConfig,
@@ -364,26 +365,6 @@ def train_and_register(
     data_report, data_run: the data-check report of the export and its run (for the card);
     backtests: the scores of the backtest before this training (for the card).
     """
-    with mlflow_logs_at_their_level():
-        return _train_and_register(data, config, tracking_uri=tracking_uri, source=source, run_name=run_name,
-                                   tags=tags, artifact_location=artifact_location, dataset_uri=dataset_uri,
-                                   data_report=data_report, data_run=data_run, backtests=backtests)
-
-
-def _train_and_register(
-    data: pd.DataFrame,
-    config: training.TrainingConfig,
-    *,
-    tracking_uri: str | None,
-    source: str,
-    run_name: str | None,
-    tags: dict[str, str] | None,
-    artifact_location: str | None,
-    dataset_uri: str | None,
-    data_report: dict[str, Any] | None,
-    data_run: str | None,
-    backtests: list[dict[str, Any]] | None,
-) -> RegistrationResult:
     import mlflow
     from mlflow import MlflowClient
     from mlflow.models import infer_signature

@@ -128,9 +128,9 @@ def run(config: LocalConfig, report: Reporter, deadline: float, drift_demo_rows:
 
 def todays_export() -> str:
     """The raw export `up` seeds and prepares today, as the data checks name it."""
-    from airflow_project.datalake import RAW_CONTAINER, dataset_path
+    from airflow_project.datalake import RAW_CONTAINER, BlobRef, dataset_path
 
-    return f"{RAW_CONTAINER}/{dataset_path(today())}"
+    return str(BlobRef(RAW_CONTAINER, dataset_path(today())))
 
 
 DRIFT_DEMO_RAW = "demo/drifted/wachttijden.csv"
@@ -141,14 +141,12 @@ def drift_demo(api: AirflowClient, config: LocalConfig, rows: int, report: Repor
                deadline: float) -> DataReport:
     """`mlops up --drift-demo`: a drifted export (synthetic.DRIFTED) through prepare_dataset,
     which the data gate must stop; its data report for the summary."""
-    from dataclasses import replace as with_rows
-
     from airflow_project.datalake import RAW_CONTAINER, BlobRef, DataLake
     from airflow_project.wachttijden.synthetic import DRIFTED, generate, to_raw_bytes
 
     ref = BlobRef(RAW_CONTAINER, DRIFT_DEMO_RAW)
     DataLake.from_connection_string(config.azurite_connection_string).write(
-        ref, to_raw_bytes(generate(with_rows(DRIFTED, rows=rows, seed=1))))
+        ref, to_raw_bytes(generate(replace(DRIFTED, rows=rows, seed=1))))
     run_id = f"mlops_up__drift_demo__{dt.datetime.now(dt.UTC):%Y-%m-%dT%H-%M-%S}"
     run = _triggered(PREPARE_DAG, api.trigger(PREPARE_DAG, None, note="drift demo, triggered by mlops up",
                                               conf={"raw_path": DRIFT_DEMO_RAW}, run_id=run_id), conflict=False)

@@ -137,12 +137,10 @@ def category_changes(baseline: Mapping[str, Mapping[str, int]], new: Mapping[str
     return {f: v for f, v in added.items() if v}, {f: v for f, v in missing.items() if v}
 
 
-def drift_by_column(baseline: pd.DataFrame, new: pd.DataFrame,
-                    baseline_counts: Mapping[str, Mapping[str, int]] | None = None,
-                    new_counts: Mapping[str, Mapping[str, int]] | None = None) -> dict[str, float]:
-    """PSI of the target and of each feature, baseline -> new (both prepared, non-empty)."""
-    baseline_counts = baseline_counts or category_counts(baseline)
-    new_counts = new_counts or category_counts(new)
+def drift_by_column(baseline: pd.DataFrame, new: pd.DataFrame, baseline_counts: Mapping[str, Mapping[str, int]],
+                    new_counts: Mapping[str, Mapping[str, int]]) -> dict[str, float]:
+    """PSI of the target and of each feature, baseline -> new (both prepared, non-empty; the
+    counts are their `category_counts`)."""
     out = {TARGET: psi(baseline[TARGET], new[TARGET])}
     out.update({f: categorical_psi(baseline_counts[f], new_counts[f]) for f in FEATURES})
     return out

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .schema import FEATURES, MODEL_NAME, TARGET
+from .schema import DEFAULT_TYPE_ZORGINSTELLING, FEATURES, MODEL_NAME, TARGET
 
 DESCRIPTION_LIMIT = 5000
 BACKTESTS_SHOWN = 10
@@ -84,7 +84,7 @@ def _training_data(f: CardFacts) -> list[str]:
             f"{dropped.get('target_not_a_number', 0):,} not a number, "
             f"{dropped.get('negative_target', 0):,} negative, {dropped.get('empty_feature', 0):,} with "
             f"an empty feature; {rows.get('filled_type_zorginstelling', 0):,} empty TYPE_ZORGINSTELLING "
-            "filled with 'Kliniek'"
+            f"filled with {DEFAULT_TYPE_ZORGINSTELLING!r}"
         )
         gate = report.get("gate", "?")
         drift = report.get("drift")

@@ -482,19 +482,16 @@ def local_serving_objects(home: Path, *, probe: bool = False) -> list[dict[str, 
     return records
 
 
-def _key(record: Mapping[str, Any]) -> str:
-    return f"{record['namespace']}/{record['kind']}/{record['name']}"
-
-
 def stop_local_serving(home: Path) -> list[str]:
     """Stop every local serving object under `home` (for `mlops down`), keeping their records
     and ports for `restore_local_serving`. Returns `<namespace>/<Kind>/<name>` of what ran."""
-    return [_key(record) for target in _controllers(home) for record in target.stop_all()]
+    return [target._key(record["kind"], record["name"]) for target in _controllers(home)
+            for record in target.stop_all()]
 
 
 def restore_local_serving(home: Path, timeout: float = DEFAULT_TIMEOUT_S,
                           python: str = sys.executable) -> list[tuple[str, str, str | None]]:
     """Start again what `stop_local_serving` stopped (for `mlops up`): `(key, url, error)`
     per object that was not running, error None when it serves again."""
-    return [(_key(record), str(record.get("url")), error)
+    return [(target._key(record["kind"], record["name"]), str(record.get("url")), error)
             for target in _controllers(home, python) for record, error in target.restore(timeout)]

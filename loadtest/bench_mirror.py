@@ -35,6 +35,7 @@ import statistics
 import sys
 from pathlib import Path
 
+from airflow_project.serving.constants import predict_path
 from loadtest import payloads
 from loadtest.bench_serving import (
     MODEL_NAME,
@@ -60,7 +61,7 @@ SHADOWS = ("healthy", "slow", "killed")
 MIRRORS = ("router", "nginx")
 SLOW_SHADOW_MS = 200
 P99_BOUND = 1.1  # (b) and (c) p99 over (a) p99, for the router
-V1_PATH = f"/v1/models/{MODEL_NAME}:predict"
+V1_PATH = predict_path(MODEL_NAME)
 
 
 # --------------------------------------------------------------------------- nginx

@@ -457,7 +457,8 @@ def ratios(raw: dict[str, dict[str, list[dict]]]) -> list[dict]:
 
 
 # --------------------------------------------------------------------------- environment
-def _version(dist: str, python: Path | None = None) -> str:
+def version_of(dist: str, python: Path | None = None) -> str:
+    """A distribution's version in this interpreter (or in `python`'s), "-" when missing."""
     if python is None:
         try:
             return importlib.metadata.version(dist)
@@ -470,6 +471,12 @@ def _version(dist: str, python: Path | None = None) -> str:
     return out.stdout.strip() or "-"
 
 
+def git_head() -> str:
+    """The short commit the report was made from ("" outside a checkout)."""
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO,
+                          check=False).stdout.strip()
+
+
 def environment(pinning: dict[str, Any]) -> dict[str, Any]:
     cpu_model = "-"
     try:
@@ -479,8 +486,6 @@ def environment(pinning: dict[str, Any]) -> dict[str, Any]:
                 break
     except OSError:
         pass
-    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO,
-                         check=False).stdout.strip()
     ml_py = MLSERVER_VENV / "bin" / "python"
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -488,16 +493,16 @@ def environment(pinning: dict[str, Any]) -> dict[str, Any]:
         "usable_cpus": sorted(os.sched_getaffinity(0)),
         "cpu_model": cpu_model,
         "platform": platform.platform(),
-        "python": platform.python_version(),
-        "git": git,
+        "python": platform.pythonversion_of(),
+        "git": git_head(),
         "pinning": pinning,
         "versions": {
-            "kserve": _version("kserve"), "mlflow": _version("mlflow"), "scikit-learn": _version("scikit-learn"),
-            "uvicorn": _version("uvicorn"), "fastapi": _version("fastapi"), "httpx": _version("httpx"),
-            "uvloop": _version("uvloop"), "httptools": _version("httptools"),
-            "mlserver": _version("mlserver", ml_py), "mlserver-mlflow": _version("mlserver-mlflow", ml_py),
-            "mlserver-sklearn": _version("mlserver-sklearn", ml_py),
-            "mlflow (MLServer venv)": _version("mlflow", ml_py),
+            "kserve": version_of("kserve"), "mlflow": version_of("mlflow"), "scikit-learn": version_of("scikit-learn"),
+            "uvicorn": version_of("uvicorn"), "fastapi": version_of("fastapi"), "httpx": version_of("httpx"),
+            "uvloop": version_of("uvloop"), "httptools": version_of("httptools"),
+            "mlserver": version_of("mlserver", ml_py), "mlserver-mlflow": version_of("mlserver-mlflow", ml_py),
+            "mlserver-sklearn": version_of("mlserver-sklearn", ml_py),
+            "mlflow (MLServer venv)": version_of("mlflow", ml_py),
         },
         "loadavg_start": [round(x, 2) for x in os.getloadavg()],
     }

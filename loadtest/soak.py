@@ -36,12 +36,13 @@ from typing import Any
 import psutil
 
 from loadtest.bench_serving import (
-    REPO,
     add_harness_args,
+    git_head,
     harness,
     model_under_test,
     predictor_server,
     router_server,
+    version_of,
     write_report,
 )
 from loadtest.run import run_headless
@@ -263,8 +264,8 @@ def main(argv: list[str] | None = None) -> int:
             total = next(r for r in csv.DictReader(fh) if r["Name"] == "Aggregated")
         report: dict[str, Any] = {
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
-            "git": os.popen(f"git -C {REPO} rev-parse --short HEAD").read().strip(),
-            "locust": _locust_version(),
+            "git": git_head(),
+            "locust": version_of("locust"),
             "model": {"uri": model_uri},
             "config": {"duration_s": args.duration, "users": args.users, "spawn_rate": args.spawn_rate,
                        "warmup_s": warmup, "window_s": window},
@@ -284,12 +285,6 @@ def main(argv: list[str] | None = None) -> int:
         write_report(args.reports_dir, "soak", report, markdown(report))
         print(f"Locust's log: {result.log}", flush=True)
         return 0
-
-
-def _locust_version() -> str:
-    from importlib.metadata import version
-
-    return version("locust")
 
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ lint: install ## ruff (with its Airflow rules, AIR), hadolint (Dockerfile), acti
 
 ## ---------------------------------------------------------------- benchmarks
 .PHONY: bench-pipeline
-bench-pipeline: install ## time prepare+train on 100k and 1M rows (reports/)
+bench-pipeline: install ## time prepare+check+train on 100k and 1M rows, CLI vs DAG path (reports/)
 	$(PY) -m loadtest.bench_pipeline
 
 .PHONY: calibrate-drift

@@ -23,6 +23,7 @@ from chart_helpers import (
     named,
     pod_specs,
     pod_template,
+    release_info,
     resolve,
     services,
     values,
@@ -52,8 +53,7 @@ def test_every_stage_of_the_plan_renders(plan_render, env, stage):
 
 
 def release_stages(objs: list[dict]) -> list[str]:
-    info = named(objs, "ConfigMap", "mlops-release-info")["data"]
-    return info["stages"].split(",")
+    return release_info(objs)["stages"].split(",")
 
 
 # ---------------------------------------------------------------- what each stage adds

@@ -11,11 +11,13 @@ import kubernetes_validate
 import pytest
 import yaml
 from chart_helpers import (
+    ENVS,
     HELM_DIR,
     NAMESPACE,
     RELEASE,
     ROOT,
     SITE_VALUES,
+    WORKLOAD_KINDS,
     by_kind,
     own,
     release_info,
@@ -29,7 +31,6 @@ pytestmark = pytest.mark.chart
 CHART = yaml.safe_load((HELM_DIR / "Chart.yaml").read_text())
 DEPS = CHART["dependencies"]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-ENVS = ["production", "kind"]
 
 
 # ---------------------------------------------------------------- Chart.yaml / values
@@ -337,9 +338,7 @@ def test_gateway_mtls_and_network_policies(render):
 # ---------------------------------------------------------------- workloads / secrets
 def test_own_workloads_are_non_root_with_resources(render):
     objs = own(render("kind"))
-    workloads = [
-        o for o in objs if o["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob")
-    ]
+    workloads = [o for o in objs if o["kind"] in WORKLOAD_KINDS]
     assert {o["metadata"]["name"] for o in workloads} == {"postgres", "azurite"}
     for w in workloads:
         spec = w["spec"]["template"]["spec"]

@@ -125,16 +125,19 @@ def find_data_report(preprocessed: str) -> tuple[dict[str, Any], str] | None:
     from mlflow import MlflowClient
 
     client = MlflowClient()
+    run = newest_data_run(client, f"tags.{PREPROCESSED_TAG} = '{preprocessed}' and tags.gate != 'failed'")
+    if run is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        path = client.download_artifacts(run.info.run_id, REPORT_ARTIFACT, tmp)
+        return json.loads(Path(path).read_text()), run.info.run_id
+
+
+def newest_data_run(client: Any, filter_string: str) -> Any | None:
+    """The newest run of `wachttijden-data` matching an MLflow search filter, or None."""
     experiment = client.get_experiment_by_name(DATA_EXPERIMENT)
     if experiment is None:
         return None
-    runs = client.search_runs(
-        [experiment.experiment_id],
-        filter_string=f"tags.{PREPROCESSED_TAG} = '{preprocessed}' and tags.gate != 'failed'",
-        order_by=["attributes.start_time DESC"], max_results=1,
-    )
-    if not runs:
-        return None
-    with tempfile.TemporaryDirectory() as tmp:
-        path = client.download_artifacts(runs[0].info.run_id, REPORT_ARTIFACT, tmp)
-        return json.loads(Path(path).read_text()), runs[0].info.run_id
+    runs = client.search_runs([experiment.experiment_id], filter_string=filter_string,
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    return runs[0] if runs else None

@@ -134,16 +134,10 @@ class DataReport:
 
 def data_report(config: LocalConfig, export: str) -> DataReport | None:
     """The newest run of experiment `wachttijden-data` for this raw export, if any."""
-    from airflow_project.data_tracking import DATA_EXPERIMENT, HEADLINE_TAG
+    from airflow_project.data_tracking import HEADLINE_TAG, newest_data_run
 
-    client = mlflow_client(config)
-    experiment = client.get_experiment_by_name(DATA_EXPERIMENT)
-    if experiment is None:
+    run = newest_data_run(mlflow_client(config), f"tags.export = '{export}'")
+    if run is None:
         return None
-    runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.export = '{export}'",
-                              order_by=["attributes.start_time DESC"], max_results=1)
-    if not runs:
-        return None
-    run = runs[0]
     return DataReport(export=export, headline=run.data.tags.get(HEADLINE_TAG, ""),
-                      url=f"{config.mlflow_uri}/#/experiments/{experiment.experiment_id}/runs/{run.info.run_id}")
+                      url=f"{runs_url(config, run.info.experiment_id)}/{run.info.run_id}")

@@ -89,6 +89,11 @@ class StatusRow:
     holds_port: bool = False  # an orphan still listens on the service's port
 
 
+def _orphaned_note(name: str, pids: list[int], holds: str = "") -> str:
+    return (f"{name} is orphaned: its leader is gone, its process group still runs pid "
+            f"{', '.join(map(str, pids))}{holds}; `make down` or `make up` stops it")
+
+
 def format_status(rows: list[StatusRow]) -> str:
     table = _table(("SERVICE", "STATE", "PID", "PORT", "READY", "URL"), [
         (
@@ -99,12 +104,8 @@ def format_status(rows: list[StatusRow]) -> str:
         )
         for row in rows
     ])
-    notes = [
-        f"{row.name} is orphaned: its leader is gone, its process group still runs pid "
-        f"{', '.join(map(str, row.orphans))}{f' and holds port {row.port}' if row.holds_port else ''}; "
-        "`make down` or `make up` stops it"
-        for row in rows if row.state == "orphaned"
-    ]
+    notes = [_orphaned_note(row.name, row.orphans, f" and holds port {row.port}" if row.holds_port else "")
+             for row in rows if row.state == "orphaned"]
     return "\n".join([table, *notes])
 
 
@@ -186,8 +187,7 @@ def format_serving(objects: list[dict[str, Any]]) -> str:
         )
         for obj in objects
     ])
-    notes = [f"{_object_name(obj)} is orphaned: its leader is gone, its process group still runs pid "
-             f"{', '.join(map(str, obj['orphans']))}; `make down` or `make up` stops it"
+    notes = [_orphaned_note(_object_name(obj), obj["orphans"])
              for obj in objects if not obj.get("running") and obj.get("orphans")]
     notes += [f"{_object_name(obj)} {'degraded' if obj.get('degraded') else 'not ready'}: {obj['reason']}"
               for obj in objects if obj.get("running") and obj.get("reason")]

@@ -49,6 +49,7 @@ from loadtest.bench_serving import (
     harness,
     model_under_test,
     parse_round_args,
+    per_round_ratios,
     predictor_server,
     report_heading,
     router_server,
@@ -131,10 +132,6 @@ def nginx_server(work: Path, primary_port: int, shadow_ports: dict[str, int],
 
 
 # --------------------------------------------------------------------------- the figures
-def _p(result: dict, metric: str) -> float:
-    return result["latency_ms"][metric]
-
-
 def isolation(raw: dict[str, dict[str, list[dict]]], levels: dict[str, int]) -> list[dict]:
     """Per mirror and level: (b)/(a) and (c)/(a) p99, per round then the median; errors."""
     rows = []
@@ -143,7 +140,7 @@ def isolation(raw: dict[str, dict[str, list[dict]]], levels: dict[str, int]) -> 
             base = raw[level].get(f"{mirror}-healthy") or []
             for shadow in ("slow", "killed"):
                 cells = raw[level].get(f"{mirror}-{shadow}") or []
-                per_round = [_p(c, "p99") / _p(b, "p99") for c, b in zip(cells, base) if _p(b, "p99")]
+                per_round = per_round_ratios(cells, base, "p99", "p99")
                 if not per_round:
                     continue
                 value = statistics.median(per_round)
@@ -278,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
                  for level, concurrency in levels.items() for target, url in endpoints.items()]
         env_info = environment(pinning)
         raw = run_rounds(cells, args, gen_cpus)
-        summary = {level: {t: {**summarize(rs), "p999_ms": statistics.median(_p(r, "p999") for r in rs)}
+        summary = {level: {t: {**summarize(rs), "p999_ms": statistics.median(r["latency_ms"]["p999"] for r in rs)}
                            for t, rs in by_t.items()} for level, by_t in raw.items()}
         report = {
             "model": {"uri": model_uri, "tracking_uri": tracking_uri},

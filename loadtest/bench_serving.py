@@ -411,6 +411,12 @@ def _metric(result: dict, metric: str) -> float:
     return result["throughput_rps"] if metric == "rps" else result["latency_ms"][metric]
 
 
+def per_round_ratios(nums: list[dict], dens: list[dict], num_metric: str, den_metric: str) -> list[float]:
+    """num / den within each round (cells of a round ran minutes apart at most); rounds
+    whose denominator is 0 are left out."""
+    return [_metric(n, num_metric) / _metric(d, den_metric) for n, d in zip(nums, dens) if _metric(d, den_metric)]
+
+
 RATIO_SPECS = [
     # name, level, numerator (target, metric), denominator (target, metric), op, bound, how
     ("predictor / MLServer throughput", "throughput", ("predictor-v2", "rps"), ("mlserver-v2", "rps"),
@@ -443,7 +449,7 @@ def ratios(raw: dict[str, dict[str, list[dict]]]) -> list[dict]:
     rows = []
     for name, level, (num_t, num_m), (den_t, den_m), op, bound, how in RATIO_SPECS:
         nums, dens = raw[level].get(num_t, []), raw[level].get(den_t, [])
-        per_round = [_metric(n, num_m) / _metric(d, den_m) for n, d in zip(nums, dens) if _metric(d, den_m)]
+        per_round = per_round_ratios(nums, dens, num_m, den_m)
         if not per_round:
             continue
         value = statistics.median(per_round)

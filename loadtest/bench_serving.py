@@ -499,7 +499,7 @@ def environment(pinning: dict[str, Any]) -> dict[str, Any]:
         "usable_cpus": sorted(os.sched_getaffinity(0)),
         "cpu_model": cpu_model,
         "platform": platform.platform(),
-        "python": platform.pythonversion_of(),
+        "python": platform.python_version(),
         "git": git_head(),
         "pinning": pinning,
         "versions": {

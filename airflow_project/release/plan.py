@@ -72,7 +72,8 @@ class DeployConfig:
 
     def set_flags(self) -> list[str]:
         """What every stage sets on top of the values files: the images `make image`
-        built, and the namespaces the subcharts must use (templates/namespace-guard.yaml)."""
+        built, the namespaces the subcharts must use (templates/namespace-guard.yaml) and
+        the hosts MLflow accepts (templates/mlflow-hosts-guard.yaml)."""
         image_airflow = f"{self.registry}airflow-project/airflow"
         flags = {
             "mlops.images.registry": self.registry,
@@ -84,7 +85,21 @@ class DeployConfig:
             "global.istioNamespace": self.namespace,
             "global.leaderElection.namespace": self.namespace,
         }
-        return [arg for key, value in flags.items() for arg in ("--set-string", f"{key}={value}")]
+        hosts = ",".join(mlflow_allowed_hosts(self.release, self.namespace))
+        return [arg for key, value in flags.items() for arg in ("--set-string", f"{key}={value}")] + [
+            "--set-string", f"mlflow.serverAllowedHosts={{{hosts}}}",
+        ]
+
+
+def mlflow_allowed_hosts(release: str, namespace: str) -> list[str]:
+    """The Host headers MLflow's security middleware must accept (MLFLOW_SERVER_ALLOWED_HOSTS,
+    mlflow/server/security_utils.py; setting it replaces the default of localhost and private
+    IPs): the release's MLflow Service as in-cluster clients name it (MLFLOW_TRACKING_URI,
+    templates/_helpers.tpl `mlops.mlflowUri`) and in its cluster.local form, with or without
+    a port, and localhost for `kubectl port-forward`."""
+    service = f"{release}-mlflow.{namespace}.svc"
+    names = [service, f"{service}.cluster.local", "localhost", "127.0.0.1"]
+    return [host for name in names for host in (name, f"{name}:*")]
 
 
 STAGES: tuple[tuple[int, str, tuple[str, ...], str], ...] = (

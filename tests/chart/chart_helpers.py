@@ -189,6 +189,18 @@ def airflow_env(objs: list[dict]) -> dict[str, str]:
     return named(objs, "ConfigMap", f"{RELEASE}-airflow-env")["data"]
 
 
+def worker_serving_config(objs: list[dict]):
+    """The `ServingConfig` an Airflow worker builds its manifests with, given the chart's
+    environment ConfigMap (`targets.serving_config_from_env`)."""
+    import os
+    from unittest import mock
+
+    from airflow_project.serving import targets
+
+    with mock.patch.dict(os.environ, airflow_env(objs)):
+        return targets.serving_config_from_env()
+
+
 # ---------------------------------------------------------------- a fresh clone
 def fresh_copy(target: Path) -> Path:
     """The repository's files as a fresh clone has them (tracked and new, not ignored: no
@@ -242,3 +254,41 @@ class PlanRenders:
         return self._cache[key]
 
 
+
+
+# ---------------------------------------------------------------- MLflow's clients
+def mlflow_tracking_uris(objs: list[dict], serving_config=None) -> dict[str, list[str]]:
+    """Every MLFLOW_TRACKING_URI an in-cluster client of the render uses -> where it is set:
+    literal env values of every container the render runs (the task pod template included),
+    the Airflow environment ConfigMap (envFrom of every Airflow pod) and the predictor that an
+    Airflow worker builds with `serving_config` (its InferenceService env)."""
+    found: dict[str, list[str]] = {}
+    for obj in workloads(objs) + by_kind(objs, "ConfigMap"):
+        for where, pod, _ in pod_specs(obj):
+            for c in containers(pod):
+                for e in c.get("env") or []:
+                    if e["name"] == "MLFLOW_TRACKING_URI" and e.get("value"):
+                        found.setdefault(e["value"], []).append(f"{ident(obj)} {where} {c['name']}")
+    env_cm = [o for o in by_kind(objs, "ConfigMap") if o["metadata"]["name"] == f"{RELEASE}-airflow-env"]
+    for cm in env_cm:
+        found.setdefault(cm["data"]["MLFLOW_TRACKING_URI"], []).append(ident(cm))
+    if serving_config is not None:
+        from airflow_project.serving import manifests
+
+        isvc = manifests.inference_service("wachttijden", "models:/wachttijden/1", serving_config)
+        (predictor,) = isvc["spec"]["predictor"]["containers"]
+        uri = {e["name"]: e.get("value") for e in predictor["env"]}["MLFLOW_TRACKING_URI"]
+        found.setdefault(uri, []).append("InferenceService predictor (serving/manifests.py)")
+    return found
+
+
+def host_headers(uri: str) -> list[str]:
+    """The Host headers HTTP clients send for `uri`: `host:port` as written, and the bare host
+    when the port is the scheme's default (RFC 9110 7.2: clients may omit it; requests and
+    httpx do)."""
+    parts = urlsplit(uri)
+    default = {"http": 80, "https": 443}[parts.scheme]
+    headers = [parts.netloc] if parts.port else []
+    if parts.port in (None, default):
+        headers.append(parts.hostname or "")
+    return headers

@@ -17,9 +17,11 @@ from chart_helpers import (
     by_kind,
     config_json,
     containers,
+    host_headers,
     ident,
     matches,
     mesh_config,
+    mlflow_tracking_uris,
     named,
     pod_specs,
     pod_template,
@@ -27,6 +29,7 @@ from chart_helpers import (
     resolve,
     services,
     values,
+    worker_serving_config,
     workloads,
 )
 from crd_schema import CRDs
@@ -178,7 +181,7 @@ def test_webhooks_call_rendered_services(plan_render, env):
 
 # ---------------------------------------------------------------- URLs reach a Service port
 @pytest.mark.parametrize("env", ENVS)
-def test_mlflow_uri_of_airflow_and_predictors_reaches_the_mlflow_server(plan_render, env, monkeypatch):
+def test_mlflow_uri_of_airflow_and_predictors_reaches_the_mlflow_server(plan_render, env):
     objs = plan_render(env)
     env_vars = airflow_env(objs)
     svc = resolve(env_vars["MLFLOW_TRACKING_URI"], objs)
@@ -193,20 +196,11 @@ def test_mlflow_uri_of_airflow_and_predictors_reaches_the_mlflow_server(plan_ren
     # the server listens there, and the same URL is the artifact proxy (--serve-artifacts)
     assert f"--port={port}" in container["args"] and "--serve-artifacts" in container["args"]
     # predictors get the tracking URI of the Airflow worker that builds their manifest
-    config = serving_config(env_vars, monkeypatch)
+    config = worker_serving_config(objs)
     isvc = manifests.inference_service("wachttijden", "models:/wachttijden/1", config)
     (predictor,) = isvc["spec"]["predictor"]["containers"]
     predictor_uri = {e["name"]: e.get("value") for e in predictor["env"]}["MLFLOW_TRACKING_URI"]
     assert resolve(predictor_uri, objs) == svc
-
-
-def serving_config(env_vars: dict[str, str], monkeypatch) -> manifests.ServingConfig:
-    """What the Airflow worker builds manifests with, given the chart's environment."""
-    from airflow_project.serving import targets
-
-    for key, value in env_vars.items():
-        monkeypatch.setenv(key, value)
-    return targets.serving_config_from_env()
 
 
 @pytest.mark.parametrize("env", ENVS)
@@ -277,9 +271,9 @@ def test_kserve_ingresses_are_served_by_the_projects_gateway(plan_render, env):
 
 
 @pytest.mark.parametrize("env", ENVS)
-def test_mirror_route_covers_external_and_mesh_traffic(plan_render, env, monkeypatch):
+def test_mirror_route_covers_external_and_mesh_traffic(plan_render, env):
     objs = plan_render(env)
-    config = serving_config(airflow_env(objs), monkeypatch)
+    config = worker_serving_config(objs)
     vs = manifests.virtual_service_mirror("wachttijden-primary", "wachttijden-shadow", config)
     spec = vs["spec"]
     assert "mesh" in spec["gateways"]
@@ -401,10 +395,10 @@ def test_task_pods_run_the_project_image_with_the_worker_account(plan_render, en
 
 # ---------------------------------------------------------------- schemas
 @pytest.mark.parametrize("env", ENVS)
-def test_custom_resources_validate_strictly_against_their_crds(plan_render, env, monkeypatch):
+def test_custom_resources_validate_strictly_against_their_crds(plan_render, env):
     objs = plan_render(env)
     crds = CRDs(by_kind(objs, "CustomResourceDefinition"))
-    config = serving_config(airflow_env(objs), monkeypatch)
+    config = worker_serving_config(objs)
     built = [
         manifests.inference_service("wachttijden", "models:/wachttijden/1", config),
         manifests.inference_service("wachttijden-primary", "models:/wachttijden/1", config, cluster_local=True),
@@ -448,3 +442,57 @@ def test_core_kinds_validate_for_the_lowest_supported_kubernetes(plan_render, en
 def test_services_helper_knows_eck_services(plan_render):
     known = services(plan_render("production"))
     assert (f"{values()['mlops']['logging']['elasticsearchName']}-es-http", NAMESPACE) in known
+
+
+# ---------------------------------------------------------------- MLflow's Host check
+def mlflow_server_env(objs: list[dict]) -> dict[str, str]:
+    """MLflow's literal environment: its Deployment's env values and its ConfigMaps (envFrom)."""
+    (server,) = [d for d in by_kind(objs, "Deployment") if d["metadata"]["name"] == f"{NAMESPACE}-mlflow"]
+    (container,) = server["spec"]["template"]["spec"]["containers"]
+    env: dict[str, str] = {}
+    for ref in container.get("envFrom") or []:
+        if "configMapRef" in ref:
+            env |= named(objs, "ConfigMap", ref["configMapRef"]["name"])["data"]
+    env |= {e["name"]: e["value"] for e in container.get("env") or [] if "value" in e}
+    return env
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_mlflow_allows_the_host_of_every_in_cluster_client(plan_render, env, monkeypatch):
+    """MLflow >= 3.5 answers 403 to a Host outside MLFLOW_SERVER_ALLOWED_HOSTS (default:
+    localhost and private IPs), /health excepted, so the pod looks Ready while every client
+    fails. Checked with MLflow's own allow-list functions (mlflow/server/security_utils.py)."""
+    from mlflow.server import security_utils
+
+    objs = plan_render(env)
+    server_env = mlflow_server_env(objs)
+    monkeypatch.delenv("MLFLOW_SERVER_ALLOWED_HOSTS", raising=False)
+    if "MLFLOW_SERVER_ALLOWED_HOSTS" in server_env:
+        monkeypatch.setenv("MLFLOW_SERVER_ALLOWED_HOSTS", server_env["MLFLOW_SERVER_ALLOWED_HOSTS"])
+    allowed = security_utils.get_allowed_hosts_from_env() or security_utils.get_default_allowed_hosts()
+    uris = mlflow_tracking_uris(objs, worker_serving_config(objs))
+    refused = [
+        f"{', '.join(where)}: {uri} (Host: {host})"
+        for uri, where in uris.items()
+        for host in host_headers(uri)
+        if not security_utils.is_allowed_host_header(allowed, host)
+    ]
+    assert not refused, f"MLflow allows {allowed}; refused:\n" + "\n".join(refused)
+    # the README's port-forward (kubectl port-forward svc/<release>-mlflow 5000:80)
+    assert security_utils.is_allowed_host_header(allowed, "localhost:5000")
+    # and it still refuses what no client uses (DNS rebinding)
+    assert not security_utils.is_allowed_host_header(allowed, "mlflow.attacker.example")
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_mlflow_server_and_its_migration_run_the_clients_mlflow(plan_render, env):
+    """The server's MLflow is the one the images' clients have (uv.lock), and the schema
+    migration init container runs the same version (an older one leaves the schema behind)."""
+    import tomllib
+
+    lock = tomllib.loads((ROOT / "uv.lock").read_text())
+    (client,) = [p["version"] for p in lock["package"] if p["name"] == "mlflow"]
+    (server,) = [d for d in by_kind(plan_render(env), "Deployment") if d["metadata"]["name"] == f"{NAMESPACE}-mlflow"]
+    pod = server["spec"]["template"]["spec"]
+    images = {c["name"]: c["image"] for c in containers(pod) if "mlflow" in c["image"]}
+    assert images and all(i.endswith(f":{client}") for i in images.values()), images

@@ -172,6 +172,8 @@ def test_plan_namespace_flags_follow_the_namespace():
     for step in _helm_steps(text):
         assert "global.istioNamespace=ml-prod" in step
         assert "global.leaderElection.namespace=ml-prod" in step
+        hosts = next(a for a in step if "mlflow.serverAllowedHosts=" in a)
+        assert "mlops-mlflow.ml-prod.svc," in hosts and "mlops-mlflow.mlops.svc" not in hosts
 
 
 @pytest.mark.parametrize(

@@ -292,3 +292,17 @@ def host_headers(uri: str) -> list[str]:
     if parts.port in (None, default):
         headers.append(parts.hostname or "")
     return headers
+
+
+def e2e_kube():
+    """tests/e2e/kube.py, the kind suite's pins (kind release, node image), loaded by path:
+    tests/ folders are not packages."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("e2e_kube", ROOT / "tests" / "e2e" / "kube.py")
+    module = sys.modules.get(spec.name)
+    if module is None:
+        module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)  # registered first: its dataclasses look it up
+    return module

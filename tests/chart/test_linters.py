@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from chart_helpers import ROOT
+from chart_helpers import ROOT, e2e_kube
 
 pytestmark = pytest.mark.chart
 
@@ -69,9 +68,7 @@ def test_e2e_workflow_installs_the_release_then_runs_the_suite():
     deploy = next(i for i, r in enumerate(runs) if r.startswith("make image deploy"))
     e2e = runs.index("make e2e")
     assert runs.index(create) < deploy < e2e
-    spec = importlib.util.spec_from_file_location("e2e_kube", ROOT / "tests" / "e2e" / "kube.py")
-    kube = sys.modules.setdefault(spec.name, importlib.util.module_from_spec(spec))
-    spec.loader.exec_module(kube)  # the suite's own pins
+    kube = e2e_kube()  # the suite's own pins
     assert workflow["env"]["KIND_VERSION"] == kube.DEFAULT_KIND_VERSION
     assert workflow["env"]["NODE_IMAGE"] == kube.DEFAULT_NODE_IMAGE
     values_kind = yaml.safe_load((ROOT / "helm" / "values-kind.yaml").read_text())

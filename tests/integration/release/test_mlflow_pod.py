@@ -13,7 +13,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from chart_helpers import ENVS, NAMESPACE, by_kind, host_headers, mlflow_tracking_uris, worker_serving_config
+from chart_helpers import (
+    ENVS,
+    NAMESPACE,
+    by_kind,
+    host_headers,
+    mlflow_tracking_uris,
+    worker_serving_config,
+)
 from pods import PodProcess, arg_value, container_env, replace_arg
 
 from airflow_project.host.net import free_port, http_ok

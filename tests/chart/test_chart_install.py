@@ -554,3 +554,58 @@ def test_every_injected_pod_that_finishes_gets_a_native_sidecar(plan_render, env
     for name, meta in injected:
         for kubelet_native in (False, True):
             assert native_sidecar(objs, helm, tmp_path, meta.get("annotations") or {}, kubelet_native), (name, kubelet_native)
+
+
+# ---------------------------------------------------------------- log indices
+# The index privileges of ECK's Logstash association user (cloud-on-k8s v3.5.0
+# pkg/controller/elasticsearch/user/roles.go, LogstashUserRole): bulk writes anywhere else
+# are refused with 403.
+ECK_LOGSTASH_INDICES = ("logstash", "logstash-*", "ecs-logstash", "ecs-logstash-*", "logs-*", "metrics-*",
+                        "synthetics-*", "traces-*")
+A_DAY = "2026.12.03"
+
+
+def logstash_config(objs: list[dict]) -> str:
+    pipelines = yaml.safe_load(named(objs, "Secret", "logstash-pipelines")["stringData"]["pipelines.yml"])
+    (pipeline,) = pipelines
+    return pipeline["config.string"]
+
+
+def logstash_indices(config: str) -> dict[str, str]:
+    """Which lines go where: the branch's condition -> the (dated) index it writes."""
+    out = {}
+    for condition, index in re.findall(r'if (\[[^{]+?) \{\s*mutate \{ add_field => \{ "\[@metadata\]\[index\]" => "([^"]+)" \} \}', config):
+        out[condition.strip()] = index.replace("%{+YYYY.MM.dd}", A_DAY)
+    assert 'index => "%{[@metadata][index]}"' in config, "the output writes the index its branch chose"
+    return out
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_logstash_writes_indices_ecks_role_allows_and_airflow_reads_the_task_logs(plan_render, env):
+    import configparser
+    from fnmatch import fnmatch
+
+    objs = plan_render(env)
+    indices = logstash_indices(logstash_config(objs))
+    assert indices, logstash_config(objs)
+    refused = [i for i in indices.values() if not any(fnmatch(i, p) for p in ECK_LOGSTASH_INDICES)]
+    assert not refused, f"ECK's Logstash user may write only {ECK_LOGSTASH_INDICES}: {refused}"
+    tasks = indices["[dag_id] and [task_id]"]
+    predictions = indices["[model_name] and [request_id]"]
+    assert tasks != predictions
+    cfg = configparser.ConfigParser(interpolation=None)
+    cfg.read_string(named(objs, "ConfigMap", "mlops-config")["data"]["airflow.cfg"])
+    patterns = [p.strip() for p in cfg["elasticsearch"]["index_patterns"].split(",")]
+    assert any(fnmatch(tasks, p) for p in patterns), (patterns, tasks)
+    assert not any(fnmatch(predictions, p) for p in patterns), (patterns, predictions)
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_filebeat_ships_the_predictors_lines(plan_render, env):
+    from airflow_project.serving.constants import CONTAINER_NAME
+
+    (beat,) = by_kind(plan_render(env), "Beat")
+    templates = beat["spec"]["config"]["filebeat.autodiscover"]["providers"][0]["templates"]
+    conditions = [t["condition"] for t in templates]
+    assert {"equals": {"kubernetes.container.name": CONTAINER_NAME}} in conditions
+    assert {"equals": {"kubernetes.labels.component": "worker"}} in conditions

@@ -417,13 +417,17 @@ def test_logstash_pipeline_adds_log_id_as_airflow_expects(render):
     expected = re.sub(r"\{(\w+)\}", r"%{[\1]}", template)
     assert f'"log_id" => "{expected}"' in config
     assert "beats" in config and "elasticsearch {" in config
-    prefix = values()["mlops"]["logging"]["indexPrefix"]
-    assert f'index => "{prefix}-' in config
-    assert values()["airflow"]["config"]["elasticsearch"]["index_patterns"] == f"{prefix}-*"
+    prefix = values()["airflow"]["config"]["elasticsearch"]["index_patterns"].removesuffix("*")
+    assert f'"[@metadata][index]" => "{prefix}%{{+YYYY.MM.dd}}"' in config
     assert (
         values()["eck-stack"]["eck-logstash"]["pipelinesRef"]["secretName"]
         == sec["metadata"]["name"]
     )
+
+
+def test_task_log_index_pattern_must_be_one_prefix(render):
+    with pytest.raises(RuntimeError, match=r'index_patterns is "a-\*,b-\*": .* must be one pattern <prefix>-\*'):
+        render("production", extra=("--set-string", "airflow.config.elasticsearch.index_patterns=a-*\\,b-*"))
 
 
 # ---------------------------------------------------------------- offline schema validation

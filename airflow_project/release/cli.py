@@ -10,6 +10,7 @@ deploy                 run the staged install against the current kube context
 secrets                --check | --create-dev | --elasticsearch-from-eck | --create-airflow-admin | --list
 scan                   checkov on the rendered own templates and the Dockerfile
 chart-deps --from DIR  copy the pinned dependency charts from DIR into helm/charts/
+ready cert-manager|webhook-ca   wait for what `helm --wait` does not (see readiness.py)
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import chart, devsecrets, placeholders, plan, project, requirements, tools
+from . import chart, devsecrets, placeholders, plan, project, readiness, requirements, tools
 
 
 def _current_context() -> str:
@@ -110,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
             metavar="FILE",
             help="a values file of your own, after the chart's (repeatable; paths from the repo root)",
         )
+    r = sub.add_parser("ready")
+    r.add_argument("what", choices=["cert-manager", "webhook-ca"])
+    r.add_argument("--namespace", default="mlops")
+    r.add_argument("--timeout", type=float, default=300.0, help="seconds")
     s = sub.add_parser("secrets")
     s.add_argument("--env", choices=["kind", "production"], default="production")
     s.add_argument("--namespace", default="mlops")
@@ -164,6 +169,16 @@ def main(argv: list[str] | None = None) -> int:
             f"deploying release {cfg.release} ({cfg.env}) to namespace {cfg.namespace}, image tag {cfg.tag}"
         )
         plan.execute(plan.build(cfg), project.repo_root())
+    elif args.cmd == "ready":
+        try:
+            if args.what == "cert-manager":
+                readiness.cert_manager_ready(args.namespace, args.timeout)
+            else:
+                readiness.webhooks_have_ca(args.timeout)
+        except RuntimeError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(f"{args.what}: ready")
     elif args.cmd == "secrets":
         try:
             return _secrets(args)

@@ -4,7 +4,8 @@ CRDs and admission webhooks must exist before the objects that use them, and the
 KServe controller looks for Istio only at start-up, so the release grows in order:
 
   1 crds         istio-base, kserve-crd, eck-operator-crds
-  2 controllers  istiod, cert-manager (+ its CRDs), eck-operator; then kserve-resources
+  2 controllers  istiod, cert-manager (+ its CRDs), eck-operator; then kserve-resources,
+                 each followed by a wait for the webhooks' CA bundles (readiness.py)
   3 platform     istio-gateway, (kind: Postgres, Azurite), MLflow, ECK stack, serving namespace
   4 airflow      Airflow with its connections
 
@@ -145,7 +146,7 @@ def helm_upgrade(cfg: DeployConfig, tags: tuple[str, ...], timeout: str) -> list
 
 
 def build(cfg: DeployConfig) -> list[Step]:
-    from . import chart, devsecrets
+    from . import chart, devsecrets, readiness
 
     if cfg.chart_deps:
         dependencies = Step(
@@ -217,6 +218,19 @@ def build(cfg: DeployConfig) -> list[Step]:
                 )
             )
         steps.append(Step(stage, name, helm_upgrade(cfg, tags, cfg.timeouts[name]), why))
+        if name == "controllers":
+            steps.append(Step(
+                2, "cert-manager-ready", [*PY.split(), "ready", "cert-manager", "--namespace", cfg.namespace],
+                "wait until cert-manager's webhooks have their CA and accept a dry-run Certificate "
+                "(--wait does not; its startupapicheck hook runs on install only)",
+                action=(readiness.cert_manager_ready, cfg.namespace),
+            ))
+        elif name == "kserve":
+            steps.append(Step(
+                2, "kserve-webhooks-ready", [*PY.split(), "ready", "webhook-ca"],
+                "wait until cainjector has given KServe's webhooks their CA",
+                action=(readiness.webhooks_have_ca,),
+            ))
     steps.append(
         Step(
             4,

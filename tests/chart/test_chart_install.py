@@ -609,3 +609,29 @@ def test_filebeat_ships_the_predictors_lines(plan_render, env):
     conditions = [t["condition"] for t in templates]
     assert {"equals": {"kubernetes.container.name": CONTAINER_NAME}} in conditions
     assert {"equals": {"kubernetes.labels.component": "worker"}} in conditions
+
+
+# ---------------------------------------------------------------- readiness between stages
+@pytest.mark.parametrize("env", ENVS)
+def test_the_plan_waits_for_every_ca_bundle_cainjector_fills(plan_render, env, renderable):
+    """cainjector fills caBundle asynchronously; `--wait` does not wait for it. Every webhook
+    configuration a stage renders with a cert-manager injection annotation is one the plan's
+    wait after that stage looks at (readiness.waiting_for_ca, with caBundle still empty as
+    the API server first has it)."""
+    import tarfile
+
+    from airflow_project.release import readiness
+
+    for stage, kinds in (("controllers", {"mlops-cert-manager-webhook"}), ("kserve", {"inferenceservice.serving.kserve.io"})):
+        objs = plan_render(env, stage)
+        hooks = [o for o in objs if o["kind"].endswith("WebhookConfiguration")]
+        injected = [o for o in hooks if any(a.startswith("cert-manager.io/inject") for a in o["metadata"].get("annotations") or {})]
+        assert kinds <= {o["metadata"]["name"] for o in injected}, stage
+        waited = readiness.waiting_for_ca(injected)
+        assert len(waited) == sum(len(o["webhooks"]) for o in injected) and waited, stage
+    # cert-manager's own check runs as a post-install hook only: never in stage 2's upgrade
+    (dep,) = [d for d in chart.dependencies() if d["name"] == "cert-manager"]
+    with tarfile.open(renderable.path / "charts" / chart.package_name(dep)) as tgz:
+        upstream = yaml.safe_load(tgz.extractfile("cert-manager/values.yaml"))
+    assert upstream["startupapicheck"]["jobAnnotations"]["helm.sh/hook"] == "post-install"
+    assert not [j for j in by_kind(plan_render(env, "controllers"), "Job") if "startupapicheck" in j["metadata"]["name"]]

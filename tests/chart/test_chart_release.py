@@ -566,3 +566,70 @@ def test_production_render_has_no_placeholder_left(real_subcharts, plan_render):
     assert not found, "\n".join(found)
     text = yaml.safe_dump_all(plan_render("production"))
     assert "--artifacts-destination=wasbs://modelartifacts@mlopsartifacts.blob.core.windows.net/" in text
+
+
+# ---------------------------------------------------------------- readiness between stages
+def test_plan_waits_for_webhook_ca_bundles_before_the_next_stage():
+    for env in ("kind", "production"):
+        steps = [s.name for s in plan.build(plan.DeployConfig(env=env, values=(SITE,)))]
+        assert steps.index("controllers") < steps.index("cert-manager-ready") < steps.index("kserve")
+        assert steps.index("kserve") < steps.index("kserve-webhooks-ready") < steps.index("platform")
+
+
+def _cluster(tmp_path: Path, states: list[str], dry_runs: list[str]) -> dict:
+    """A fake kubectl: `get` answers the next of `states` (webhook configurations as JSON,
+    the last one repeats), `create --dry-run=server` the next of `dry_runs` ("ok" or an
+    error message); its calls go to kubectl.log."""
+    for i, state in enumerate(states):
+        (tmp_path / f"state{i}.json").write_text(state)
+    for i, answer in enumerate(dry_runs):
+        (tmp_path / f"dry{i}").write_text(answer)
+    return _fake_kubectl(tmp_path, f"""
+echo "$*" >> {tmp_path}/kubectl.log
+count() {{ n=$(cat "{tmp_path}/$1.n" 2>/dev/null || echo 0); echo $((n+1)) > "{tmp_path}/$1.n"; echo $n; }}
+case "$*" in
+  "get validatingwebhookconfigurations,mutatingwebhookconfigurations -o json")
+    n=$(count get); [ -f {tmp_path}/state$n.json ] || n={len(states) - 1}; cat {tmp_path}/state$n.json;;
+  "create --dry-run=server -f - -o name")
+    cat > {tmp_path}/probe.json; n=$(count dry); [ -f {tmp_path}/dry$n ] || n={len(dry_runs) - 1}
+    a=$(cat {tmp_path}/dry$n); [ "$a" = ok ] && {{ echo certificate/probe; exit 0; }}; echo "$a" >&2; exit 1;;
+  *) echo "unexpected: $*" >&2; exit 1;;
+esac
+""")
+
+
+def _webhooks(ca: str) -> str:
+    hook = {"name": "webhook.cert-manager.io", "clientConfig": {"service": {"name": "w"}, "caBundle": ca}}
+    injected = {"kind": "ValidatingWebhookConfiguration",
+                "metadata": {"name": "mlops-cert-manager-webhook",
+                             "annotations": {"cert-manager.io/inject-ca-from-secret": "mlops/mlops-cert-manager-webhook-ca"}},
+                "webhooks": [hook]}
+    istio = {"kind": "ValidatingWebhookConfiguration", "metadata": {"name": "istiod-default-validator"},
+             "webhooks": [{"name": "validation.istio.io", "clientConfig": {}}]}  # istiod fills its own
+    return json.dumps({"items": [injected, istio]})
+
+
+def test_cert_manager_ready_waits_for_the_ca_then_for_a_dry_run_certificate(tmp_path, monkeypatch):
+    from airflow_project.release import readiness
+
+    env = _cluster(tmp_path, [_webhooks(""), _webhooks(""), _webhooks("Q0E=")],
+                   ["x509: certificate signed by unknown authority", "ok"])
+    monkeypatch.setenv("PATH", env["PATH"])
+    readiness.cert_manager_ready("mlops", timeout=60, sleep=lambda _: None)
+    calls = (tmp_path / "kubectl.log").read_text().splitlines()
+    assert [c.split()[0] for c in calls] == ["get", "get", "get", "create", "create"]
+    probe = json.loads((tmp_path / "probe.json").read_text())
+    assert probe["kind"] == "Certificate" and probe["metadata"]["namespace"] == "mlops"
+
+
+def test_cert_manager_ready_names_what_it_waited_for(tmp_path, monkeypatch):
+    from airflow_project.release import readiness
+
+    monkeypatch.setenv("PATH", _cluster(tmp_path, [_webhooks("")], ["ok"])["PATH"])
+    ticks = iter(range(0, 1000, 10))
+    with pytest.raises(RuntimeError, match=r"caBundle still empty: ValidatingWebhookConfiguration/mlops-cert-manager-webhook webhook.cert-manager.io after 30s"):
+        readiness.cert_manager_ready("mlops", timeout=30, clock=lambda: next(ticks), sleep=lambda _: None)
+    assert "create" not in (tmp_path / "kubectl.log").read_text()
+    (tmp_path / "cli").mkdir()
+    proc = _release("ready", "cert-manager", "--timeout", "0", env=_cluster(tmp_path / "cli", [_webhooks("")], ["ok"]))
+    assert proc.returncode == 1 and proc.stderr.startswith("error: caBundle still empty") and "Traceback" not in proc.stderr

@@ -294,6 +294,37 @@ def test_mirror_route_covers_external_and_mesh_traffic(plan_render, env):
     assert isvc["metadata"]["labels"]["networking.kserve.io/visibility"] == "cluster-local"
 
 
+@pytest.mark.parametrize("env", ENVS)
+def test_the_graphs_status_url_is_routed_by_the_projects_gateway(plan_render, env):
+    """KServe's Standard mode creates no Ingress for an InferenceGraph (v0.20
+    pkg/controller/v1alpha1/inferencegraph/raw_ig.go) but sets status.url to the host its
+    domain template gives (raw reconciler createRawURL): the deploy DAG's route serves it."""
+    from airflow_project.serving.constants import GRAPH_NAME
+
+    objs = plan_render(env)
+    config = worker_serving_config(objs)
+    route = manifests.graph_ingress_route(GRAPH_NAME, config)
+    ingress = config_json(objs, "inferenceservice-config", "ingress")
+    status_host = (
+        ingress["domainTemplate"].replace("{{ .Name }}", GRAPH_NAME).replace("{{ .Namespace }}", SERVING)
+        .replace("{{ .IngressDomain }}", ingress["ingressDomain"])
+    )
+    assert route["spec"]["hosts"] == [status_host]
+    (ref,) = route["spec"]["gateways"]
+    ns, name = ref.split("/")
+    gateway = named([o for o in objs if o["metadata"].get("namespace") == ns], "Gateway", name)
+    (pods,) = _gateway_pods(objs)
+    assert matches(gateway["spec"]["selector"], pods["spec"]["template"]["metadata"]["labels"])
+    assert any(h == "*" or status_host.endswith(h.lstrip("*")) for s in gateway["spec"]["servers"] for h in s["hosts"])
+    # the router pods (KServe labels them serving.kserve.io/inferencegraph) admit the gateway
+    policy = named(objs, "NetworkPolicy", "graph-router-allow-gateway-airflow")
+    assert policy["spec"]["podSelector"]["matchExpressions"][0]["key"] == "serving.kserve.io/inferencegraph"
+    sources = [f["podSelector"]["matchLabels"] for r in policy["spec"]["ingress"] for f in r["from"]]
+    assert any(matches(src, pods["spec"]["template"]["metadata"]["labels"]) for src in sources)
+    crds = CRDs(by_kind(objs, "CustomResourceDefinition"))
+    assert crds.errors(route) == []
+
+
 # ---------------------------------------------------------------- logging
 @pytest.mark.parametrize("env", ENVS)
 def test_filebeat_is_a_daemonset_that_reads_the_node_logs(plan_render, env):

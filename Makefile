@@ -113,10 +113,13 @@ image: venv ## build the airflow and predictor images, tagged with the project v
 # VALUES: your site's values files (space-separated), applied after helm/values.yaml; the
 # production install refuses to start while a required value is empty or a placeholder.
 VALUES ?=
+# LOAD_IMAGES=0: on kind, the images are in the node already (no `kind load`).
+LOAD_IMAGES ?= 1
 DEPLOY_ARGS = --env $(DEPLOY_ENV) --release $(RELEASE) --namespace $(NAMESPACE) \
-  --tag $(IMAGE_TAG) --registry "$(REGISTRY)" $(foreach v,$(VALUES),--values $(v))
+  --tag $(IMAGE_TAG) --registry "$(REGISTRY)" $(foreach v,$(VALUES),--values $(v)) \
+  $(if $(filter 0,$(LOAD_IMAGES)),--no-load-images)
 
-deploy: venv ## staged helm install to the current kube context (VALUES=site.yaml; DRY_RUN=1 prints the commands)
+deploy: venv ## staged helm install to the current kube context (VALUES=site.yaml; DRY_RUN=1 prints the commands; LOAD_IMAGES=0)
 ifeq ($(DRY_RUN),1)
 	@$(RELEASE_PY) plan $(DEPLOY_ARGS)
 else
@@ -132,10 +135,11 @@ chart-test: helm ## chart, plan, requirements and scan tests
 ## ---- end-to-end (kind)
 # Builds the images first, then tests/e2e creates a kind cluster (pinned kind and node
 # image, see README.md, "End-to-end tests on kind"), loads the images, runs the staged install and the
-# pipeline/serving/load/RBAC checks. MLOPS_E2E_KEEP=1 keeps the cluster afterwards.
+# pipeline/serving/load/RBAC checks. MLOPS_E2E_KEEP=1 keeps the cluster afterwards;
+# MLOPS_E2E_SKIP_DEPLOY=1 tests a cluster deployed before (no image build, no install).
 .PHONY: e2e
-e2e: install ## build images, then run the kind end-to-end tests (Docker + internet, ~8 CPU/16 GiB)
-	$(MAKE) image IMAGE_TAG=$(IMAGE_TAG) REGISTRY=$(REGISTRY)
+e2e: install ## build images, then run the kind end-to-end tests (Docker + internet, 4 CPU/16 GiB, ~20 GB disk)
+	$(if $(filter 1,$(MLOPS_E2E_SKIP_DEPLOY)),@echo "MLOPS_E2E_SKIP_DEPLOY=1: testing the deployed release (no image build)",$(MAKE) image IMAGE_TAG=$(IMAGE_TAG) REGISTRY=$(REGISTRY))
 	MLOPS_E2E=1 MLOPS_E2E_IMAGE_TAG=$(IMAGE_TAG) REGISTRY=$(REGISTRY) $(PYTEST) tests/e2e -v
 
 ## ---- load tests and benchmarks

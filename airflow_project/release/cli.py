@@ -62,6 +62,7 @@ def _config(args: argparse.Namespace, helm: str) -> plan.DeployConfig:
         helm=helm,
         kind_cluster=args.kind_cluster or _kind_cluster(),
         values=tuple(args.values),
+        load_images=not args.no_load_images,
         chart_deps=os.environ.get(chart.DEPS_ENV, ""),
     )
 
@@ -104,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--tag", default="", help="image tag (default: the one `make image` builds)")
         p.add_argument("--registry", default="", help='registry prefix ending in "/"')
         p.add_argument("--kind-cluster", default="")
+        p.add_argument("--no-load-images", action="store_true",
+                       help="kind: the images are in the node already (skip `kind load`)")
         p.add_argument(
             "--values",
             action="append",

@@ -50,6 +50,9 @@ class DeployConfig:
     chart: str = "helm"
     helm: str = "helm"
     kind_cluster: str = "kind"
+    # kind: load the images into the node first (off when they were loaded before, e.g. by
+    # the e2e workflow, which then frees their host copies).
+    load_images: bool = True
     # The site's own values files, applied after the chart's (`make deploy VALUES=...`).
     values: tuple[str, ...] = ()
     # A folder of packaged dependency charts to install from instead of the chart
@@ -164,7 +167,7 @@ def build(cfg: DeployConfig) -> list[Step]:
             "download the pinned subcharts into helm/charts/",
         )
     steps: list[Step] = [dependencies]
-    if cfg.env == "kind":
+    if cfg.env == "kind" and cfg.load_images:
         steps.append(
             Step(
                 0,
@@ -181,6 +184,7 @@ def build(cfg: DeployConfig) -> list[Step]:
                 "make the locally built images available to the kind nodes",
             )
         )
+    if cfg.env == "kind":
         steps.append(
             Step(
                 0,

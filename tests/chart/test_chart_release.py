@@ -106,6 +106,12 @@ def test_plan_secrets_steps_per_environment():
     assert "kind load docker-image" in kind and "airflow-project/predictor:1.2.3-abcdef0" in kind
 
 
+def test_kind_plan_without_loading_images_that_are_in_the_node_already():
+    text = _plan("kind", "--no-load-images")
+    assert "kind load docker-image" not in text and "secrets --create-dev" in text
+    assert "kind load docker-image" in _plan("kind")
+
+
 def test_air_gapped_plan_copies_the_dependencies_instead_of_downloading(tmp_path):
     env = {**os.environ, "CHART_DEPS_DIR": str(tmp_path)}
     proc = _release("plan", "--env", "kind", env=env)

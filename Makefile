@@ -45,7 +45,10 @@ status: ## show the local platform's processes
 
 ## ---------------------------------------------------------------- tests
 .PHONY: test test-unit test-integration lint
+# The chart tests render the real dependency charts: from CHART_DEPS_DIR, else helm/charts/,
+# which `make test` fills (helm dependency build) when the chart repositories answer.
 test: install ## run all tests (unit, DAG, integration, chart, scan); every skip is listed with its reason
+	@$(RELEASE_PY) chart-deps --if-missing
 	$(PYTEST) -p no:cacheprovider
 
 test-unit: install ## unit and DAG tests only (a minute, no services)

@@ -10,6 +10,8 @@ deploy                 run the staged install against the current kube context
 secrets                --check | --create-dev | --elasticsearch-from-eck | --create-airflow-admin | --list
 scan                   checkov on the rendered own templates and the Dockerfile
 chart-deps --from DIR  copy the pinned dependency charts from DIR into helm/charts/
+chart-deps --if-missing  fetch them (helm dependency build) when helm/charts/ lacks them, no
+                       CHART_DEPS_DIR is set and the repositories answer; one line either way
 ready cert-manager|webhook-ca   wait for what `helm --wait` does not (see readiness.py)
 """
 
@@ -88,7 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("image-tag")
     cd = sub.add_parser("chart-deps")
-    cd.add_argument("--from", dest="source", required=True, help="folder of packaged charts")
+    how = cd.add_mutually_exclusive_group(required=True)
+    how.add_argument("--from", dest="source", help="folder of packaged charts")
+    how.add_argument("--if-missing", action="store_true",
+                     help="helm dependency build, only when needed and possible (never fails)")
     sub.add_parser("scan")
     sub.add_parser("version")
     t = sub.add_parser("tools")
@@ -132,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.cmd == "image-tag":
         print(project.image_tag())
+    elif args.cmd == "chart-deps" and args.if_missing:
+        print(chart.fetch_if_missing(tools.ensure_helm()))
     elif args.cmd == "chart-deps":
         try:
             copied = chart.install_packages(Path(args.source).resolve())

@@ -548,6 +548,7 @@ def test_prepare_falls_back_to_stubs_only_outside_ci(tmp_path, monkeypatch):
     rc = chart.prepare(tmp_path / "work", deps=deps)
     assert rc.mode == "stub" and "airflow-1.22.0.tgz" in rc.missing
     assert f"{len(chart.dependencies())} dependency packages missing from {deps}" in rc.describe()
+    assert len(rc.describe()) < 200  # printed once per run, not a paragraph
     assert (rc.path / "charts" / "airflow" / "Chart.yaml").is_file()
     monkeypatch.setenv("CI", "true")
     with pytest.raises(RuntimeError, match=r"CI=true refuses stub subcharts: .*missing from .*empty"):
@@ -639,3 +640,61 @@ def test_cert_manager_ready_names_what_it_waited_for(tmp_path, monkeypatch):
     (tmp_path / "cli").mkdir()
     proc = _release("ready", "cert-manager", "--timeout", "0", env=_cluster(tmp_path / "cli", [_webhooks("")], ["ok"]))
     assert proc.returncode == 1 and proc.stderr.startswith("error: caBundle still empty") and "Traceback" not in proc.stderr
+
+
+# ---------------------------------------------------------------- make test fetches the charts
+def _bare_chart(tmp_path: Path) -> Path:
+    copy = tmp_path / "helm"
+    shutil.copytree(ROOT / "helm", copy, ignore=shutil.ignore_patterns("charts", "Chart.lock"))
+    return copy
+
+
+def test_make_test_fetches_the_dependency_charts_when_missing_and_reachable(tmp_path, monkeypatch):
+    monkeypatch.delenv(chart.DEPS_ENV, raising=False)
+    copy = _bare_chart(tmp_path)
+    calls = []
+
+    def helm_build(argv, **kwargs):
+        calls.append(argv)
+        (copy / "charts").mkdir(exist_ok=True)
+        for dep in chart.dependencies(copy):
+            (copy / "charts" / chart.package_name(dep)).write_bytes(b"tgz")
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+    probed = []
+    message = chart.fetch_if_missing("helm", copy, probe=lambda r: probed.append(r), run=helm_build)
+    assert calls == [["helm", "dependency", "build", str(copy)]]
+    assert probed == chart.repositories(copy) and len(probed) == 6
+    assert message == f"chart dependencies: fetched {len(chart.dependencies(copy))} into {copy / 'charts'}"
+    # complete now: nothing to do
+    assert "has all" in chart.fetch_if_missing("helm", copy, probe=pytest.fail, run=pytest.fail)
+
+
+def test_make_test_skips_with_one_line_when_the_repositories_do_not_answer(tmp_path, monkeypatch):
+    monkeypatch.delenv(chart.DEPS_ENV, raising=False)
+    copy = _bare_chart(tmp_path)
+    message = chart.fetch_if_missing("helm", copy, probe=lambda r: "timed out" if "airflow" in r else None,
+                                     run=pytest.fail)
+    assert message == ("chart dependencies: not fetched, https://airflow.apache.org does not answer (timed out); "
+                       "the chart tests that need them are skipped")
+    failed = chart.fetch_if_missing("helm", copy, probe=lambda r: None, run=lambda argv, **kw: subprocess.CompletedProcess(
+        argv, 1, "", "Error: no cached repository\nError: could not download oci://ghcr.io/kserve/charts"))
+    assert failed.startswith("chart dependencies: helm dependency build failed (Error: could not download oci://")
+    monkeypatch.setenv(chart.DEPS_ENV, str(tmp_path))
+    assert chart.fetch_if_missing("helm", copy, probe=pytest.fail, run=pytest.fail) == (
+        f"chart dependencies: from {chart.DEPS_ENV}={tmp_path}")
+
+
+def test_repository_probes_ask_what_answers_without_credentials():
+    assert chart.repository_probe_url("oci://ghcr.io/kserve/charts") == "https://ghcr.io/v2/"
+    assert chart.repository_probe_url("https://helm.elastic.co") == "https://helm.elastic.co/index.yaml"
+    assert chart.repository_problem("https://127.0.0.1:9/charts", timeout=2)  # nothing listens there
+
+
+def test_make_test_runs_the_fetch_before_pytest():
+    if not shutil.which("make"):
+        pytest.skip("make not installed")
+    out = subprocess.run(["make", "-n", "test"], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True).stdout
+    lines = out.splitlines()
+    fetch = next(i for i, line in enumerate(lines) if "-m airflow_project.release chart-deps --if-missing" in line)
+    assert fetch < next(i for i, line in enumerate(lines) if line.startswith(".venv/bin/pytest"))

@@ -21,5 +21,5 @@ def plan_render(tmp_path_factory) -> PlanRenders:
     objects are what these tests run (under CI=true `chart.prepare` fails instead)."""
     rc = chart.prepare(tmp_path_factory.mktemp("release-chart"))
     if rc.mode != "real":
-        pytest.skip(f"runs the real subcharts' pods: {rc.describe()}")
+        pytest.skip(f"needs the real subcharts: {rc.describe()}")
     return PlanRenders(tools.ensure_helm(ROOT), rc)

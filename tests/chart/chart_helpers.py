@@ -306,3 +306,22 @@ def e2e_kube():
         module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)  # registered first: its dataclasses look it up
     return module
+
+
+# ---------------------------------------------------------------- the Logstash pipeline
+A_DAY = "2026.12.03"
+
+
+def logstash_config(objs: list[dict]) -> str:
+    pipelines = yaml.safe_load(named(objs, "Secret", "logstash-pipelines")["stringData"]["pipelines.yml"])
+    (pipeline,) = pipelines
+    return pipeline["config.string"]
+
+
+def logstash_indices(config: str) -> dict[str, str]:
+    """Which lines go where: the branch's condition -> the (dated) index it writes."""
+    out = {}
+    for condition, index in re.findall(r'if (\[[^{]+?) \{\s*mutate \{ add_field => \{ "\[@metadata\]\[index\]" => "([^"]+)" \} \}', config):
+        out[condition.strip()] = index.replace("%{+YYYY.MM.dd}", A_DAY)
+    assert 'index => "%{[@metadata][index]}"' in config, "the output writes the index its branch chose"
+    return out

@@ -12,6 +12,7 @@ from chart_helpers import (
     ENVS,
     NAMESPACE,
     PLAN_TAG,
+    RELEASE,
     ROOT,
     airflow_env,
     by_kind,
@@ -20,6 +21,8 @@ from chart_helpers import (
     e2e_kube,
     host_headers,
     ident,
+    logstash_config,
+    logstash_indices,
     matches,
     mesh_config,
     mlflow_tracking_uris,
@@ -482,7 +485,7 @@ def test_services_helper_knows_eck_services(plan_render):
 # ---------------------------------------------------------------- MLflow's Host check
 def mlflow_server_env(objs: list[dict]) -> dict[str, str]:
     """MLflow's literal environment: its Deployment's env values and its ConfigMaps (envFrom)."""
-    (server,) = [d for d in by_kind(objs, "Deployment") if d["metadata"]["name"] == f"{NAMESPACE}-mlflow"]
+    (server,) = [d for d in by_kind(objs, "Deployment") if d["metadata"]["name"] == f"{RELEASE}-mlflow"]
     (container,) = server["spec"]["template"]["spec"]["containers"]
     env: dict[str, str] = {}
     for ref in container.get("envFrom") or []:
@@ -527,7 +530,7 @@ def test_mlflow_server_and_its_migration_run_the_clients_mlflow(plan_render, env
 
     lock = tomllib.loads((ROOT / "uv.lock").read_text())
     (client,) = [p["version"] for p in lock["package"] if p["name"] == "mlflow"]
-    (server,) = [d for d in by_kind(plan_render(env), "Deployment") if d["metadata"]["name"] == f"{NAMESPACE}-mlflow"]
+    (server,) = [d for d in by_kind(plan_render(env), "Deployment") if d["metadata"]["name"] == f"{RELEASE}-mlflow"]
     pod = server["spec"]["template"]["spec"]
     images = {c["name"]: c["image"] for c in containers(pod) if "mlflow" in c["image"]}
     assert images and all(i.endswith(f":{client}") for i in images.values()), images
@@ -596,22 +599,6 @@ def test_every_injected_pod_that_finishes_gets_a_native_sidecar(plan_render, env
 # are refused with 403.
 ECK_LOGSTASH_INDICES = ("logstash", "logstash-*", "ecs-logstash", "ecs-logstash-*", "logs-*", "metrics-*",
                         "synthetics-*", "traces-*")
-A_DAY = "2026.12.03"
-
-
-def logstash_config(objs: list[dict]) -> str:
-    pipelines = yaml.safe_load(named(objs, "Secret", "logstash-pipelines")["stringData"]["pipelines.yml"])
-    (pipeline,) = pipelines
-    return pipeline["config.string"]
-
-
-def logstash_indices(config: str) -> dict[str, str]:
-    """Which lines go where: the branch's condition -> the (dated) index it writes."""
-    out = {}
-    for condition, index in re.findall(r'if (\[[^{]+?) \{\s*mutate \{ add_field => \{ "\[@metadata\]\[index\]" => "([^"]+)" \} \}', config):
-        out[condition.strip()] = index.replace("%{+YYYY.MM.dd}", A_DAY)
-    assert 'index => "%{[@metadata][index]}"' in config, "the output writes the index its branch chose"
-    return out
 
 
 @pytest.mark.parametrize("env", ENVS)

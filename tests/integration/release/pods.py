@@ -11,6 +11,7 @@ contains is taken from the render; Secrets that exist only in the cluster come f
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 from collections.abc import Callable, Mapping
@@ -18,8 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
+from chart_helpers import NAMESPACE, RELEASE, by_kind
+
 from airflow_project.host.files import tail
+from airflow_project.host.net import free_port
 from airflow_project.host.processes import stop_process_groups
+from airflow_project.local import stack
+from airflow_project.local.config import AZURITE_ACCOUNT, azurite_connection_string
+from airflow_project.release import devsecrets
 
 # What a container gets from its image and the kubelet rather than from the pod spec.
 BASE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")
@@ -153,3 +160,44 @@ def arg_value(args: list[str], flag: str) -> str:
         if arg == flag and i + 1 < len(args):
             return args[i + 1]
     raise RenderError(f"the rendered args {args} have no {flag}")
+
+
+# ---------------------------------------------------------------- the rendered MLflow
+def mlflow_container(objs: list[dict]) -> dict:
+    (server,) = [d for d in by_kind(objs, "Deployment") if d["metadata"]["name"] == f"{RELEASE}-mlflow"]
+    (container,) = server["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def local_mlflow(objs: list[dict], work: Path, azurite_port: int) -> PodProcess:
+    """The rendered container as a process on 127.0.0.1, its stores remapped."""
+    container = mlflow_container(objs)
+    assert container["command"] == ["mlflow"], container["command"]
+    port = free_port()
+    args = replace_arg(container["args"], "--host", "127.0.0.1")
+    args = replace_arg(args, "--port", str(port))
+    assert arg_value(args, "--backend-store-uri").startswith("postgresql://")
+    args = replace_arg(args, "--backend-store-uri", f"sqlite:///{work / 'mlflow.db'}")
+    destination = arg_value(args, "--artifacts-destination")
+    # wasbs://<container>@<account>.blob.core.windows.net/ -> the same container on Azurite's account
+    remapped, n = re.subn(r"@[a-z0-9]+\.blob\.", f"@{AZURITE_ACCOUNT}.blob.", destination)
+    assert n == 1, destination
+    args = replace_arg(args, "--artifacts-destination", remapped)
+    secrets = devsecrets.dev_values(NAMESPACE)
+    secrets["azure-storage"] = {"AZURE_STORAGE_CONNECTION_STRING": azurite_connection_string(azurite_port)}
+    env = container_env(container, objs, secrets)
+    return PodProcess("mlflow", [stack.venv_tool("mlflow"), *args], env, work / "mlflow.log")
+
+
+def started_mlflow(objs: list[dict], work: Path, azurite_port: int) -> tuple[PodProcess, str]:
+    """`local_mlflow` started and answering /health; (process, base URL)."""
+    from airflow_project.host.net import http_ok
+
+    mlflow = local_mlflow(objs, work, azurite_port).start()
+    base = f"http://127.0.0.1:{arg_value(mlflow.argv, '--port')}"
+    try:
+        mlflow.wait_until(lambda: http_ok(base + "/health"), timeout=240)
+    except BaseException:
+        mlflow.stop()
+        raise
+    return mlflow, base

@@ -8,53 +8,20 @@ download through the proxy, as those clients send them to the MLflow Service."""
 from __future__ import annotations
 
 import json
-import re
-from pathlib import Path
 
 import httpx
 import pytest
 from chart_helpers import (
     ENVS,
-    NAMESPACE,
-    by_kind,
     host_headers,
     mlflow_tracking_uris,
     worker_serving_config,
 )
-from pods import PodProcess, arg_value, container_env, replace_arg
+from pods import arg_value, local_mlflow
 
-from airflow_project.host.net import free_port, http_ok
-from airflow_project.local import stack
-from airflow_project.local.config import AZURITE_ACCOUNT, azurite_connection_string
-from airflow_project.release import devsecrets
+from airflow_project.host.net import http_ok
 
 pytestmark = pytest.mark.integration
-
-
-def mlflow_container(objs: list[dict]) -> dict:
-    (server,) = [d for d in by_kind(objs, "Deployment") if d["metadata"]["name"] == f"{NAMESPACE}-mlflow"]
-    (container,) = server["spec"]["template"]["spec"]["containers"]
-    return container
-
-
-def local_mlflow(objs: list[dict], work: Path, azurite_port: int) -> PodProcess:
-    """The rendered container as a process on 127.0.0.1, its stores remapped."""
-    container = mlflow_container(objs)
-    assert container["command"] == ["mlflow"], container["command"]
-    port = free_port()
-    args = replace_arg(container["args"], "--host", "127.0.0.1")
-    args = replace_arg(args, "--port", str(port))
-    assert arg_value(args, "--backend-store-uri").startswith("postgresql://")
-    args = replace_arg(args, "--backend-store-uri", f"sqlite:///{work / 'mlflow.db'}")
-    destination = arg_value(args, "--artifacts-destination")
-    # wasbs://<container>@<account>.blob.core.windows.net/ -> the same container on Azurite's account
-    remapped, n = re.subn(r"@[a-z0-9]+\.blob\.", f"@{AZURITE_ACCOUNT}.blob.", destination)
-    assert n == 1, destination
-    args = replace_arg(args, "--artifacts-destination", remapped)
-    secrets = devsecrets.dev_values(NAMESPACE)
-    secrets["azure-storage"] = {"AZURE_STORAGE_CONNECTION_STRING": azurite_connection_string(azurite_port)}
-    env = container_env(container, objs, secrets)
-    return PodProcess("mlflow", [stack.venv_tool("mlflow"), *args], env, work / "mlflow.log")
 
 
 def client_calls(base: str, host: str, tag: str) -> None:

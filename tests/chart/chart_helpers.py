@@ -294,13 +294,13 @@ def host_headers(uri: str) -> list[str]:
     return headers
 
 
-def e2e_kube():
-    """tests/e2e/kube.py, the kind suite's pins (kind release, node image), loaded by path:
-    tests/ folders are not packages."""
+def e2e_module(name: str):
+    """A module of the kind suite (tests/e2e/<name>.py: `kube` has its pins, kind release and
+    node image; `evidence` its log readers), loaded by path: tests/ folders are not packages."""
     import importlib.util
     import sys
 
-    spec = importlib.util.spec_from_file_location("e2e_kube", ROOT / "tests" / "e2e" / "kube.py")
+    spec = importlib.util.spec_from_file_location(f"e2e_{name}", ROOT / "tests" / "e2e" / f"{name}.py")
     module = sys.modules.get(spec.name)
     if module is None:
         module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)

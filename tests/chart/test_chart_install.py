@@ -18,7 +18,7 @@ from chart_helpers import (
     by_kind,
     config_json,
     containers,
-    e2e_kube,
+    e2e_module,
     host_headers,
     ident,
     logstash_config,
@@ -583,7 +583,7 @@ def test_every_injected_pod_that_finishes_gets_a_native_sidecar(plan_render, env
     and the KubernetesExecutor never frees its slot. The e2e node (kind, Kubernetes 1.32)
     is below the 1.33 istiod needs to pick native sidecars by itself, so the pod asks."""
     objs = plan_render(env)
-    kind_kubelet = int(re.search(r":v1\.(\d+)\.", e2e_kube().DEFAULT_NODE_IMAGE).group(1))
+    kind_kubelet = int(re.search(r":v1\.(\d+)\.", e2e_module("kube").DEFAULT_NODE_IMAGE).group(1))
     assert kind_kubelet < 33  # why the annotation is needed there (drop it from 1.33 on)
     assert not native_sidecar(objs, helm, tmp_path, {}, kubelet_native=False)
     injected = [(n, m) for n, m in _pods_that_finish(objs) if (m.get("labels") or {}).get("sidecar.istio.io/inject") == "true"]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from chart_helpers import ROOT, e2e_kube
+from chart_helpers import ROOT, e2e_module
 
 pytestmark = pytest.mark.chart
 
@@ -76,7 +76,7 @@ def test_e2e_workflow_installs_the_release_then_runs_the_suite():
     assert load.index("kind load docker-image") < load.index("docker image rm") < load.index("docker builder prune")
     assert step("kind load docker-image") < step("make deploy DEPLOY_ENV=kind LOAD_IMAGES=0") < runs.index("make e2e")
     assert runs.index(create) < step("kind load docker-image")
-    kube = e2e_kube()  # the suite's own pins
+    kube = e2e_module("kube")  # the suite's own pins
     assert workflow["env"]["KIND_VERSION"] == kube.DEFAULT_KIND_VERSION
     assert workflow["env"]["NODE_IMAGE"] == kube.DEFAULT_NODE_IMAGE
     values_kind = yaml.safe_load((ROOT / "helm" / "values-kind.yaml").read_text())

@@ -18,6 +18,7 @@ import pytest
 from chart_helpers import (
     ROOT,
     airflow_env,
+    e2e_module,
     logstash_config,
     logstash_indices,
     values,
@@ -122,3 +123,8 @@ def test_the_inference_services_container_serves_a_registered_version(plan_rende
     for field in re.findall(r"\[(\w+)\]", condition):
         assert predictions["release-v1"].get(field), (field, predictions["release-v1"])
     assert str(predictions["release-v1"]["model_version"]) == version
+    # what the kind suite reads from a shadow's log finds these requests too
+    evidence = e2e_module("evidence")
+    records = evidence.prediction_records((tmp_path / "predictor.log").read_text())
+    assert evidence.request_ids(records) >= {"release-v1", "release-v2"}
+    assert evidence.received(records, [ROWS, ROWS[:1]]) == [0]

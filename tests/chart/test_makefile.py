@@ -4,6 +4,7 @@ helm lint` with a bare Python first on PATH, is tests/integration/release/test_m
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 
@@ -25,10 +26,11 @@ def test_release_tooling_always_runs_in_the_project_environment(tmp_path):
     proc = subprocess.run(
         ["make", "-n", "install", "helm", "chart-deps", "requirements", "deploy", "DRY_RUN=1"],
         cwd=copy, capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "CHART_DEPS_DIR": str(tmp_path / "charts")},  # chart-deps runs the tooling too
     )
     assert proc.returncode == 0, proc.stderr
     calls = [line.strip() for line in proc.stdout.splitlines() if RELEASE_MODULE in line]
-    assert len(calls) == 3, proc.stdout  # tools, export-requirements, plan
+    assert len(calls) == 4, proc.stdout  # tools, chart-deps --from, export-requirements, plan
     wrong = [c for c in calls if not c.lstrip("@").startswith(f".venv/bin/python {RELEASE_MODULE}")]
     assert not wrong, "\n".join(wrong)
     # and the environment is created before the first of them

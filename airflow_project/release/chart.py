@@ -73,6 +73,64 @@ def install_packages(deps: Path, chart: Path | None = None) -> list[Path]:
     return copied
 
 
+def repositories(chart: Path | None = None) -> list[str]:
+    """The chart repositories of the dependencies, in Chart.yaml order, once each."""
+    return list(dict.fromkeys(d["repository"] for d in dependencies(chart)))
+
+
+def repository_probe_url(repository: str) -> str:
+    """Where a repository answers an HTTP request: a classic repository's index.yaml, an
+    OCI registry's API root (/v2/, which answers 401 without a token)."""
+    if repository.startswith("oci://"):
+        host = repository.removeprefix("oci://").split("/", 1)[0]
+        return f"https://{host}/v2/"
+    return repository.rstrip("/") + "/index.yaml"
+
+
+def repository_problem(repository: str, timeout: float = 10.0) -> str | None:
+    """None when the repository answers at all (any HTTP status), else why not."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(repository_probe_url(repository), method="HEAD")
+    try:
+        urllib.request.urlopen(request, timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return None  # it answered
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        return str(getattr(exc, "reason", exc))
+    return None
+
+
+def fetch_if_missing(helm: str, chart: Path | None = None, *, probe=repository_problem,
+                     run=subprocess.run, timeout: float = 600.0) -> str:
+    """Fill ``helm/charts/`` with ``helm dependency build`` when it lacks a pinned package and
+    no ``$CHART_DEPS_DIR`` is set, if the repositories answer. Never raises: returns the one
+    line that says what happened (what `make test` prints before the tests)."""
+    chart = chart or chart_dir()
+    configured = os.environ.get(DEPS_ENV, "").strip()
+    if configured:
+        return f"chart dependencies: from {DEPS_ENV}={configured}"
+    missing = missing_packages(chart / "charts", chart)
+    if not missing:
+        return f"chart dependencies: {chart / 'charts'} has all {len(dependencies(chart))}"
+    for repository in repositories(chart):
+        problem = probe(repository)
+        if problem:
+            return (f"chart dependencies: not fetched, {repository} does not answer ({problem}); "
+                    f"the chart tests that need them are skipped")
+    try:
+        proc = run([helm, "dependency", "build", str(chart)], capture_output=True, text=True,
+                   timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"chart dependencies: helm dependency build failed ({exc}); the chart tests that need them are skipped"
+    still = missing_packages(chart / "charts", chart)
+    if proc.returncode != 0 or still:
+        last = (proc.stderr or proc.stdout or "").strip().splitlines()[-1:] or [f"{len(still)} still missing"]
+        return f"chart dependencies: helm dependency build failed ({last[0][:200]}); the chart tests that need them are skipped"
+    return f"chart dependencies: fetched {len(missing)} into {chart / 'charts'}"
+
+
 def write_stubs(chart_copy: Path) -> None:
     charts = chart_copy / "charts"
     if charts.exists():
@@ -108,10 +166,8 @@ class RenderableChart:
         if not self.missing:
             return "helm chart rendering: the chart's own templates (stub subcharts by request)"
         return (
-            f"helm chart rendering: STUB subcharts (Chart.yaml + empty values.yaml): "
-            f"{len(self.missing)} dependency packages missing from {self.source} "
-            f"({', '.join(self.missing[:2])}{', ...' if len(self.missing) > 2 else ''}); set "
-            f"{DEPS_ENV} to a folder of packaged dependencies or run `make chart-deps`"
+            f"helm chart rendering: STUB subcharts, {len(self.missing)} dependency packages missing "
+            f"from {self.source}: set {DEPS_ENV} or run `make chart-deps`"
         )
 
 

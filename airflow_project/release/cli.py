@@ -10,6 +10,9 @@ deploy                 run the staged install against the current kube context
 secrets                --check | --create-dev | --elasticsearch-from-eck | --create-airflow-admin | --list
 scan                   checkov on the rendered own templates and the Dockerfile
 chart-deps --from DIR  copy the pinned dependency charts from DIR into helm/charts/
+chart-deps --if-missing  fetch them (helm dependency build) when helm/charts/ lacks them, no
+                       CHART_DEPS_DIR is set and the repositories answer; one line either way
+ready cert-manager|webhook-ca   wait for what `helm --wait` does not (see readiness.py)
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import chart, devsecrets, placeholders, plan, project, requirements, tools
+from . import chart, devsecrets, placeholders, plan, project, readiness, requirements, tools
 
 
 def _current_context() -> str:
@@ -61,6 +64,7 @@ def _config(args: argparse.Namespace, helm: str) -> plan.DeployConfig:
         helm=helm,
         kind_cluster=args.kind_cluster or _kind_cluster(),
         values=tuple(args.values),
+        load_images=not args.no_load_images,
         chart_deps=os.environ.get(chart.DEPS_ENV, ""),
     )
 
@@ -86,7 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("image-tag")
     cd = sub.add_parser("chart-deps")
-    cd.add_argument("--from", dest="source", required=True, help="folder of packaged charts")
+    how = cd.add_mutually_exclusive_group(required=True)
+    how.add_argument("--from", dest="source", help="folder of packaged charts")
+    how.add_argument("--if-missing", action="store_true",
+                     help="helm dependency build, only when needed and possible (never fails)")
     sub.add_parser("scan")
     sub.add_parser("version")
     t = sub.add_parser("tools")
@@ -103,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--tag", default="", help="image tag (default: the one `make image` builds)")
         p.add_argument("--registry", default="", help='registry prefix ending in "/"')
         p.add_argument("--kind-cluster", default="")
+        p.add_argument("--no-load-images", action="store_true",
+                       help="kind: the images are in the node already (skip `kind load`)")
         p.add_argument(
             "--values",
             action="append",
@@ -110,6 +119,10 @@ def main(argv: list[str] | None = None) -> int:
             metavar="FILE",
             help="a values file of your own, after the chart's (repeatable; paths from the repo root)",
         )
+    r = sub.add_parser("ready")
+    r.add_argument("what", choices=["cert-manager", "webhook-ca"])
+    r.add_argument("--namespace", default="mlops")
+    r.add_argument("--timeout", type=float, default=300.0, help="seconds")
     s = sub.add_parser("secrets")
     s.add_argument("--env", choices=["kind", "production"], default="production")
     s.add_argument("--namespace", default="mlops")
@@ -124,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.cmd == "image-tag":
         print(project.image_tag())
+    elif args.cmd == "chart-deps" and args.if_missing:
+        print(chart.fetch_if_missing(tools.ensure_helm()))
     elif args.cmd == "chart-deps":
         try:
             copied = chart.install_packages(Path(args.source).resolve())
@@ -164,6 +179,16 @@ def main(argv: list[str] | None = None) -> int:
             f"deploying release {cfg.release} ({cfg.env}) to namespace {cfg.namespace}, image tag {cfg.tag}"
         )
         plan.execute(plan.build(cfg), project.repo_root())
+    elif args.cmd == "ready":
+        try:
+            if args.what == "cert-manager":
+                readiness.cert_manager_ready(args.namespace, args.timeout)
+            else:
+                readiness.webhooks_have_ca(args.timeout)
+        except RuntimeError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(f"{args.what}: ready")
     elif args.cmd == "secrets":
         try:
             return _secrets(args)

@@ -10,10 +10,11 @@ from __future__ import annotations
 import base64
 import json
 import secrets as _random
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
+
+from .kube import kubectl as _kubectl
 
 AZURITE_ACCOUNT = "mlopsdev"
 
@@ -81,14 +82,6 @@ REQUIRED: tuple[RequiredSecret, ...] = (
 
 def required(env: str) -> list[RequiredSecret]:
     return [s for s in REQUIRED if env == "kind" or not s.kind_only]
-
-
-def _kubectl(
-    *args: str, stdin: str | None = None, check: bool = True
-) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["kubectl", *args], input=stdin, capture_output=True, text=True, check=check
-    )
 
 
 def _secret_data(name: str, namespace: str) -> dict[str, str] | None:

@@ -4,7 +4,8 @@ CRDs and admission webhooks must exist before the objects that use them, and the
 KServe controller looks for Istio only at start-up, so the release grows in order:
 
   1 crds         istio-base, kserve-crd, eck-operator-crds
-  2 controllers  istiod, cert-manager (+ its CRDs), eck-operator; then kserve-resources
+  2 controllers  istiod, cert-manager (+ its CRDs), eck-operator; then kserve-resources,
+                 each followed by a wait for the webhooks' CA bundles (readiness.py)
   3 platform     istio-gateway, (kind: Postgres, Azurite), MLflow, ECK stack, serving namespace
   4 airflow      Airflow with its connections
 
@@ -49,6 +50,9 @@ class DeployConfig:
     chart: str = "helm"
     helm: str = "helm"
     kind_cluster: str = "kind"
+    # kind: load the images into the node first (off when they were loaded before, e.g. by
+    # the e2e workflow, which then frees their host copies).
+    load_images: bool = True
     # The site's own values files, applied after the chart's (`make deploy VALUES=...`).
     values: tuple[str, ...] = ()
     # A folder of packaged dependency charts to install from instead of the chart
@@ -72,7 +76,8 @@ class DeployConfig:
 
     def set_flags(self) -> list[str]:
         """What every stage sets on top of the values files: the images `make image`
-        built, and the namespaces the subcharts must use (templates/namespace-guard.yaml)."""
+        built, the namespaces the subcharts must use (templates/namespace-guard.yaml) and
+        the hosts MLflow accepts (templates/mlflow-hosts-guard.yaml)."""
         image_airflow = f"{self.registry}airflow-project/airflow"
         flags = {
             "mlops.images.registry": self.registry,
@@ -84,7 +89,21 @@ class DeployConfig:
             "global.istioNamespace": self.namespace,
             "global.leaderElection.namespace": self.namespace,
         }
-        return [arg for key, value in flags.items() for arg in ("--set-string", f"{key}={value}")]
+        hosts = ",".join(mlflow_allowed_hosts(self.release, self.namespace))
+        return [arg for key, value in flags.items() for arg in ("--set-string", f"{key}={value}")] + [
+            "--set-string", f"mlflow.serverAllowedHosts={{{hosts}}}",
+        ]
+
+
+def mlflow_allowed_hosts(release: str, namespace: str) -> list[str]:
+    """The Host headers MLflow's security middleware must accept (MLFLOW_SERVER_ALLOWED_HOSTS,
+    mlflow/server/security_utils.py; setting it replaces the default of localhost and private
+    IPs): the release's MLflow Service as in-cluster clients name it (MLFLOW_TRACKING_URI,
+    templates/_helpers.tpl `mlops.mlflowUri`) and in its cluster.local form, with or without
+    a port, and localhost for `kubectl port-forward`."""
+    service = f"{release}-mlflow.{namespace}.svc"
+    names = [service, f"{service}.cluster.local", "localhost", "127.0.0.1"]
+    return [host for name in names for host in (name, f"{name}:*")]
 
 
 STAGES: tuple[tuple[int, str, tuple[str, ...], str], ...] = (
@@ -130,7 +149,7 @@ def helm_upgrade(cfg: DeployConfig, tags: tuple[str, ...], timeout: str) -> list
 
 
 def build(cfg: DeployConfig) -> list[Step]:
-    from . import chart, devsecrets
+    from . import chart, devsecrets, readiness
 
     if cfg.chart_deps:
         dependencies = Step(
@@ -148,7 +167,7 @@ def build(cfg: DeployConfig) -> list[Step]:
             "download the pinned subcharts into helm/charts/",
         )
     steps: list[Step] = [dependencies]
-    if cfg.env == "kind":
+    if cfg.env == "kind" and cfg.load_images:
         steps.append(
             Step(
                 0,
@@ -165,6 +184,7 @@ def build(cfg: DeployConfig) -> list[Step]:
                 "make the locally built images available to the kind nodes",
             )
         )
+    if cfg.env == "kind":
         steps.append(
             Step(
                 0,
@@ -202,6 +222,19 @@ def build(cfg: DeployConfig) -> list[Step]:
                 )
             )
         steps.append(Step(stage, name, helm_upgrade(cfg, tags, cfg.timeouts[name]), why))
+        if name == "controllers":
+            steps.append(Step(
+                2, "cert-manager-ready", [*PY.split(), "ready", "cert-manager", "--namespace", cfg.namespace],
+                "wait until cert-manager's webhooks have their CA and accept a dry-run Certificate "
+                "(--wait does not; its startupapicheck hook runs on install only)",
+                action=(readiness.cert_manager_ready, cfg.namespace),
+            ))
+        elif name == "kserve":
+            steps.append(Step(
+                2, "kserve-webhooks-ready", [*PY.split(), "ready", "webhook-ca"],
+                "wait until cainjector has given KServe's webhooks their CA",
+                action=(readiness.webhooks_have_ca,),
+            ))
     steps.append(
         Step(
             4,

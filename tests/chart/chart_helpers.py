@@ -7,11 +7,12 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import yaml
 
-from airflow_project.release import project
+from airflow_project.release import chart, plan, project
 
 ROOT = project.repo_root()
 HELM_DIR = ROOT / "helm"
@@ -21,6 +22,7 @@ SITE_VALUES = ROOT / "tests" / "chart" / "values-site.yaml"
 RELEASE = "mlops"
 NAMESPACE = "mlops"
 PLAN_TAG = "9.8.7-test"
+PLAN_VALUES = {"production": (str(SITE_VALUES.relative_to(ROOT)),), "kind": ()}
 ENVS = ["production", "kind"]
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob")
 # ECK custom resources the operator turns into workloads, with their main container.
@@ -185,3 +187,141 @@ def mesh_config(objs: list[dict]) -> dict:
 
 def airflow_env(objs: list[dict]) -> dict[str, str]:
     return named(objs, "ConfigMap", f"{RELEASE}-airflow-env")["data"]
+
+
+def worker_serving_config(objs: list[dict]):
+    """The `ServingConfig` an Airflow worker builds its manifests with, given the chart's
+    environment ConfigMap (`targets.serving_config_from_env`)."""
+    import os
+    from unittest import mock
+
+    from airflow_project.serving import targets
+
+    with mock.patch.dict(os.environ, airflow_env(objs)):
+        return targets.serving_config_from_env()
+
+
+# ---------------------------------------------------------------- a fresh clone
+def fresh_copy(target: Path) -> Path:
+    """The repository's files as a fresh clone has them (tracked and new, not ignored: no
+    .venv, node_modules, .tools or helm/charts), copied from the work tree so that changes
+    not yet committed are what is tested."""
+    import shutil
+    import subprocess
+
+    listed = subprocess.run(
+        ["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        capture_output=True, check=True,
+    ).stdout.decode().split("\0")
+    for rel in filter(None, listed):
+        source = ROOT / rel
+        if source.is_file():
+            (target / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / rel)
+    subprocess.run(["git", "init", "-q", str(target)], check=True)
+    return target
+
+
+# ---------------------------------------------------------------- the plan, rendered
+def plan_config(env: str, helm: str) -> plan.DeployConfig:
+    return plan.DeployConfig(
+        env=env,
+        release=RELEASE,
+        namespace=NAMESPACE,
+        tag=PLAN_TAG,
+        helm=helm,
+        values=PLAN_VALUES[env],
+    )
+
+
+class PlanRenders:
+    """Every helm step of the real plan, rendered once."""
+
+    def __init__(self, helm: str, rc: chart.RenderableChart):
+        self.helm = helm
+        self.rc = rc
+        self._cache: dict[tuple[str, str], list[dict]] = {}
+
+    def steps(self, env: str) -> list[plan.Step]:
+        return [s for s in plan.build(plan_config(env, self.helm)) if "upgrade" in s.argv[1:2]]
+
+    def __call__(self, env: str, stage: str = "airflow") -> list[dict]:
+        key = (env, stage)
+        if key not in self._cache:
+            (step,) = [s for s in self.steps(env) if s.name == stage]
+            argv = chart.template_argv(step.argv, self.rc.path, ROOT, self.helm)
+            self._cache[key] = chart.run_template(argv)
+        return self._cache[key]
+
+
+
+
+# ---------------------------------------------------------------- MLflow's clients
+def mlflow_tracking_uris(objs: list[dict], serving_config=None) -> dict[str, list[str]]:
+    """Every MLFLOW_TRACKING_URI an in-cluster client of the render uses -> where it is set:
+    literal env values of every container the render runs (the task pod template included),
+    the Airflow environment ConfigMap (envFrom of every Airflow pod) and the predictor that an
+    Airflow worker builds with `serving_config` (its InferenceService env)."""
+    found: dict[str, list[str]] = {}
+    for obj in workloads(objs) + by_kind(objs, "ConfigMap"):
+        for where, pod, _ in pod_specs(obj):
+            for c in containers(pod):
+                for e in c.get("env") or []:
+                    if e["name"] == "MLFLOW_TRACKING_URI" and e.get("value"):
+                        found.setdefault(e["value"], []).append(f"{ident(obj)} {where} {c['name']}")
+    env_cm = [o for o in by_kind(objs, "ConfigMap") if o["metadata"]["name"] == f"{RELEASE}-airflow-env"]
+    for cm in env_cm:
+        found.setdefault(cm["data"]["MLFLOW_TRACKING_URI"], []).append(ident(cm))
+    if serving_config is not None:
+        from airflow_project.serving import manifests
+
+        isvc = manifests.inference_service("wachttijden", "models:/wachttijden/1", serving_config)
+        (predictor,) = isvc["spec"]["predictor"]["containers"]
+        uri = {e["name"]: e.get("value") for e in predictor["env"]}["MLFLOW_TRACKING_URI"]
+        found.setdefault(uri, []).append("InferenceService predictor (serving/manifests.py)")
+    return found
+
+
+def host_headers(uri: str) -> list[str]:
+    """The Host headers HTTP clients send for `uri`: `host:port` as written, and the bare host
+    when the port is the scheme's default (RFC 9110 7.2: clients may omit it; requests and
+    httpx do)."""
+    parts = urlsplit(uri)
+    default = {"http": 80, "https": 443}[parts.scheme]
+    headers = [parts.netloc] if parts.port else []
+    if parts.port in (None, default):
+        headers.append(parts.hostname or "")
+    return headers
+
+
+def e2e_module(name: str):
+    """A module of the kind suite (tests/e2e/<name>.py: `kube` has its pins, kind release and
+    node image; `evidence` its log readers), loaded by path: tests/ folders are not packages."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(f"e2e_{name}", ROOT / "tests" / "e2e" / f"{name}.py")
+    module = sys.modules.get(spec.name)
+    if module is None:
+        module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)  # registered first: its dataclasses look it up
+    return module
+
+
+# ---------------------------------------------------------------- the Logstash pipeline
+A_DAY = "2026.12.03"
+
+
+def logstash_config(objs: list[dict]) -> str:
+    pipelines = yaml.safe_load(named(objs, "Secret", "logstash-pipelines")["stringData"]["pipelines.yml"])
+    (pipeline,) = pipelines
+    return pipeline["config.string"]
+
+
+def logstash_indices(config: str) -> dict[str, str]:
+    """Which lines go where: the branch's condition -> the (dated) index it writes."""
+    out = {}
+    for condition, index in re.findall(r'if (\[[^{]+?) \{\s*mutate \{ add_field => \{ "\[@metadata\]\[index\]" => "([^"]+)" \} \}', config):
+        out[condition.strip()] = index.replace("%{+YYYY.MM.dd}", A_DAY)
+    assert 'index => "%{[@metadata][index]}"' in config, "the output writes the index its branch chose"
+    return out

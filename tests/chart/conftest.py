@@ -10,17 +10,16 @@ Two ways to render, both cached for the session:
 
 from __future__ import annotations
 
+import chart_helpers
 import pytest
-from chart_helpers import NAMESPACE, PLAN_TAG, RELEASE, ROOT, SITE_VALUES
+from chart_helpers import NAMESPACE, RELEASE, SITE_VALUES, PlanRenders
 
-from airflow_project.release import chart, plan, tools
-
-PLAN_VALUES = {"production": (str(SITE_VALUES.relative_to(ROOT)),), "kind": ()}
+from airflow_project.release import chart, tools
 
 
 @pytest.fixture(scope="session")
 def helm() -> str:
-    return tools.ensure_helm(ROOT)
+    return tools.ensure_helm(chart_helpers.ROOT)
 
 
 @pytest.fixture(scope="session")
@@ -34,37 +33,6 @@ def real_subcharts(renderable) -> None:
     already failed instead of falling back to stubs)."""
     if renderable.mode != "real":
         pytest.skip(f"needs the real subcharts: {renderable.describe()}")
-
-
-def plan_config(env: str, helm: str) -> plan.DeployConfig:
-    return plan.DeployConfig(
-        env=env,
-        release=RELEASE,
-        namespace=NAMESPACE,
-        tag=PLAN_TAG,
-        helm=helm,
-        values=PLAN_VALUES[env],
-    )
-
-
-class PlanRenders:
-    """Every helm step of the real plan, rendered once."""
-
-    def __init__(self, helm: str, rc: chart.RenderableChart):
-        self.helm = helm
-        self.rc = rc
-        self._cache: dict[tuple[str, str], list[dict]] = {}
-
-    def steps(self, env: str) -> list[plan.Step]:
-        return [s for s in plan.build(plan_config(env, self.helm)) if "upgrade" in s.argv[1:2]]
-
-    def __call__(self, env: str, stage: str = "airflow") -> list[dict]:
-        key = (env, stage)
-        if key not in self._cache:
-            (step,) = [s for s in self.steps(env) if s.name == stage]
-            argv = chart.template_argv(step.argv, self.rc.path, ROOT, self.helm)
-            self._cache[key] = chart.run_template(argv)
-        return self._cache[key]
 
 
 @pytest.fixture(scope="session")

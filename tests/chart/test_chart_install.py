@@ -12,14 +12,20 @@ from chart_helpers import (
     ENVS,
     NAMESPACE,
     PLAN_TAG,
+    RELEASE,
     ROOT,
     airflow_env,
     by_kind,
     config_json,
     containers,
+    e2e_module,
+    host_headers,
     ident,
+    logstash_config,
+    logstash_indices,
     matches,
     mesh_config,
+    mlflow_tracking_uris,
     named,
     pod_specs,
     pod_template,
@@ -27,6 +33,7 @@ from chart_helpers import (
     resolve,
     services,
     values,
+    worker_serving_config,
     workloads,
 )
 from crd_schema import CRDs
@@ -58,7 +65,8 @@ def release_stages(objs: list[dict]) -> list[str]:
 
 # ---------------------------------------------------------------- what each stage adds
 def readme_stages() -> dict[str, tuple[set[str], set[str]]]:
-    """README's staged-install table: stage -> (production workloads, kind-only workloads)."""
+    """README's staged-install table: stage -> (production workloads, kind workloads); a
+    workload marked "(production only)" is not in kind's, "kind adds" lists kind's own."""
     text = (ROOT / "README.md").read_text()
     table = text.split("<!-- stages:begin -->")[1].split("<!-- stages:end -->")[0]
     rows = {}
@@ -68,8 +76,10 @@ def readme_stages() -> dict[str, tuple[set[str], set[str]]]:
             continue
         added = cells[3]
         production, _, kind_only = added.partition("kind adds")
-        token = re.compile(r"`([A-Za-z]+/[a-z0-9-]+)`")
-        rows[cells[1]] = (set(token.findall(production)), set(token.findall(kind_only)))
+        token = re.compile(r"`([A-Za-z]+/[a-z0-9-]+)`( \(production only\))?")
+        found = token.findall(production)
+        shared = {name for name, only in found if not only}
+        rows[cells[1]] = ({name for name, _ in found}, shared | {name for name, _ in token.findall(kind_only)})
     return rows
 
 
@@ -83,8 +93,8 @@ def test_each_stage_adds_only_the_workloads_its_readme_row_names(plan_render, en
     before: set[str] = set()
     for stage in STAGES:
         now = {ident(o) for o in workloads(plan_render(env, stage))}
-        production, kind_only = table[stage]
-        expected = production | kind_only if env == "kind" else production
+        production, kind = table[stage]
+        expected = kind if env == "kind" else production
         assert now - before == expected, stage
         assert before <= now, f"{stage} drops {before - now}"
         before = now
@@ -178,7 +188,7 @@ def test_webhooks_call_rendered_services(plan_render, env):
 
 # ---------------------------------------------------------------- URLs reach a Service port
 @pytest.mark.parametrize("env", ENVS)
-def test_mlflow_uri_of_airflow_and_predictors_reaches_the_mlflow_server(plan_render, env, monkeypatch):
+def test_mlflow_uri_of_airflow_and_predictors_reaches_the_mlflow_server(plan_render, env):
     objs = plan_render(env)
     env_vars = airflow_env(objs)
     svc = resolve(env_vars["MLFLOW_TRACKING_URI"], objs)
@@ -193,20 +203,11 @@ def test_mlflow_uri_of_airflow_and_predictors_reaches_the_mlflow_server(plan_ren
     # the server listens there, and the same URL is the artifact proxy (--serve-artifacts)
     assert f"--port={port}" in container["args"] and "--serve-artifacts" in container["args"]
     # predictors get the tracking URI of the Airflow worker that builds their manifest
-    config = serving_config(env_vars, monkeypatch)
+    config = worker_serving_config(objs)
     isvc = manifests.inference_service("wachttijden", "models:/wachttijden/1", config)
     (predictor,) = isvc["spec"]["predictor"]["containers"]
     predictor_uri = {e["name"]: e.get("value") for e in predictor["env"]}["MLFLOW_TRACKING_URI"]
     assert resolve(predictor_uri, objs) == svc
-
-
-def serving_config(env_vars: dict[str, str], monkeypatch) -> manifests.ServingConfig:
-    """What the Airflow worker builds manifests with, given the chart's environment."""
-    from airflow_project.serving import targets
-
-    for key, value in env_vars.items():
-        monkeypatch.setenv(key, value)
-    return targets.serving_config_from_env()
 
 
 @pytest.mark.parametrize("env", ENVS)
@@ -277,9 +278,9 @@ def test_kserve_ingresses_are_served_by_the_projects_gateway(plan_render, env):
 
 
 @pytest.mark.parametrize("env", ENVS)
-def test_mirror_route_covers_external_and_mesh_traffic(plan_render, env, monkeypatch):
+def test_mirror_route_covers_external_and_mesh_traffic(plan_render, env):
     objs = plan_render(env)
-    config = serving_config(airflow_env(objs), monkeypatch)
+    config = worker_serving_config(objs)
     vs = manifests.virtual_service_mirror("wachttijden-primary", "wachttijden-shadow", config)
     spec = vs["spec"]
     assert "mesh" in spec["gateways"]
@@ -297,6 +298,37 @@ def test_mirror_route_covers_external_and_mesh_traffic(plan_render, env, monkeyp
     # the primary leaves its external host to the mirror: KServe creates no Ingress for it
     isvc = manifests.inference_service("wachttijden-primary", "models:/wachttijden/1", config, cluster_local=True)
     assert isvc["metadata"]["labels"]["networking.kserve.io/visibility"] == "cluster-local"
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_the_graphs_status_url_is_routed_by_the_projects_gateway(plan_render, env):
+    """KServe's Standard mode creates no Ingress for an InferenceGraph (v0.20
+    pkg/controller/v1alpha1/inferencegraph/raw_ig.go) but sets status.url to the host its
+    domain template gives (raw reconciler createRawURL): the deploy DAG's route serves it."""
+    from airflow_project.serving.constants import GRAPH_NAME
+
+    objs = plan_render(env)
+    config = worker_serving_config(objs)
+    route = manifests.graph_ingress_route(GRAPH_NAME, config)
+    ingress = config_json(objs, "inferenceservice-config", "ingress")
+    status_host = (
+        ingress["domainTemplate"].replace("{{ .Name }}", GRAPH_NAME).replace("{{ .Namespace }}", SERVING)
+        .replace("{{ .IngressDomain }}", ingress["ingressDomain"])
+    )
+    assert route["spec"]["hosts"] == [status_host]
+    (ref,) = route["spec"]["gateways"]
+    ns, name = ref.split("/")
+    gateway = named([o for o in objs if o["metadata"].get("namespace") == ns], "Gateway", name)
+    (pods,) = _gateway_pods(objs)
+    assert matches(gateway["spec"]["selector"], pods["spec"]["template"]["metadata"]["labels"])
+    assert any(h == "*" or status_host.endswith(h.lstrip("*")) for s in gateway["spec"]["servers"] for h in s["hosts"])
+    # the router pods (KServe labels them serving.kserve.io/inferencegraph) admit the gateway
+    policy = named(objs, "NetworkPolicy", "graph-router-allow-gateway-airflow")
+    assert policy["spec"]["podSelector"]["matchExpressions"][0]["key"] == "serving.kserve.io/inferencegraph"
+    sources = [f["podSelector"]["matchLabels"] for r in policy["spec"]["ingress"] for f in r["from"]]
+    assert any(matches(src, pods["spec"]["template"]["metadata"]["labels"]) for src in sources)
+    crds = CRDs(by_kind(objs, "CustomResourceDefinition"))
+    assert crds.errors(route) == []
 
 
 # ---------------------------------------------------------------- logging
@@ -401,10 +433,10 @@ def test_task_pods_run_the_project_image_with_the_worker_account(plan_render, en
 
 # ---------------------------------------------------------------- schemas
 @pytest.mark.parametrize("env", ENVS)
-def test_custom_resources_validate_strictly_against_their_crds(plan_render, env, monkeypatch):
+def test_custom_resources_validate_strictly_against_their_crds(plan_render, env):
     objs = plan_render(env)
     crds = CRDs(by_kind(objs, "CustomResourceDefinition"))
-    config = serving_config(airflow_env(objs), monkeypatch)
+    config = worker_serving_config(objs)
     built = [
         manifests.inference_service("wachttijden", "models:/wachttijden/1", config),
         manifests.inference_service("wachttijden-primary", "models:/wachttijden/1", config, cluster_local=True),
@@ -448,3 +480,179 @@ def test_core_kinds_validate_for_the_lowest_supported_kubernetes(plan_render, en
 def test_services_helper_knows_eck_services(plan_render):
     known = services(plan_render("production"))
     assert (f"{values()['mlops']['logging']['elasticsearchName']}-es-http", NAMESPACE) in known
+
+
+# ---------------------------------------------------------------- MLflow's Host check
+def mlflow_server_env(objs: list[dict]) -> dict[str, str]:
+    """MLflow's literal environment: its Deployment's env values and its ConfigMaps (envFrom)."""
+    (server,) = [d for d in by_kind(objs, "Deployment") if d["metadata"]["name"] == f"{RELEASE}-mlflow"]
+    (container,) = server["spec"]["template"]["spec"]["containers"]
+    env: dict[str, str] = {}
+    for ref in container.get("envFrom") or []:
+        if "configMapRef" in ref:
+            env |= named(objs, "ConfigMap", ref["configMapRef"]["name"])["data"]
+    env |= {e["name"]: e["value"] for e in container.get("env") or [] if "value" in e}
+    return env
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_mlflow_allows_the_host_of_every_in_cluster_client(plan_render, env, monkeypatch):
+    """MLflow >= 3.5 answers 403 to a Host outside MLFLOW_SERVER_ALLOWED_HOSTS (default:
+    localhost and private IPs), /health excepted, so the pod looks Ready while every client
+    fails. Checked with MLflow's own allow-list functions (mlflow/server/security_utils.py)."""
+    from mlflow.server import security_utils
+
+    objs = plan_render(env)
+    server_env = mlflow_server_env(objs)
+    monkeypatch.delenv("MLFLOW_SERVER_ALLOWED_HOSTS", raising=False)
+    if "MLFLOW_SERVER_ALLOWED_HOSTS" in server_env:
+        monkeypatch.setenv("MLFLOW_SERVER_ALLOWED_HOSTS", server_env["MLFLOW_SERVER_ALLOWED_HOSTS"])
+    allowed = security_utils.get_allowed_hosts_from_env() or security_utils.get_default_allowed_hosts()
+    uris = mlflow_tracking_uris(objs, worker_serving_config(objs))
+    refused = [
+        f"{', '.join(where)}: {uri} (Host: {host})"
+        for uri, where in uris.items()
+        for host in host_headers(uri)
+        if not security_utils.is_allowed_host_header(allowed, host)
+    ]
+    assert not refused, f"MLflow allows {allowed}; refused:\n" + "\n".join(refused)
+    # the README's port-forward (kubectl port-forward svc/<release>-mlflow 5000:80)
+    assert security_utils.is_allowed_host_header(allowed, "localhost:5000")
+    # and it still refuses what no client uses (DNS rebinding)
+    assert not security_utils.is_allowed_host_header(allowed, "mlflow.attacker.example")
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_mlflow_server_and_its_migration_run_the_clients_mlflow(plan_render, env):
+    """The server's MLflow is the one the images' clients have (uv.lock), and the schema
+    migration init container runs the same version (an older one leaves the schema behind)."""
+    import tomllib
+
+    lock = tomllib.loads((ROOT / "uv.lock").read_text())
+    (client,) = [p["version"] for p in lock["package"] if p["name"] == "mlflow"]
+    (server,) = [d for d in by_kind(plan_render(env), "Deployment") if d["metadata"]["name"] == f"{RELEASE}-mlflow"]
+    pod = server["spec"]["template"]["spec"]
+    images = {c["name"]: c["image"] for c in containers(pod) if "mlflow" in c["image"]}
+    assert images and all(i.endswith(f":{client}") for i in images.values()), images
+
+
+# ---------------------------------------------------------------- sidecars of pods that finish
+def injection_template(objs: list[dict]) -> str:
+    """The sidecar template istiod injects with (ConfigMap istio-sidecar-injector)."""
+    config = yaml.safe_load(named(objs, "ConfigMap", "istio-sidecar-injector")["data"]["config"])
+    (default,) = config["defaultTemplates"]
+    return config["templates"][default]
+
+
+def native_sidecar(objs: list[dict], helm: str, work, annotations: dict[str, str], kubelet_native: bool) -> bool:
+    """What the rendered injection template decides for a pod with `annotations`, evaluated
+    with helm's Go template engine: its `$nativeSidecar` expression, with the pod's
+    annotations and `.NativeSidecars` (what istiod's webhook detects from the kubelets:
+    Istio 1.30 pkg/kube/inject/webhook.go detectNativeSidecar, true only when every node's
+    kubelet is >= 1.33)."""
+    import json
+    import subprocess
+
+    template = injection_template(objs)
+    expr = re.search(r"\{\{ \$nativeSidecar := (.+?) \}\}", template).group(1)
+    # the proxy becomes an init container with restartPolicy Always exactly then
+    assert "{{ if $nativeSidecar }}restartPolicy: Always{{end}}" in template
+    expr = expr.replace(".ObjectMeta.Annotations", ".Values.annotations").replace(".NativeSidecars", ".Values.nativeSidecars")
+    chart_dir = work / "injection"
+    (chart_dir / "templates").mkdir(parents=True, exist_ok=True)
+    (chart_dir / "Chart.yaml").write_text("apiVersion: v2\nname: injection\nversion: 0.0.1\n")
+    (chart_dir / "templates" / "decision.yaml").write_text("nativeSidecar: {{ " + expr + " }}\n")
+    values = work / "pod.json"
+    values.write_text(json.dumps({"annotations": annotations, "nativeSidecars": kubelet_native}))
+    out = subprocess.run([helm, "template", "x", str(chart_dir), "-f", str(values)],
+                         capture_output=True, text=True, check=True).stdout
+    return yaml.safe_load(out)["nativeSidecar"] is True
+
+
+def _pods_that_finish(objs: list[dict]) -> list[tuple[str, dict]]:
+    """(name, pod metadata) of every rendered pod that runs to completion: Jobs and the
+    KubernetesExecutor's task pods."""
+    out = [(ident(j), j["spec"]["template"].get("metadata") or {}) for j in by_kind(objs, "Job")]
+    out.append(("pod_template_file.yaml", pod_template(objs)["metadata"]))
+    return out
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_every_injected_pod_that_finishes_gets_a_native_sidecar(plan_render, env, helm, tmp_path):
+    """A classic istio-proxy container outlives the task container: the pod stays Running
+    and the KubernetesExecutor never frees its slot. The e2e node (kind, Kubernetes 1.32)
+    is below the 1.33 istiod needs to pick native sidecars by itself, so the pod asks."""
+    objs = plan_render(env)
+    kind_kubelet = int(re.search(r":v1\.(\d+)\.", e2e_module("kube").DEFAULT_NODE_IMAGE).group(1))
+    assert kind_kubelet < 33  # why the annotation is needed there (drop it from 1.33 on)
+    assert not native_sidecar(objs, helm, tmp_path, {}, kubelet_native=False)
+    injected = [(n, m) for n, m in _pods_that_finish(objs) if (m.get("labels") or {}).get("sidecar.istio.io/inject") == "true"]
+    assert [n for n, _ in injected] == ["pod_template_file.yaml"]
+    for name, meta in injected:
+        for kubelet_native in (False, True):
+            assert native_sidecar(objs, helm, tmp_path, meta.get("annotations") or {}, kubelet_native), (name, kubelet_native)
+
+
+# ---------------------------------------------------------------- log indices
+# The index privileges of ECK's Logstash association user (cloud-on-k8s v3.5.0
+# pkg/controller/elasticsearch/user/roles.go, LogstashUserRole): bulk writes anywhere else
+# are refused with 403.
+ECK_LOGSTASH_INDICES = ("logstash", "logstash-*", "ecs-logstash", "ecs-logstash-*", "logs-*", "metrics-*",
+                        "synthetics-*", "traces-*")
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_logstash_writes_indices_ecks_role_allows_and_airflow_reads_the_task_logs(plan_render, env):
+    import configparser
+    from fnmatch import fnmatch
+
+    objs = plan_render(env)
+    indices = logstash_indices(logstash_config(objs))
+    assert indices, logstash_config(objs)
+    refused = [i for i in indices.values() if not any(fnmatch(i, p) for p in ECK_LOGSTASH_INDICES)]
+    assert not refused, f"ECK's Logstash user may write only {ECK_LOGSTASH_INDICES}: {refused}"
+    tasks = indices["[dag_id] and [task_id]"]
+    predictions = indices["[model_name] and [request_id]"]
+    assert tasks != predictions
+    cfg = configparser.ConfigParser(interpolation=None)
+    cfg.read_string(named(objs, "ConfigMap", "mlops-config")["data"]["airflow.cfg"])
+    patterns = [p.strip() for p in cfg["elasticsearch"]["index_patterns"].split(",")]
+    assert any(fnmatch(tasks, p) for p in patterns), (patterns, tasks)
+    assert not any(fnmatch(predictions, p) for p in patterns), (patterns, predictions)
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_filebeat_ships_the_predictors_lines(plan_render, env):
+    from airflow_project.serving.constants import CONTAINER_NAME
+
+    (beat,) = by_kind(plan_render(env), "Beat")
+    templates = beat["spec"]["config"]["filebeat.autodiscover"]["providers"][0]["templates"]
+    conditions = [t["condition"] for t in templates]
+    assert {"equals": {"kubernetes.container.name": CONTAINER_NAME}} in conditions
+    assert {"equals": {"kubernetes.labels.component": "worker"}} in conditions
+
+
+# ---------------------------------------------------------------- readiness between stages
+@pytest.mark.parametrize("env", ENVS)
+def test_the_plan_waits_for_every_ca_bundle_cainjector_fills(plan_render, env, renderable):
+    """cainjector fills caBundle asynchronously; `--wait` does not wait for it. Every webhook
+    configuration a stage renders with a cert-manager injection annotation is one the plan's
+    wait after that stage looks at (readiness.waiting_for_ca, with caBundle still empty as
+    the API server first has it)."""
+    import tarfile
+
+    from airflow_project.release import readiness
+
+    for stage, kinds in (("controllers", {"mlops-cert-manager-webhook"}), ("kserve", {"inferenceservice.serving.kserve.io"})):
+        objs = plan_render(env, stage)
+        hooks = [o for o in objs if o["kind"].endswith("WebhookConfiguration")]
+        injected = [o for o in hooks if any(a.startswith("cert-manager.io/inject") for a in o["metadata"].get("annotations") or {})]
+        assert kinds <= {o["metadata"]["name"] for o in injected}, stage
+        waited = readiness.waiting_for_ca(injected)
+        assert len(waited) == sum(len(o["webhooks"]) for o in injected) and waited, stage
+    # cert-manager's own check runs as a post-install hook only: never in stage 2's upgrade
+    (dep,) = [d for d in chart.dependencies() if d["name"] == "cert-manager"]
+    with tarfile.open(renderable.path / "charts" / chart.package_name(dep)) as tgz:
+        upstream = yaml.safe_load(tgz.extractfile("cert-manager/values.yaml"))
+    assert upstream["startupapicheck"]["jobAnnotations"]["helm.sh/hook"] == "post-install"
+    assert not [j for j in by_kind(plan_render(env, "controllers"), "Job") if "startupapicheck" in j["metadata"]["name"]]

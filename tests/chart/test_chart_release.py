@@ -106,6 +106,12 @@ def test_plan_secrets_steps_per_environment():
     assert "kind load docker-image" in kind and "airflow-project/predictor:1.2.3-abcdef0" in kind
 
 
+def test_kind_plan_without_loading_images_that_are_in_the_node_already():
+    text = _plan("kind", "--no-load-images")
+    assert "kind load docker-image" not in text and "secrets --create-dev" in text
+    assert "kind load docker-image" in _plan("kind")
+
+
 def test_air_gapped_plan_copies_the_dependencies_instead_of_downloading(tmp_path):
     env = {**os.environ, "CHART_DEPS_DIR": str(tmp_path)}
     proc = _release("plan", "--env", "kind", env=env)
@@ -172,6 +178,8 @@ def test_plan_namespace_flags_follow_the_namespace():
     for step in _helm_steps(text):
         assert "global.istioNamespace=ml-prod" in step
         assert "global.leaderElection.namespace=ml-prod" in step
+        hosts = next(a for a in step if "mlflow.serverAllowedHosts=" in a)
+        assert "mlops-mlflow.ml-prod.svc," in hosts and "mlops-mlflow.mlops.svc" not in hosts
 
 
 @pytest.mark.parametrize(
@@ -540,6 +548,7 @@ def test_prepare_falls_back_to_stubs_only_outside_ci(tmp_path, monkeypatch):
     rc = chart.prepare(tmp_path / "work", deps=deps)
     assert rc.mode == "stub" and "airflow-1.22.0.tgz" in rc.missing
     assert f"{len(chart.dependencies())} dependency packages missing from {deps}" in rc.describe()
+    assert len(rc.describe()) < 200  # printed once per run, not a paragraph
     assert (rc.path / "charts" / "airflow" / "Chart.yaml").is_file()
     monkeypatch.setenv("CI", "true")
     with pytest.raises(RuntimeError, match=r"CI=true refuses stub subcharts: .*missing from .*empty"):
@@ -564,3 +573,128 @@ def test_production_render_has_no_placeholder_left(real_subcharts, plan_render):
     assert not found, "\n".join(found)
     text = yaml.safe_dump_all(plan_render("production"))
     assert "--artifacts-destination=wasbs://modelartifacts@mlopsartifacts.blob.core.windows.net/" in text
+
+
+# ---------------------------------------------------------------- readiness between stages
+def test_plan_waits_for_webhook_ca_bundles_before_the_next_stage():
+    for env in ("kind", "production"):
+        steps = [s.name for s in plan.build(plan.DeployConfig(env=env, values=(SITE,)))]
+        assert steps.index("controllers") < steps.index("cert-manager-ready") < steps.index("kserve")
+        assert steps.index("kserve") < steps.index("kserve-webhooks-ready") < steps.index("platform")
+
+
+def _cluster(tmp_path: Path, states: list[str], dry_runs: list[str]) -> dict:
+    """A fake kubectl: `get` answers the next of `states` (webhook configurations as JSON,
+    the last one repeats), `create --dry-run=server` the next of `dry_runs` ("ok" or an
+    error message); its calls go to kubectl.log."""
+    for i, state in enumerate(states):
+        (tmp_path / f"state{i}.json").write_text(state)
+    for i, answer in enumerate(dry_runs):
+        (tmp_path / f"dry{i}").write_text(answer)
+    return _fake_kubectl(tmp_path, f"""
+echo "$*" >> {tmp_path}/kubectl.log
+count() {{ n=$(cat "{tmp_path}/$1.n" 2>/dev/null || echo 0); echo $((n+1)) > "{tmp_path}/$1.n"; echo $n; }}
+case "$*" in
+  "get validatingwebhookconfigurations,mutatingwebhookconfigurations -o json")
+    n=$(count get); [ -f {tmp_path}/state$n.json ] || n={len(states) - 1}; cat {tmp_path}/state$n.json;;
+  "create --dry-run=server -f - -o name")
+    cat > {tmp_path}/probe.json; n=$(count dry); [ -f {tmp_path}/dry$n ] || n={len(dry_runs) - 1}
+    a=$(cat {tmp_path}/dry$n); [ "$a" = ok ] && {{ echo certificate/probe; exit 0; }}; echo "$a" >&2; exit 1;;
+  *) echo "unexpected: $*" >&2; exit 1;;
+esac
+""")
+
+
+def _webhooks(ca: str) -> str:
+    hook = {"name": "webhook.cert-manager.io", "clientConfig": {"service": {"name": "w"}, "caBundle": ca}}
+    injected = {"kind": "ValidatingWebhookConfiguration",
+                "metadata": {"name": "mlops-cert-manager-webhook",
+                             "annotations": {"cert-manager.io/inject-ca-from-secret": "mlops/mlops-cert-manager-webhook-ca"}},
+                "webhooks": [hook]}
+    istio = {"kind": "ValidatingWebhookConfiguration", "metadata": {"name": "istiod-default-validator"},
+             "webhooks": [{"name": "validation.istio.io", "clientConfig": {}}]}  # istiod fills its own
+    return json.dumps({"items": [injected, istio]})
+
+
+def test_cert_manager_ready_waits_for_the_ca_then_for_a_dry_run_certificate(tmp_path, monkeypatch):
+    from airflow_project.release import readiness
+
+    env = _cluster(tmp_path, [_webhooks(""), _webhooks(""), _webhooks("Q0E=")],
+                   ["x509: certificate signed by unknown authority", "ok"])
+    monkeypatch.setenv("PATH", env["PATH"])
+    readiness.cert_manager_ready("mlops", timeout=60, sleep=lambda _: None)
+    calls = (tmp_path / "kubectl.log").read_text().splitlines()
+    assert [c.split()[0] for c in calls] == ["get", "get", "get", "create", "create"]
+    probe = json.loads((tmp_path / "probe.json").read_text())
+    assert probe["kind"] == "Certificate" and probe["metadata"]["namespace"] == "mlops"
+
+
+def test_cert_manager_ready_names_what_it_waited_for(tmp_path, monkeypatch):
+    from airflow_project.release import readiness
+
+    monkeypatch.setenv("PATH", _cluster(tmp_path, [_webhooks("")], ["ok"])["PATH"])
+    ticks = iter(range(0, 1000, 10))
+    with pytest.raises(RuntimeError, match=r"caBundle still empty: ValidatingWebhookConfiguration/mlops-cert-manager-webhook webhook.cert-manager.io after 30s"):
+        readiness.cert_manager_ready("mlops", timeout=30, clock=lambda: next(ticks), sleep=lambda _: None)
+    assert "create" not in (tmp_path / "kubectl.log").read_text()
+    (tmp_path / "cli").mkdir()
+    proc = _release("ready", "cert-manager", "--timeout", "0", env=_cluster(tmp_path / "cli", [_webhooks("")], ["ok"]))
+    assert proc.returncode == 1 and proc.stderr.startswith("error: caBundle still empty") and "Traceback" not in proc.stderr
+
+
+# ---------------------------------------------------------------- make test fetches the charts
+def _bare_chart(tmp_path: Path) -> Path:
+    copy = tmp_path / "helm"
+    shutil.copytree(ROOT / "helm", copy, ignore=shutil.ignore_patterns("charts", "Chart.lock"))
+    return copy
+
+
+def test_make_test_fetches_the_dependency_charts_when_missing_and_reachable(tmp_path, monkeypatch):
+    monkeypatch.delenv(chart.DEPS_ENV, raising=False)
+    copy = _bare_chart(tmp_path)
+    calls = []
+
+    def helm_build(argv, **kwargs):
+        calls.append(argv)
+        (copy / "charts").mkdir(exist_ok=True)
+        for dep in chart.dependencies(copy):
+            (copy / "charts" / chart.package_name(dep)).write_bytes(b"tgz")
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+    probed = []
+    message = chart.fetch_if_missing("helm", copy, probe=lambda r: probed.append(r), run=helm_build)
+    assert calls == [["helm", "dependency", "build", str(copy)]]
+    assert probed == chart.repositories(copy) and len(probed) == 6
+    assert message == f"chart dependencies: fetched {len(chart.dependencies(copy))} into {copy / 'charts'}"
+    # complete now: nothing to do
+    assert "has all" in chart.fetch_if_missing("helm", copy, probe=pytest.fail, run=pytest.fail)
+
+
+def test_make_test_skips_with_one_line_when_the_repositories_do_not_answer(tmp_path, monkeypatch):
+    monkeypatch.delenv(chart.DEPS_ENV, raising=False)
+    copy = _bare_chart(tmp_path)
+    message = chart.fetch_if_missing("helm", copy, probe=lambda r: "timed out" if "airflow" in r else None,
+                                     run=pytest.fail)
+    assert message == ("chart dependencies: not fetched, https://airflow.apache.org does not answer (timed out); "
+                       "the chart tests that need them are skipped")
+    failed = chart.fetch_if_missing("helm", copy, probe=lambda r: None, run=lambda argv, **kw: subprocess.CompletedProcess(
+        argv, 1, "", "Error: no cached repository\nError: could not download oci://ghcr.io/kserve/charts"))
+    assert failed.startswith("chart dependencies: helm dependency build failed (Error: could not download oci://")
+    monkeypatch.setenv(chart.DEPS_ENV, str(tmp_path))
+    assert chart.fetch_if_missing("helm", copy, probe=pytest.fail, run=pytest.fail) == (
+        f"chart dependencies: from {chart.DEPS_ENV}={tmp_path}")
+
+
+def test_repository_probes_ask_what_answers_without_credentials():
+    assert chart.repository_probe_url("oci://ghcr.io/kserve/charts") == "https://ghcr.io/v2/"
+    assert chart.repository_probe_url("https://helm.elastic.co") == "https://helm.elastic.co/index.yaml"
+    assert chart.repository_problem("https://127.0.0.1:9/charts", timeout=2)  # nothing listens there
+
+
+def test_make_test_runs_the_fetch_before_pytest():
+    if not shutil.which("make"):
+        pytest.skip("make not installed")
+    out = subprocess.run(["make", "-n", "test"], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True).stdout
+    lines = out.splitlines()
+    fetch = next(i for i, line in enumerate(lines) if "-m airflow_project.release chart-deps --if-missing" in line)
+    assert fetch < next(i for i, line in enumerate(lines) if line.startswith(".venv/bin/pytest"))

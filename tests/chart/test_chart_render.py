@@ -168,6 +168,18 @@ def test_schema_rejects_unknown_keys_of_own_section(render):
         render("production", extra=("--set", "mlops.serving.namespaces=x"))
 
 
+def test_a_render_whose_mlflow_refuses_its_clients_host_fails_naming_it(render, helm, renderable):
+    with pytest.raises(RuntimeError, match=r'does not name "mlops-mlflow.mlops.svc", the host of MLFLOW_TRACKING_URI'):
+        render("production", extra=("--set-string", "mlflow.serverAllowedHosts={mlflow.other.svc}"))
+    # another release name without `make deploy`'s flag
+    values = [renderable.path / "values.yaml", SITE_VALUES]
+    with pytest.raises(RuntimeError, match=r'does not name "ml-mlflow.mlops.svc"'):
+        chart.template(helm, renderable.path, values, release="ml", namespace=NAMESPACE)
+    # an external MLflow (mlops.airflow.mlflowTrackingUri) is not this release's to check
+    render("production", extra=("--set-string", "mlflow.serverAllowedHosts={x}",
+                                "--set-string", "mlops.airflow.mlflowTrackingUri=http://mlflow.ext:5000"))
+
+
 # ---------------------------------------------------------------- stages
 OWN_BY_STAGE = {
     "crds": set(),
@@ -405,13 +417,17 @@ def test_logstash_pipeline_adds_log_id_as_airflow_expects(render):
     expected = re.sub(r"\{(\w+)\}", r"%{[\1]}", template)
     assert f'"log_id" => "{expected}"' in config
     assert "beats" in config and "elasticsearch {" in config
-    prefix = values()["mlops"]["logging"]["indexPrefix"]
-    assert f'index => "{prefix}-' in config
-    assert values()["airflow"]["config"]["elasticsearch"]["index_patterns"] == f"{prefix}-*"
+    prefix = values()["airflow"]["config"]["elasticsearch"]["index_patterns"].removesuffix("*")
+    assert f'"[@metadata][index]" => "{prefix}%{{+YYYY.MM.dd}}"' in config
     assert (
         values()["eck-stack"]["eck-logstash"]["pipelinesRef"]["secretName"]
         == sec["metadata"]["name"]
     )
+
+
+def test_task_log_index_pattern_must_be_one_prefix(render):
+    with pytest.raises(RuntimeError, match=r'index_patterns is "a-\*,b-\*": .* must be one pattern <prefix>-\*'):
+        render("production", extra=("--set-string", "airflow.config.elasticsearch.index_patterns=a-*\\,b-*"))
 
 
 # ---------------------------------------------------------------- offline schema validation

@@ -12,7 +12,7 @@ Session fixtures, in order:
   `MLOPS_E2E_KEEP=1` (or `--keep-cluster`).
 - `platform`: loads the two images `make image` built into the cluster and runs the
   staged install `python -m airflow_project.release deploy --env kind ...`.
-- `airflow`, `mlflow_url`, `datalake`, `ingress`: port-forwards and clients.
+- `airflow`, `mlflow_url`, `datalake`, `ingress`, `elasticsearch`: port-forwards and clients.
 
 Knobs (environment): see README.md, "End-to-end tests on kind".
 """
@@ -571,3 +571,22 @@ def datalake(platform: Platform) -> Iterator[Any]:
         lake = DataLake.from_connection_string(local)
         lake.ensure_containers()
         yield lake
+
+
+@pytest.fixture(scope="session")
+def elasticsearch(platform: Platform) -> Iterator[Any]:
+    """An httpx client on the in-cluster Elasticsearch (port-forward; kind serves it over plain
+    HTTP) as ECK's `elastic` user."""
+    import httpx
+    import yaml
+
+    values = yaml.safe_load((REPO / "helm" / "values.yaml").read_text())
+    name = values["mlops"]["logging"]["elasticsearchName"]
+    secret = platform.kube.json("get", "secret", f"{name}-es-elastic-user", "-n", platform.namespace)
+    password = base64.b64decode(secret["data"]["elastic"]).decode()
+    forward = PortForward(
+        platform.kube, f"svc/{name}-es-http", 9200, platform.namespace, timeout=120, log_dir=platform.log_dir()
+    )
+    with forward as port, httpx.Client(base_url=f"http://127.0.0.1:{port}", auth=("elastic", password),
+                                       timeout=30, trust_env=False) as client:
+        yield client

@@ -1,4 +1,4 @@
-"""The whole platform on kind: install, pipeline, serving, mirroring, load, RBAC.
+"""The whole platform on kind: install, pipeline, task logs, serving, mirroring, load, RBAC.
 
 Tests run in file order and share module fixtures (`trained` -> `deployed` -> `mirrored`),
 so each one can also be run alone (`-k rbac`, `-k graph`): it builds what it needs.
@@ -14,16 +14,18 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlparse
 
+import evidence
 import httpx
 import pytest
-from kube import PortForward, wait_for
+import yaml
+from kube import wait_for
 
-from airflow_project.serving.constants import SERVED_MODEL_NAME
+from airflow_project.serving.constants import SERVED_MODEL_NAME, graph_route_name
 from airflow_project.wachttijden.schema import FEATURES, MODEL_NAME
 
 REPO = Path(__file__).resolve().parents[2]
@@ -32,6 +34,11 @@ DEPLOY_DAGS = ("deploy_model", "deploy_traffic_mirroring")
 ISVC = "wachttijden"
 PRIMARY, SHADOW, GRAPH = "wachttijden-primary", "wachttijden-shadow", "wachttijden-graph"
 RAW_ROWS = int(os.environ.get("MLOPS_E2E_ROWS") or 5000)
+VALUES = yaml.safe_load((REPO / "helm" / "values.yaml").read_text())
+TASK_LOG_INDICES = VALUES["airflow"]["config"]["elasticsearch"]["index_patterns"]
+PREDICTION_INDICES = VALUES["mlops"]["logging"]["predictionIndexPrefix"] + "-*"
+LOG_ID_TEMPLATE = VALUES["airflow"]["config"]["elasticsearch"]["log_id_template"]
+PREDICTOR_CONTAINER = "kserve-container"
 
 
 def _timeout(name: str, default: float) -> float:
@@ -139,6 +146,47 @@ def sample_rows() -> list[dict[str, str]]:
         }
         for i in range(3)
     ]
+
+
+def distinct_requests(n: int) -> list[list[dict[str, str]]]:
+    """`n` one-row requests that differ from each other (so a log shows which arrived)."""
+    from airflow_project.wachttijden.categories import ROAZ_REGIOS, SPECIALISMEN
+
+    base = sample_rows()[0]
+    return [[{**base, "SPECIALISME": SPECIALISMEN[i % len(SPECIALISMEN)],
+              "ROAZ_REGIO": ROAZ_REGIOS[(i // len(SPECIALISMEN)) % len(ROAZ_REGIOS)]}] for i in range(n)]
+
+
+def predictor_log(platform: Any, service: str) -> str:
+    """Everything the InferenceService's predictor pods printed (its prediction log)."""
+    return platform.kube.out(
+        "logs", "-n", platform.serving_namespace, "-l", f"serving.kserve.io/inferenceservice={service}",
+        "-c", PREDICTOR_CONTAINER, "--tail=-1", "--max-log-requests=10", check=False,
+    )
+
+
+def wait_received(platform: Any, service: str, requests: list[list[dict[str, str]]], since: float) -> list[dict]:
+    """Wait until `service`'s prediction log shows every one of `requests`; its records."""
+    found: list[dict] = []
+
+    def all_there() -> bool:
+        found[:] = evidence.prediction_records(predictor_log(platform, service), since)
+        return len(evidence.received(found, requests)) == len(requests)
+
+    try:
+        wait_for(all_there, timeout=120, interval=5, what=f"{service}'s prediction log to show {len(requests)} requests")
+    except TimeoutError as exc:
+        got = evidence.received(found, requests)
+        pytest.fail(f"{exc}: it shows {len(got)} of {len(requests)} ({len(found)} prediction lines since then)")
+    return found
+
+
+def es_search(es: Any, index: str, body: dict[str, Any]) -> list[dict[str, Any]]:
+    response = es.post(f"/{index}/_search", json=body)
+    if response.status_code == 404:  # no index yet
+        return []
+    assert response.status_code == 200, f"Elasticsearch {index}: {response.status_code} {response.text[:300]}"
+    return [hit["_source"] for hit in response.json()["hits"]["hits"]]
 
 
 def v1_body(rows: list[dict[str, str]]) -> dict[str, Any]:
@@ -251,6 +299,8 @@ def mirrored(deployed: dict[str, Any], trained: dict[str, Any], airflow: Any, pl
     ns = platform.serving_namespace
     graph = platform.kube.wait_condition("inferencegraph", GRAPH, ns, timeout=600)
     primary = platform.kube.wait_condition("inferenceservice", PRIMARY, ns, timeout=600)
+    route = platform.kube.get("virtualservice", graph_route_name(GRAPH), ns)
+    assert route and route["spec"]["hosts"] == [host_of(graph)], route
     return {
         "run": run,
         "graph": graph,
@@ -261,35 +311,27 @@ def mirrored(deployed: dict[str, Any], trained: dict[str, Any], airflow: Any, pl
 
 
 @pytest.fixture(scope="module")
-def graph_endpoint(
-    mirrored: dict[str, Any], ingress: str, platform: Any
-) -> Iterator[tuple[str, str]]:
-    """(base URL, Host header) of the InferenceGraph: the Istio ingress when it routes the
-    graph's host, else a port-forward to the router Service (Standard mode may expose a
-    graph only inside the cluster)."""
-    body = v1_body(sample_rows())
-    path = f"/v1/models/{SERVED_MODEL_NAME}:predict"
-    host = mirrored["graph_host"]
+def graph_endpoint(mirrored: dict[str, Any], ingress: str) -> tuple[str, str]:
+    """(base URL, Host header) of the InferenceGraph through the Istio ingress: its status.url
+    host, which KServe gives no Ingress in Standard mode and the deploy DAG's route serves
+    (manifests.graph_ingress_route)."""
+    return ingress, mirrored["graph_host"]
 
-    def via_ingress() -> bool:
-        with httpx.Client(timeout=30, trust_env=False) as http:
-            return http.post(ingress + path, json=body, headers={"Host": host}).status_code == 200
 
-    try:
-        wait_for(via_ingress, timeout=120, interval=5, what="graph via ingress")
-        yield ingress, host
-        return
-    except TimeoutError:
-        pass
-    with PortForward(
-        platform.kube,
-        f"svc/{GRAPH}",
-        80,
-        platform.serving_namespace,
-        timeout=120,
-        log_dir=platform.log_dir(),
-    ) as port:
-        yield f"http://127.0.0.1:{port}", ""
+@pytest.fixture(scope="module")
+def mirrored_by_istio(mirrored: dict[str, Any], airflow: Any, platform: Any) -> dict[str, Any]:
+    """deploy_traffic_mirroring in mode `virtualservice`: the primary cluster-local, its
+    external host served by the mirror VirtualService on the gateway."""
+    run_id = trigger(airflow, "deploy_traffic_mirroring", {"mirror_mode": "virtualservice", "sample_size": 50})
+    run = wait_run(airflow, "deploy_traffic_mirroring", run_id, _timeout("DEPLOY_DAG", 2400))
+    ns = platform.serving_namespace
+    vs = wait_for(lambda: platform.kube.get("virtualservice", f"{PRIMARY}-mirror", ns), timeout=300,
+                  interval=5, what=f"VirtualService {PRIMARY}-mirror")
+    primary = platform.kube.wait_condition("inferenceservice", PRIMARY, ns, timeout=600)
+    assert primary["metadata"]["labels"].get("networking.kserve.io/visibility") == "cluster-local"
+    external = [h for h in vs["spec"]["hosts"] if not h.endswith(".svc.cluster.local")]
+    assert external, vs["spec"]
+    return {"run": run, "virtual_service": vs, "host": external[0]}
 
 
 # ---------------------------------------------------------------------------- tests
@@ -362,18 +404,25 @@ def test_deploy_model_v1_and_v2_through_ingress(deployed: dict[str, Any], ingres
     assert len(data) == len(rows) and all(is_number(p) for p in data), v2.text
 
 
-def test_traffic_mirroring_graph_answers_like_primary(
-    mirrored: dict[str, Any], graph_endpoint: tuple[str, str], ingress: str
+def test_traffic_mirroring_graph_answers_like_primary_and_the_shadow_gets_every_request(
+    mirrored: dict[str, Any], graph_endpoint: tuple[str, str], ingress: str, platform: Any
 ) -> None:
-    """(4) deploy_traffic_mirroring -> InferenceGraph Ready; its answer is the primary's."""
-    body = v1_body(sample_rows())
+    """(4) deploy_traffic_mirroring -> InferenceGraph Ready and reachable through the gateway
+    by its own host; its answer is the primary's, and the shadow's prediction log shows each
+    request (the graph passes on the body, not the caller's x-request-id: KServe's router
+    propagates only configured headers, and kserve-resources v0.20 configures none)."""
     path = f"/v1/models/{SERVED_MODEL_NAME}:predict"
     base, host = graph_endpoint
-    through_graph = post_until_ok(base + path, body, host).json()
-    from_primary = post_until_ok(ingress + path, body, mirrored["primary_host"]).json()
-    assert through_graph["predictions"] == pytest.approx(from_primary["predictions"]), (
-        f"graph {through_graph} != primary {from_primary}"
-    )
+    assert host and host == mirrored["graph"]["status"]["url"].split("://", 1)[1]
+    since = time.time() - 5
+    requests = distinct_requests(5)
+    for rows in requests:
+        through_graph = post_until_ok(base + path, v1_body(rows), host).json()
+        from_primary = post_until_ok(ingress + path, v1_body(rows), mirrored["primary_host"]).json()
+        assert through_graph["predictions"] == pytest.approx(from_primary["predictions"]), (
+            f"graph {through_graph} != primary {from_primary}"
+        )
+    wait_received(platform, SHADOW, requests, since)
 
 
 def _stats_ok(folder: Path) -> tuple[int, int]:
@@ -488,8 +537,69 @@ def test_short_locust_run_has_no_failures(
     assert requests > 0, "Locust sent no requests"
 
 
+def test_task_logs_reach_elasticsearch_and_airflow_reads_them_back(
+    trained: dict[str, Any], airflow: Any, elasticsearch: Any
+) -> None:
+    """(7) A task's stdout JSON lines: Filebeat -> Logstash (log_id added) -> the task-log index
+    ECK's Logstash user may write; the api-server reads them back by log_id (the pod is gone)."""
+    run = trained["prepare"]
+    (ti, *_) = [t for t in airflow.task_instances("prepare_dataset", run["dag_run_id"]) if t.get("state") == "success"]
+    ti = {**ti, "dag_id": "prepare_dataset", "dag_run_id": run["dag_run_id"]}
+    wanted = evidence.log_id(LOG_ID_TEMPLATE, ti)
+    hits: list[dict[str, Any]] = []
+
+    def indexed() -> bool:
+        hits[:] = es_search(elasticsearch, TASK_LOG_INDICES, evidence.log_search(wanted))
+        return bool(hits)
+
+    wait_for(indexed, timeout=300, interval=10, what=f"task log lines with log_id {wanted} in {TASK_LOG_INDICES}")
+    assert all(h.get("log_id") == wanted for h in hits), hits[:3]
+    text = airflow.task_log("prepare_dataset", run["dag_run_id"], ti["task_id"], int(ti["try_number"]))
+    messages = [str(h.get("event") or h.get("message") or "") for h in hits]
+    assert any(m and m in text for m in messages), (
+        f"Airflow's log endpoint does not show the lines Elasticsearch has:\n{text[-2000:]}\n--- ES: {messages[:5]}"
+    )
+
+
+ISTIO_MIRRORED: dict[str, Any] = {}
+
+
+def test_virtualservice_mirror_copies_each_request_to_the_shadow(
+    mirrored_by_istio: dict[str, Any], ingress: str, platform: Any
+) -> None:
+    """(8) mirror_mode virtualservice: requests to the primary's external host answer from the
+    primary, and Istio copies each (with its x-request-id) to the shadow."""
+    path = f"/v1/models/{SERVED_MODEL_NAME}:predict"
+    since = time.time() - 5
+    requests = distinct_requests(5)
+    ids = [f"e2e-mirror-{int(since)}-{i}" for i in range(len(requests))]
+    for rows, request_id in zip(requests, ids, strict=True):
+        with httpx.Client(timeout=30, trust_env=False) as http:
+            wait_for(lambda r=rows, i=request_id: http.post(
+                ingress + path, json=v1_body(r), headers={"Host": mirrored_by_istio["host"], "x-request-id": i}
+            ).status_code == 200, timeout=180, interval=3, what=f"HTTP 200 from {mirrored_by_istio['host']}")
+    records = wait_received(platform, SHADOW, requests, since)
+    assert set(ids) <= evidence.request_ids(records), sorted(evidence.request_ids(records))
+    ISTIO_MIRRORED.update(ids=ids, since=since)
+
+
+def test_prediction_lines_reach_their_own_index(elasticsearch: Any) -> None:
+    """(9) The predictors' prediction lines go to their own index (not the task logs')."""
+    if not ISTIO_MIRRORED:
+        pytest.skip("needs the requests of test_virtualservice_mirror_copies_each_request_to_the_shadow")
+    query = {"size": 100, "query": {"terms": {"request_id.keyword": ISTIO_MIRRORED["ids"]}}}
+    found: list[dict[str, Any]] = []
+
+    def indexed() -> bool:
+        found[:] = es_search(elasticsearch, PREDICTION_INDICES, query)
+        return set(ISTIO_MIRRORED["ids"]) <= {h.get("request_id") for h in found}
+
+    wait_for(indexed, timeout=300, interval=10, what=f"the mirrored requests in {PREDICTION_INDICES}")
+    assert not es_search(elasticsearch, TASK_LOG_INDICES, query)
+
+
 def test_rbac_worker_may_deploy_only_in_serving_namespace(platform: Any) -> None:
-    """(6) The worker's service account manages InferenceServices in `serving` only."""
+    """(10) The worker's service account manages InferenceServices in `serving` only."""
     sa = platform.settings.worker_service_account
     kube = platform.kube
     assert kube.can_i(

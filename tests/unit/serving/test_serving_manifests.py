@@ -152,6 +152,20 @@ def test_mirror_on_a_gateway_also_owns_the_primarys_external_host():
         manifests.virtual_service_mirror("a", "b", replace(CONFIG, gateway="serving/gw"))
 
 
+def test_graph_ingress_route_serves_the_graphs_external_host_on_the_gateway():
+    config = replace(CONFIG, gateway="serving/serving-gateway", ingress_domain="models.wachttijden.nl")
+    vs = manifests.graph_ingress_route("wachttijden-graph", config)
+    assert vs["metadata"]["name"] == "wachttijden-graph-ingress"
+    # the host KServe puts in the graph's status.url (its domainTemplate), on the gateway only
+    assert vs["spec"]["hosts"] == ["wachttijden-graph-serving.models.wachttijden.nl"]
+    assert vs["spec"]["gateways"] == ["serving/serving-gateway"]
+    [route] = vs["spec"]["http"]
+    assert route["route"] == [{"destination": {"host": "wachttijden-graph.serving.svc.cluster.local",
+                                               "port": {"number": 80}}}]
+    with pytest.raises(ValueError, match="gateway and config.ingress_domain"):
+        manifests.graph_ingress_route("wachttijden-graph", CONFIG)
+
+
 def test_cluster_local_inference_service_gets_no_ingress_from_kserve():
     isvc = manifests.inference_service("wachttijden-primary", "models:/wachttijden/3", CONFIG, cluster_local=True)
     assert isvc["metadata"]["labels"]["networking.kserve.io/visibility"] == "cluster-local"

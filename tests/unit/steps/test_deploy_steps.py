@@ -1,4 +1,5 @@
-"""deploy_steps without MLflow: which versions a mirror compares."""
+"""deploy_steps without MLflow or a cluster: which versions a mirror compares, what a mirror
+deployment applies, how long a smoke test keeps trying."""
 
 from __future__ import annotations
 
@@ -86,3 +87,72 @@ def test_a_shadow_named_by_the_primarys_own_number_is_refused():
     registry = FakeRegistry([1, 2], {"champion": 2})
     with pytest.raises(SelfComparisonError, match="a shadow named by number must be another version"):
         resolve_mirror_versions("champion", "2", client=registry)
+
+
+class RecordingTarget:
+    """A deploy target that records what is applied and is Ready at once."""
+
+    name = "kubernetes"
+
+    def __init__(self, namespace: str = "serving") -> None:
+        self.namespace = namespace
+        self.applied: list[dict] = []
+
+    def apply(self, manifest: dict) -> None:
+        self.applied.append(manifest)
+
+    def wait_ready(self, kind: str, name: str, timeout: float = 0) -> str:
+        return f"http://{name}.{self.namespace}.svc.cluster.local"
+
+
+def test_a_graph_behind_the_gateway_gets_its_external_route(monkeypatch):
+    """KServe's Standard mode gives an InferenceGraph no Ingress: with the chart's gateway and
+    domain the mirror deployment applies the VirtualService that serves its external host."""
+    from airflow_project.deploy_steps import deploy_mirroring
+
+    monkeypatch.setenv("MLOPS_SERVING_GATEWAY", "serving/serving-gateway")
+    monkeypatch.setenv("MLOPS_INGRESS_DOMAIN", "mlops.test")
+    target = RecordingTarget()
+    out = deploy_mirroring("wachttijden-graph", "p", "s", mode="graph", target=target)
+    assert [(m["kind"], m["metadata"]["name"]) for m in target.applied] == [
+        ("InferenceGraph", "wachttijden-graph"), ("VirtualService", "wachttijden-graph-ingress")]
+    assert out["graph_host"] == "wachttijden-graph-serving.mlops.test"
+    assert out["entry_url"] == "http://wachttijden-graph.serving.svc.cluster.local"
+
+
+def test_a_graph_without_a_gateway_gets_no_route(monkeypatch):
+    from airflow_project.deploy_steps import deploy_mirroring
+
+    monkeypatch.delenv("MLOPS_SERVING_GATEWAY", raising=False)
+    target = RecordingTarget()
+    out = deploy_mirroring("wachttijden-graph", "p", "s", mode="graph", target=target)
+    assert [m["kind"] for m in target.applied] == ["InferenceGraph"] and "graph_host" not in out
+
+
+def test_smoke_test_keeps_trying_until_its_deadline(monkeypatch):
+    """KServe marks a graph Ready as soon as its router Deployment has an Available condition,
+    True or not (raw_ig.go PropagateRawStatus): the first requests may find no endpoint."""
+    import httpx
+
+    from airflow_project import deploy_steps
+
+    now = [0.0]
+    calls = []
+
+    def predict(url, rows, model_name, **kwargs):
+        calls.append(now[0])
+        if now[0] < 60:
+            raise httpx.ConnectError("connection refused")
+        return [4.0]
+
+    monkeypatch.setattr(deploy_steps, "_predict", predict)
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    result = deploy_steps.smoke_test("http://graph", graph=True, timeout=120, clock=lambda: now[0], sleep=sleep)
+    assert result["prediction"] == 4.0 and len(calls) > 5
+    calls.clear()
+    now[0] = -1000.0
+    with pytest.raises(deploy_steps.SmokeTestError, match=r"failed for 120s \(\d+ attempts\): connection refused"):
+        deploy_steps.smoke_test("http://graph", graph=True, timeout=120, clock=lambda: now[0], sleep=sleep)

@@ -191,7 +191,16 @@ def format_serving(objects: list[dict[str, Any]]) -> str:
              for obj in objects if not obj.get("running") and obj.get("orphans")]
     notes += [f"{_object_name(obj)} {'degraded' if obj.get('degraded') else 'not ready'}: {obj['reason']}"
               for obj in objects if obj.get("running") and obj.get("reason")]
+    notes += [capture_note(obj) for obj in objects if obj.get("capture")]
     return "\n".join([table, *notes])
+
+
+def capture_note(obj: dict[str, Any]) -> str:
+    """The capture process's counts (monitoring.capture_process): what reached the data lake, what was dropped."""
+    c = obj["capture"]
+    error = f"; last upload error: {c['last_error']}" if c.get("last_error") and c.get("buffered") else ""
+    return (f"{_object_name(obj)}: {c.get('written', 0):,} predictions written to {c.get('container')}, "
+            f"{c.get('buffered', 0):,} buffered, {c.get('dropped', 0):,} dropped{error}")
 
 
 def _ready_text(obj: dict[str, Any]) -> str:

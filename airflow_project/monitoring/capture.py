@@ -54,12 +54,12 @@ if TYPE_CHECKING:
 try:
     import orjson as _orjson
 
-    _loads = _orjson.loads
+    loads = _orjson.loads
 
     def _dumps(value: Any) -> bytes:
         return _orjson.dumps(value)
 except ImportError:  # the Airflow image has no orjson: the stdlib is slower, not different
-    _loads = json.loads
+    loads = json.loads
 
     def _dumps(value: Any) -> bytes:
         return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
@@ -198,7 +198,7 @@ def _body(record: Mapping[str, Any]) -> Any:
     raw = record.get("bytes")
     if not isinstance(raw, str):
         raise TypeError("no body")
-    return _loads(base64.b64decode(raw, validate=True))
+    return loads(base64.b64decode(raw, validate=True))
 
 
 def _request_rows(body: Any) -> list[tuple[str, ...]]:
@@ -279,7 +279,7 @@ class CaptureReader:
         stripped = data.lstrip()
         if stripped[:1] in (b"{", b"["):
             try:
-                batch = _loads(data)
+                batch = loads(data)
             except ValueError:
                 batch = None  # JSON lines, not one document
             if isinstance(batch, dict) and "reqType" in batch:
@@ -299,7 +299,7 @@ class CaptureReader:
             if b'"prediction"' not in line:
                 continue
             try:
-                record = _loads(line)
+                record = loads(line)
             except ValueError:
                 continue
             if not isinstance(record, dict) or record.get("event") != "prediction":

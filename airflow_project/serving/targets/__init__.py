@@ -99,9 +99,10 @@ def target_from_env(namespace: str | None = None) -> DeployTarget:
         from airflow_project.serving.targets.kubernetes import KubernetesTarget
 
         return KubernetesTarget(namespace)
-    from airflow_project.serving.targets.local import LocalTarget
+    from airflow_project.serving.targets.local import LocalTarget, capture_enabled
 
-    return LocalTarget(namespace, home=home_from_env(), base_port=Ports.from_env().serving)
+    return LocalTarget(namespace, home=home_from_env(), base_port=Ports.from_env().serving,
+                       capture=capture_enabled())
 
 
 def serving_config_from_env(namespace: str | None = None) -> Any:

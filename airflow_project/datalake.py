@@ -29,7 +29,7 @@ PREPROCESSED_CONTAINER = "preprocessed"
 MODEL_ARTIFACTS_CONTAINER = "modelartifacts"
 SERVING_LOGS_CONTAINER = "serving-logs"
 """Captured prediction requests and responses, in the layout KServe's blob logger writes
-(`monitoring.capture`)."""
+(`monitoring.capture`; serving.constants.CAPTURE_CONTAINER is the same name)."""
 CONTAINERS: tuple[str, ...] = (
     RAW_CONTAINER,
     INTERMEDIATE_CONTAINER,

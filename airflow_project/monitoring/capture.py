@@ -44,6 +44,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow_project.datalake import SERVING_LOGS_CONTAINER
+from airflow_project.serving.constants import (
+    CAPTURE_COMPONENT,
+    CAPTURE_PATH,
+    MODEL_VERSION_ANNOTATION,
+    REQUEST_ID_HEADER,
+)
 from airflow_project.wachttijden.schema import FEATURES
 
 if TYPE_CHECKING:
@@ -66,21 +72,9 @@ except ImportError:  # the Airflow image has no orjson: the stdlib is slower, no
 
 
 CAPTURE_CONTAINER = SERVING_LOGS_CONTAINER
-CAPTURE_URL = f"abfs://{CAPTURE_CONTAINER}"
-"""The logger's `url`: KServe's agent takes `abfs://` for Azure Blob and the URL's host
-(or user part) for the container (`pkg/logger/store.go`, `parseBlobStoreURL`)."""
-CAPTURE_PATH = "capture"
-"""The logger's `storage.path`, the last folder before the object's name. Without one the
-agent configures no blob store at all (`cmd/agent/main.go`, `startLogger`)."""
-COMPONENT = "predictor"
+COMPONENT = CAPTURE_COMPONENT
 REQUEST_TYPE = "org.kubeflow.serving.inference.request"
 RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
-REQUEST_ID_HEADER = "X-Request-Id"
-"""In Go's canonical form: the agent matches `metadataHeaders` against the canonical header
-names byte for byte (`pkg/logger/handler.go`, `slices.Contains`)."""
-MODEL_VERSION_ANNOTATION = "mlops.wachttijden/model-version"
-"""InferenceService annotation with the served registry version, passed into every record
-through `logger.metadataAnnotations`."""
 UNKNOWN_VERSION = "unknown"
 
 COLUMNS: tuple[str, ...] = ("request_id", "time", "namespace", "service", "version", *FEATURES,
@@ -396,18 +390,3 @@ def read_lake(lake: DataLake, *, prefix: str = "", since: dt.datetime | None = N
 
 def empty_traffic() -> ServedTraffic:
     return CaptureReader().traffic()
-
-
-def capture_logger_spec(*, batch_size: int, batch_interval: str) -> dict[str, Any]:
-    """The InferenceService's `spec.predictor.logger` that writes this layout (KServe v0.20's
-    `LoggerSpec`, `pkg/apis/serving/v1beta1/inference_service.go`)."""
-    return {
-        "mode": "all",
-        "url": CAPTURE_URL,
-        "metadataHeaders": [REQUEST_ID_HEADER],
-        "metadataAnnotations": [MODEL_VERSION_ANNOTATION],
-        "storage": {"path": CAPTURE_PATH, "parameters": {"format": "json"}},
-        "batchSize": int(batch_size),
-        "batchInterval": batch_interval,
-    }
-

@@ -132,8 +132,29 @@ def test_window_keeps_answers_inside_it():
     assert cut.frame["request_id"].tolist() == ["r1", "r2"] and cut.requests == 2
 
 
-def test_logger_spec_names_what_the_reader_expects():
-    spec = capture.capture_logger_spec(batch_size=100, batch_interval="10s")
-    assert spec["url"] == "abfs://serving-logs" and spec["storage"]["path"] == capture.CAPTURE_PATH
-    assert spec["metadataHeaders"] == ["X-Request-Id"]  # Go's canonical header name
-    assert spec["metadataAnnotations"] == [capture.MODEL_VERSION_ANNOTATION]
+def test_the_inference_service_logger_writes_what_the_reader_expects():
+    from airflow_project.datalake import SERVING_LOGS_CONTAINER
+    from airflow_project.serving import manifests
+
+    config = manifests.ServingConfig(capture=manifests.Capture("serving-logs-credentials"))
+    isvc = manifests.inference_service("wachttijden-primary", "models:/wachttijden/3", config)
+    logger = isvc["spec"]["predictor"]["logger"]
+    assert logger["url"] == f"abfs://{SERVING_LOGS_CONTAINER}" and capture.CAPTURE_CONTAINER == SERVING_LOGS_CONTAINER
+    assert logger["storage"]["path"] == capture.CAPTURE_PATH and logger["mode"] == "all"
+    assert logger["metadataHeaders"] == ["X-Request-Id"]  # Go's canonical header name
+    assert logger["metadataAnnotations"] == [capture.MODEL_VERSION_ANNOTATION]
+    annotations = isvc["metadata"]["annotations"]
+    assert annotations[capture.MODEL_VERSION_ANNOTATION] == "3"
+    assert annotations[manifests.STORAGE_SECRET_ANNOTATION] == "serving-logs-credentials"
+    plain = manifests.inference_service("wachttijden", "models:/wachttijden@champion")
+    assert "logger" not in plain["spec"]["predictor"]
+    assert "annotations" not in plain["metadata"]  # no version number to name, no Secret
+
+
+def test_kubernetes_capture_is_on_when_the_chart_names_the_secret(monkeypatch):
+    from airflow_project.serving import targets
+
+    monkeypatch.delenv(targets.CAPTURE_SECRET_ENV, raising=False)
+    assert targets.serving_config_from_env().capture is None
+    monkeypatch.setenv(targets.CAPTURE_SECRET_ENV, "serving-logs-credentials")
+    assert targets.serving_config_from_env().capture.secret_name == "serving-logs-credentials"

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow_project.monitoring import capture
+from airflow_project.serving.targets.local import capture_state_dir as state_dir
 
 log = logging.getLogger(__name__)
 
@@ -42,18 +43,6 @@ STATUS_BLOB = "_capture-status.json"
 CONNECTION_ENV = "MLOPS_CAPTURE_CONNECTION_STRING"
 PREDICTION_MARKERS = (b'"event":"prediction"', b'"event": "prediction"')
 READ_CHUNK = 4 * 1024 * 1024
-
-
-def state_dir(home: Path, namespace: str) -> Path:
-    """The process's own files: offsets, status."""
-    return Path(home) / "serving" / namespace / "capture"
-
-
-def read_status(home: Path, namespace: str) -> dict[str, Any] | None:
-    try:
-        return json.loads((state_dir(home, namespace) / "status.json").read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def connection_string() -> str:

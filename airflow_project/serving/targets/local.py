@@ -61,6 +61,19 @@ def capture_enabled() -> bool:
     return os.environ.get(CAPTURE_ENV, "1").strip() not in ("0", "false", "no", "off")
 
 
+def capture_state_dir(home: Path, namespace: str) -> Path:
+    """The capture process's own files (offsets, status.json) among the controller's state."""
+    return Path(home) / "serving" / namespace / "capture"
+
+
+def read_capture_status(home: Path, namespace: str) -> dict[str, Any] | None:
+    """The capture process's counts as it last wrote them (None before it has)."""
+    try:
+        return json.loads((capture_state_dir(home, namespace) / "status.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def spec_hash(manifest: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> str:
     payload = {"spec": manifest.get("spec"), "extra": dict(extra or {})}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
@@ -533,9 +546,7 @@ def local_serving_objects(home: Path, *, probe: bool = False) -> list[dict[str, 
                 state = target.readiness(record) if running else Readiness(False, "not running")
                 extra.update(ready=state.ready, degraded=state.degraded, reason=state.reason)
             if record["kind"] == CAPTURE:
-                from airflow_project.monitoring.capture_process import read_status
-
-                extra["capture"] = read_status(home, target.namespace)
+                extra["capture"] = read_capture_status(home, target.namespace)
             record.pop("manifest", None)
             records.append({**record, **extra})
     return records

@@ -9,7 +9,8 @@ import json
 import pytest
 
 from airflow_project.monitoring import capture
-from airflow_project.monitoring.capture_process import Capture, Tail, read_status
+from airflow_project.monitoring.capture_process import Capture, Tail
+from airflow_project.serving.targets.local import read_capture_status as read_status
 from airflow_project.wachttijden.categories import SAMPLE_ROW
 
 NS = "serving"

@@ -93,7 +93,7 @@ def test_status_shows_the_capture_counts(target):
     import time
 
     from airflow_project.local.summary import format_serving
-    from airflow_project.monitoring.capture_process import state_dir
+    from airflow_project.serving.targets.local import capture_state_dir as state_dir
 
     target.apply(isvc("wachttijden-primary", 3))
     status = state_dir(target.home, NS) / "status.json"

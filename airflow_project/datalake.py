@@ -149,13 +149,15 @@ class DataLake:
         return sorted(b.name for b in self.client.get_container_client(container).list_blobs(
             name_starts_with=prefix or None))
 
-    def list_since(self, container: str, prefix: str = "", since: dt.datetime | None = None) -> list[str]:
-        """Blobs under `prefix` last written at or after `since` (all when None); an absent
-        container has none."""
+    def list_written(self, container: str, prefix: str = "", since: dt.datetime | None = None,
+                     until: dt.datetime | None = None) -> list[str]:
+        """Blobs under `prefix` last written in [since, until) (either side open when None); an
+        absent container has none."""
         from azure.core.exceptions import ResourceNotFoundError
 
         try:
             blobs = self.client.get_container_client(container).list_blobs(name_starts_with=prefix or None)
-            return sorted(b.name for b in blobs if since is None or b.last_modified >= since)
+            return sorted(b.name for b in blobs if (since is None or b.last_modified >= since)
+                          and (until is None or b.last_modified < until))
         except ResourceNotFoundError:
             return []

@@ -38,7 +38,7 @@ import base64
 import datetime as dt
 import json
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -373,15 +373,14 @@ def read_path(path: Path | str) -> ServedTraffic:
 
 
 def read_lake(lake: DataLake, *, prefix: str = "", since: dt.datetime | None = None,
-              blobs: Iterable[str] | None = None) -> ServedTraffic:
-    """Captured traffic from the data lake's `serving-logs` container: every batch under
-    `prefix`, or only those written at or after `since` (a batch is written after its
-    records happened, so none of a window's records is missed)."""
+              until: dt.datetime | None = None) -> ServedTraffic:
+    """Captured traffic from the data lake's `serving-logs` container: the batches under
+    `prefix` written in [since, until). Windows by write time split the batches without a gap
+    or an overlap: a record is read in the window its batch was written in."""
     from airflow_project.datalake import BlobRef
 
     reader = CaptureReader()
-    names = list(blobs) if blobs is not None else lake.list_since(CAPTURE_CONTAINER, prefix, since)
-    for name in names:
+    for name in lake.list_written(CAPTURE_CONTAINER, prefix, since, until):
         if name.rsplit("/", 1)[-1].startswith("_"):
             continue  # the capture process's own status, not traffic
         reader.feed(lake.read(BlobRef(CAPTURE_CONTAINER, name)), f"{CAPTURE_CONTAINER}/{name}")

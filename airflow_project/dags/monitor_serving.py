@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
 from airflow_project.assets import PREPROCESSED_DATASET, RETRAINING_REQUESTED
-from airflow_project.dag_defaults import DAG_DEFAULTS
+from airflow_project.dag_defaults import DAG_DEFAULTS, serving_namespace_param
 from airflow_project.monitoring.thresholds import DEFAULT_MAX_MAE_RATIO
 from airflow_project.wachttijden.schema import DEFAULT_MAX_DRIFT
 
@@ -56,6 +56,12 @@ if TYPE_CHECKING:
             description="Fail when the realised MAE on served traffic is more than this many times the "
             "version's hold-out MAE (1 + the promotion rule's backtest margin).",
         ),
+        "namespace": serving_namespace_param(),
+        "labels_path": Param(
+            None, type=["null", "string"], title="Labelled export (optional)",
+            description="A preprocessed export whose waiting times score the served predictions, e.g. "
+            "preprocessed/wachttijden/2024/02/29/wachttijden.csv. Empty: the triggering export, else the newest.",
+        ),
         "lookback_hours": Param(
             24, type="integer", minimum=1, maximum=24 * 90, title="First window (hours)",
             description="Without an earlier monitoring run: how far back the first window reaches.",
@@ -70,13 +76,16 @@ def monitor_serving():
 
         from airflow_project.monitoring.steps import monitor as step
         from airflow_project.monitoring.thresholds import MonitorThresholds
+        from airflow_project.serving.targets import default_namespace
         from airflow_project.task_context import asset_event_path, data_lake, fail_on_bad_input
 
         with fail_on_bad_input():
             thresholds = MonitorThresholds(float(params["max_drift"]), float(params["max_mae_ratio"]))
             result, _ = step(data_lake(), thresholds, end=dt.datetime.now(dt.UTC),
                              lookback=dt.timedelta(hours=int(params["lookback_hours"])),
-                             event_path=asset_event_path(triggering_asset_events), run_name=dag_run.run_id,
+                             namespace=params["namespace"] or default_namespace(),
+                             event_path=params["labels_path"] or asset_event_path(triggering_asset_events),
+                             run_name=dag_run.run_id,
                              tags={"airflow_dag_id": dag_run.dag_id, "airflow_run_id": dag_run.run_id})
         return result
 

@@ -42,10 +42,10 @@ class MonitoringResult(TypedDict):
     requests: int
 
 
-def window_start(client: Any, end: dt.datetime, lookback: dt.timedelta) -> dt.datetime:
+def window_start(client: Any, namespace: str, end: dt.datetime, lookback: dt.timedelta) -> dt.datetime:
     from airflow_project.monitoring.tracking import previous_window_end
 
-    previous = previous_window_end(client)
+    previous = previous_window_end(client, namespace)
     if previous is not None and previous < end:
         return previous
     return end - lookback
@@ -93,28 +93,26 @@ def references(client: Any, lake: DataLake, versions: list[str], labels: Labels 
     return out
 
 
-def capture_counts(lake: DataLake) -> dict[str, float]:
-    """The local capture process's counts (its status blobs; none on Kubernetes, where
-    KServe's agent keeps none): predictions written and dropped, summed over namespaces."""
+def capture_counts(lake: DataLake, namespace: str) -> dict[str, float]:
+    """The local capture process's counts (its status blob; none on Kubernetes, where
+    KServe's agent keeps none): predictions written and dropped."""
     import json
 
     from airflow_project.datalake import BlobRef
     from airflow_project.monitoring.capture import CAPTURE_CONTAINER
     from airflow_project.monitoring.capture_process import STATUS_BLOB
 
-    totals: dict[str, float] = {}
-    for name in lake.list_written(CAPTURE_CONTAINER):
-        if name.endswith("/" + STATUS_BLOB):
-            status = json.loads(lake.read(BlobRef(CAPTURE_CONTAINER, name)))
-            for key in ("written", "dropped", "upload_errors"):
-                totals[f"capture_{key}"] = totals.get(f"capture_{key}", 0.0) + float(status.get(key, 0))
-    return totals
+    ref = BlobRef(CAPTURE_CONTAINER, f"{namespace}/{STATUS_BLOB}")
+    if not lake.exists(ref):
+        return {}
+    status = json.loads(lake.read(ref))
+    return {f"capture_{key}": float(status.get(key, 0)) for key in ("written", "dropped", "upload_errors")}
 
 
 def monitor(lake: DataLake, thresholds: MonitorThresholds, *, end: dt.datetime, lookback: dt.timedelta,
-            event_path: str | None = None, run_name: str | None = None,
+            namespace: str, event_path: str | None = None, run_name: str | None = None,
             tags: Mapping[str, str] | None = None) -> tuple[MonitoringResult, MonitoringReport]:
-    """The report for the window ending at `end`, logged to MLflow."""
+    """The report on the serving namespace's traffic in the window ending at `end`, logged to MLflow."""
     from mlflow import MlflowClient
 
     from airflow_project.datalake import dataset_day
@@ -124,18 +122,19 @@ def monitor(lake: DataLake, thresholds: MonitorThresholds, *, end: dt.datetime, 
 
     with mlflow_logs_at_their_level():
         client = MlflowClient()
-        start = window_start(client, end, lookback)
-        traffic = capture.read_lake(lake, since=start, until=end)
+        start = window_start(client, namespace, end, lookback)
+        traffic = capture.read_lake(lake, prefix=f"{namespace}/", since=start, until=end)
         labels = labelled_export(lake, event_path)
         refs = references(client, lake, traffic.versions(), labels)
-        report = build_report(traffic, refs, source=f"{capture.CAPTURE_CONTAINER}/", labels=labels,
+        report = build_report(traffic, refs, source=f"{capture.CAPTURE_CONTAINER}/{namespace}/", labels=labels,
                               thresholds=thresholds, window_start=start.isoformat(), window_end=end.isoformat())
         day = (dataset_day(event_path) if event_path else None) or end.date()
         frame = traffic.frame
         served = {v: frame.loc[frame["version"] == v, "prediction"].to_numpy() for v in traffic.versions()}
         training = {v: r.training_predictions for v, r in refs.items() if r.training_predictions is not None}
-        run_id = tracking.log_report(report, step=tracking.step_of(day), window_end=end, run_name=run_name, tags=tags,
-                                     extra_metrics=capture_counts(lake), served=served, training=training)
+        run_id = tracking.log_report(report, step=tracking.step_of(day), window_end=end, run_name=run_name,
+                                     tags={"namespace": namespace, **dict(tags or {})},
+                                     extra_metrics=capture_counts(lake, namespace), served=served, training=training)
     result = MonitoringResult(passed=report.passed, headline=report.headline(), reasons=report.reasons,
                               run_id=run_id, experiment=tracking.MONITORING_EXPERIMENT,
                               window_start=report.window_start or "", window_end=report.window_end or "",

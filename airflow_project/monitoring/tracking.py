@@ -73,12 +73,13 @@ def step_of(day: dt.date) -> int:
     return export_step(day)
 
 
-def previous_window_end(client: Any) -> dt.datetime | None:
-    """Where the newest monitoring run's window ended (the next window starts there)."""
+def previous_window_end(client: Any, namespace: str) -> dt.datetime | None:
+    """Where the newest monitoring run of the namespace's traffic ended (the next window starts there)."""
     experiment = client.get_experiment_by_name(MONITORING_EXPERIMENT)
     if experiment is None:
         return None
-    runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.{WINDOW_END_TAG} != ''",
+    runs = client.search_runs([experiment.experiment_id],
+                              filter_string=f"tags.{WINDOW_END_TAG} != '' and tags.namespace = '{namespace}'",
                               order_by=["attributes.start_time DESC"], max_results=1)
     if not runs:
         return None

@@ -320,7 +320,7 @@ def format_data_report(data: DataReport | None, label: str = "Data") -> list[str
 def final_summary(config: LocalConfig, password: str, models: list[ModelSummary], endpoints: Endpoints,
                   demo: list[TryIt], comparison: ShadowComparison | None, report: Reporter,
                   data: DataReport | None = None, drift_demo: DataReport | None = None,
-                  mlflow_url: str | None = None) -> str:
+                  mlflow_url: str | None = None, monitoring: list[str] | None = None) -> str:
     lines = [
         "",
         f"The local platform is up, the job has run and the champion is served (took {report.elapsed()}).",
@@ -339,6 +339,7 @@ def final_summary(config: LocalConfig, password: str, models: list[ModelSummary]
         if model.decision:
             lines.append(f"              {model.decision}")
     lines += format_serving_summary(endpoints, demo, comparison)
+    lines += ["", *monitoring] if monitoring else []
     lines += [
         "",
         f"  Logs        {config.logs}/ (services: <name>.log, tasks: airflow/, model servers: serving/)",

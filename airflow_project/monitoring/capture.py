@@ -188,19 +188,16 @@ def _header(metadata: Any, name: str) -> str | None:
     return None
 
 
-def _body(record: Mapping[str, Any]) -> Any:
-    raw = record.get("bytes")
-    if not isinstance(raw, str):
-        raise TypeError("no body")
-    return loads(base64.b64decode(raw, validate=True))
-
-
 def _request_rows(body: Any) -> list[tuple[str, ...]]:
     from airflow_project.serving import protocol
 
     if isinstance(body, dict) and "inputs" in body and "instances" not in body:
         return protocol.v2_rows(body["inputs"])
     return protocol.v1_rows(body, max_rows=protocol.MAX_INSTANCES)
+
+
+def _request_tuple(body: Any) -> tuple[tuple[str, ...], ...]:
+    return tuple(_request_rows(body))
 
 
 def _response_predictions(body: Any) -> tuple[list[float], str | None]:
@@ -217,40 +214,63 @@ def _response_predictions(body: Any) -> tuple[list[float], str | None]:
     raise ValueError("answer has neither 'predictions' nor an output named predictions")
 
 
-def _time(text: Any) -> dt.datetime:
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MICROSECOND = dt.timedelta(microseconds=1)
+
+
+def _epoch(text: Any) -> int:
+    """An RFC 3339 time as microseconds since the epoch (exact, unlike float seconds)."""
     value = dt.datetime.fromisoformat(str(text))
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    return ((value if value.tzinfo else value.replace(tzinfo=dt.UTC)) - _EPOCH) // _MICROSECOND
 
 
 class _Rows:
-    """Column lists for the frame, filled row by row."""
+    """The frame's columns, kept per request (id, time, service, ...) and per instance
+    (features, prediction) and expanded once at the end."""
 
     def __init__(self) -> None:
-        self.columns: dict[str, list[Any]] = {name: [] for name in COLUMNS}
+        self.request: dict[str, list[Any]] = {k: [] for k in ("request_id", "time", "namespace", "service",
+                                                               "version", "latency_ms", "n")}
+        self.rows: list[tuple[str, ...]] = []
+        self.predictions: list[float] = []
 
-    def add(self, request_id: str, time: dt.datetime, namespace: str, service: str, version: str,
-            rows: Sequence[Sequence[str]], predictions: Sequence[float], latency_ms: float) -> None:
+    def add(self, request_id: str, time: int, namespace: str, service: str, version: str,
+            rows: Sequence[tuple[str, ...]], predictions: Sequence[float], latency_ms: float) -> None:
+        """One answered request (`time`: the answer's, microseconds since the epoch)."""
         if len(rows) != len(predictions):
             raise ValueError(f"{len(rows)} instances but {len(predictions)} predictions")
-        c = self.columns
-        n = len(rows)
-        for name, value in (("request_id", request_id), ("time", time), ("namespace", namespace),
-                            ("service", service), ("version", version), ("latency_ms", latency_ms)):
-            c[name].extend([value] * n)
-        for i, feature in enumerate(FEATURES):
-            c[feature].extend(row[i] for row in rows)
-        c["prediction"].extend(predictions)
+        r = self.request
+        r["request_id"].append(request_id)
+        r["time"].append(time)
+        r["namespace"].append(namespace)
+        r["service"].append(service)
+        r["version"].append(version)
+        r["latency_ms"].append(latency_ms)
+        r["n"].append(len(rows))
+        self.rows.extend(rows)
+        self.predictions.extend(predictions)
 
     def frame(self) -> pd.DataFrame:
+        import numpy as np
         import pandas as pd
 
-        frame = pd.DataFrame(self.columns, columns=list(COLUMNS))
-        for name in ("request_id", "namespace", "service", "version", *FEATURES):
-            frame[name] = frame[name].astype("category")
-        frame["time"] = pd.to_datetime(frame["time"], utc=True)
-        frame["prediction"] = frame["prediction"].astype("float64")
-        frame["latency_ms"] = frame["latency_ms"].astype("float64")
-        return frame
+        n = np.asarray(self.request["n"], dtype="int64")
+        columns: dict[str, Any] = {}
+        for name in ("request_id", "namespace", "service", "version"):
+            values = pd.Categorical(self.request[name])
+            columns[name] = values.take(np.repeat(np.arange(len(values)), n)) if len(values) else values
+        columns["time"] = pd.to_datetime(np.repeat(np.asarray(self.request["time"], dtype="int64"), n),
+                                         unit="us", utc=True)
+        columns["latency_ms"] = np.repeat(np.asarray(self.request["latency_ms"], dtype="float64"), n)
+        by_feature = list(zip(*self.rows)) if self.rows else [() for _ in FEATURES]
+        for feature, values in zip(FEATURES, by_feature):
+            columns[feature] = pd.Categorical(values)
+        columns["prediction"] = np.asarray(self.predictions, dtype="float64")
+        return pd.DataFrame(columns, columns=list(COLUMNS))
+
+
+_CACHE_LIMIT = 200_000
+"""Decoded bodies kept by their base64 text: served traffic repeats its feature combinations."""
 
 
 class CaptureReader:
@@ -262,6 +282,8 @@ class CaptureReader:
         self._rows = _Rows()
         self._requests: dict[tuple[str, str, str], Mapping[str, Any]] = {}
         self._responses: dict[tuple[str, str, str], Mapping[str, Any]] = {}
+        self._requests_seen: dict[str, tuple[tuple[str, ...], ...]] = {}
+        self._responses_seen: dict[str, tuple[list[float], str | None]] = {}
         self.requests = 0
         self.unreadable = 0
         self.sources = 0
@@ -300,7 +322,7 @@ class CaptureReader:
                 continue
             try:
                 rows = [tuple(str(inst[f]) for f in FEATURES) for inst in record["inputs"]]
-                self._rows.add(str(record.get("request_id") or ""), dt.datetime.fromtimestamp(float(record["ts"]), dt.UTC),
+                self._rows.add(str(record.get("request_id") or ""), round(float(record["ts"]) * 1e6),
                                "", str(record.get("model_name") or ""),
                                str(record.get("model_version") or UNKNOWN_VERSION), rows,
                                [float(p) for p in record["outputs"]], float(record.get("latency_ms") or 0.0))
@@ -309,8 +331,8 @@ class CaptureReader:
                 self.unreadable += 1
 
     def _record(self, record: Mapping[str, Any]) -> None:
-        kind = str(record.get("reqType", "")).rsplit(".", 1)[-1]
-        key = (str(record.get("namespace", "")), str(record.get("inferenceService", "")), str(record.get("id", "")))
+        kind = str(record.get("reqType", "")).rpartition(".")[2]
+        key = (record.get("namespace", ""), record.get("inferenceService", ""), record.get("id", ""))
         if kind == "request":
             response = self._responses.pop(key, None)
             if response is None:
@@ -330,18 +352,35 @@ class CaptureReader:
         from airflow_project.serving.protocol import BadInput
 
         try:
-            rows = _request_rows(_body(request))
-            predictions, body_version = _response_predictions(_body(response))
-            answered, asked = _time(response["occurrenceTime"]), _time(request["occurrenceTime"])
-            annotations = request.get("annotations") or {}
-            version = (annotations.get(MODEL_VERSION_ANNOTATION) if isinstance(annotations, Mapping) else None) \
+            rows = self._decoded(self._requests_seen, request, _request_tuple)
+            predictions, body_version = self._decoded(self._responses_seen, response, _response_predictions)
+            answered, asked = _epoch(response["occurrenceTime"]), _epoch(request["occurrenceTime"])
+            annotations = request.get("annotations")
+            version = (annotations.get(MODEL_VERSION_ANNOTATION) if isinstance(annotations, dict) else None) \
                 or body_version or UNKNOWN_VERSION
-            self._rows.add(_header(request.get("metadata"), REQUEST_ID_HEADER) or str(request.get("id", "")),
-                           answered, str(request.get("namespace", "")), str(request.get("inferenceService", "")),
-                           str(version), rows, predictions, (answered - asked).total_seconds() * 1000.0)
+            metadata = request.get("metadata")
+            ids = metadata.get(REQUEST_ID_HEADER) if isinstance(metadata, dict) else None
+            request_id = str(ids[0]) if isinstance(ids, list) and ids else _header(metadata, REQUEST_ID_HEADER)
+            self._rows.add(request_id or str(request.get("id", "")), answered, str(request.get("namespace", "")),
+                           str(request.get("inferenceService", "")), str(version), rows, predictions,
+                           (answered - asked) / 1000.0)
             self.requests += 1
         except (BadInput, KeyError, TypeError, ValueError):
             self.unreadable += 1
+
+    @staticmethod
+    def _decoded(seen: dict[str, Any], record: Mapping[str, Any], decode: Any) -> Any:
+        """A record's body decoded (once per distinct body: traffic repeats itself)."""
+        raw = record.get("bytes")
+        if not isinstance(raw, str):
+            raise TypeError("no body")
+        value = seen.get(raw)
+        if value is None:
+            value = decode(loads(base64.b64decode(raw, validate=True)))
+            if len(seen) >= _CACHE_LIMIT:
+                seen.clear()
+            seen[raw] = value
+        return value
 
     def traffic(self) -> ServedTraffic:
         return ServedTraffic(self._rows.frame(), requests=self.requests, failed=len(self._requests),
@@ -362,8 +401,7 @@ def read_path(path: Path | str) -> ServedTraffic:
     """Captured traffic from a file or a folder (every file under it): capture batches in
     KServe's layout (e.g. a copy of the `serving-logs` container) or prediction-log lines."""
     reader = CaptureReader()
-    path = Path(path)
-    for file in _files(path):
+    for file in _files(Path(path)):
         try:
             data = file.read_bytes()
         except OSError as exc:

@@ -10,7 +10,8 @@ the offset it reached, kept in `capture/offsets.json` across restarts).
 
 Overload never reaches the predictors: lines become records in a bounded buffer (at most
 `--max-buffer` predictions); when it is full (the data lake is slow or down) new ones are
-dropped and counted. An uploader thread writes a batch (`--batch` predictions, or what
+dropped and counted; the process runs at a lower CPU priority than the predictors
+(NICENESS). An uploader thread writes a batch (`--batch` predictions, or what
 `--flush-seconds` collected) as one blob per InferenceService. SIGTERM: read the files to
 their end, write what is buffered, then exit. The counts (read, written, dropped, upload
 errors) are in `capture/status.json`, which `mlops status` shows, and in the blob
@@ -43,6 +44,10 @@ STATUS_BLOB = "_capture-status.json"
 CONNECTION_ENV = "MLOPS_CAPTURE_CONNECTION_STRING"
 PREDICTION_MARKERS = (b'"event":"prediction"', b'"event": "prediction"')
 READ_CHUNK = 4 * 1024 * 1024
+NICENESS = 10
+"""The capture process runs below the predictors' CPU priority: when the CPU is short the
+predictors go first, the buffer takes up the difference, and what does not fit is dropped
+and counted (`make bench-monitor` measured the cost with and without this)."""
 
 
 def connection_string() -> str:
@@ -115,7 +120,7 @@ class Capture:
     home: Path
     namespace: str
     upload: Callable[[str, bytes], None]
-    batch: int = 500
+    batch: int = 1000
     flush_seconds: float = 2.0
     max_buffer: int = 50_000
     clock: Callable[[], float] = time.monotonic
@@ -307,12 +312,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m airflow_project.monitoring.capture_process")
     parser.add_argument("--home", required=True, help="MLOPS_HOME: the local serving controller's records")
     parser.add_argument("--namespace", required=True)
-    parser.add_argument("--batch", type=int, default=500, help="predictions per blob")
+    parser.add_argument("--batch", type=int, default=1000, help="predictions per blob")
+    parser.add_argument("--nice", type=int, default=NICENESS, help="CPU priority below the predictors'")
     parser.add_argument("--flush-seconds", type=float, default=2.0, help="write a partial batch this old")
     parser.add_argument("--max-buffer", type=int, default=50_000, help="predictions held before dropping")
     parser.add_argument("--poll-seconds", type=float, default=0.2)
     parser.add_argument("--drain-seconds", type=float, default=8.0, help="on SIGTERM, how long to keep writing")
     args = parser.parse_args(argv)
+    with contextlib.suppress(OSError):
+        os.nice(args.nice)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("azure").setLevel(logging.WARNING)
     run(args)

@@ -71,7 +71,6 @@ EXIT_GATE_FAILED = 1
 
 def cmd_check(args: argparse.Namespace) -> int:
     """`mlops data check`: the data gate on a raw export against a prepared baseline."""
-    import json
 
     from airflow_project.wachttijden import dataset, export_checks
 
@@ -88,18 +87,21 @@ def cmd_check(args: argparse.Namespace) -> int:
         baseline_source=None if args.baseline is None else str(args.baseline),
         baseline_note="" if args.baseline is not None else "no --baseline given",
     )
-    print(json.dumps(report.to_dict(), ensure_ascii=False))
-    if report.passed:
-        return 0
-    for reason in report.reasons:
-        print(f"mlops data check: {args.input}: {reason}", file=sys.stderr)
-    return EXIT_GATE_FAILED
+    return verdict(report.to_dict(), report.reasons, f"mlops data check: {args.input}: ")
+
+
+def verdict(report: dict, reasons: list[str], prefix: str) -> int:
+    """A check's outcome: the report as one JSON line on stdout; the reasons on stderr, exit 1."""
+    import json
+
+    print(json.dumps(report, ensure_ascii=False))
+    for reason in reasons:
+        print(f"{prefix}{reason}", file=sys.stderr)
+    return EXIT_GATE_FAILED if reasons else 0
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
     """`mlops monitor`: captured traffic against the training data (and a labelled export)."""
-    import json
-
     from airflow_project.monitoring import capture, models
     from airflow_project.monitoring.report import Labels, build_report
     from airflow_project.monitoring.thresholds import MonitorThresholds
@@ -118,12 +120,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         references = models.references(traffic.versions(), baseline=baseline, baseline_source=str(args.baseline),
                                        tracking_uri=args.tracking_uri or default_tracking()[0])
     report = build_report(traffic, references, source=str(args.requests), labels=labels, thresholds=thresholds)
-    print(json.dumps(report.to_dict(), ensure_ascii=False))
-    if report.passed:
-        return 0
-    for reason in report.reasons:
-        print(f"mlops monitor: {reason}", file=sys.stderr)
-    return EXIT_GATE_FAILED
+    return verdict(report.to_dict(), report.reasons, "mlops monitor: ")
 
 
 def cmd_upload(args: argparse.Namespace) -> int:

@@ -41,15 +41,17 @@ def send_traffic(config: LocalConfig, endpoints: Endpoints, day: dt.date) -> int
     return REQUESTS
 
 
-def wait_for_capture(config: LocalConfig, namespace: str, written_before: int, expected: int) -> dict:
-    """Until the capture process has written `expected` more predictions (or the wait is over)."""
+def wait_for_capture(config: LocalConfig, namespace: str, read_before: int, expected: int) -> dict:
+    """Until the capture process has written what it had read before plus `expected` more
+    predictions (or the wait is over)."""
     from airflow_project.serving.targets.local import read_capture_status
 
     deadline = time.monotonic() + CAPTURE_WAIT_S
     status: dict = {}
     while time.monotonic() < deadline:
         status = read_capture_status(config.root, namespace) or {}
-        if status.get("written", 0) - written_before >= expected and not status.get("buffered"):
+        if status.get("written", 0) + status.get("dropped", 0) >= read_before + expected \
+                and not status.get("buffered"):
             break
         time.sleep(0.5)
     return status
@@ -64,13 +66,14 @@ def watch_serving(api: AirflowClient, config: LocalConfig, endpoints: Endpoints,
     from airflow_project.serving.targets.local import read_capture_status
 
     namespace = endpoints.namespace
-    before = (read_capture_status(config.root, namespace) or {}).get("written", 0)
+    # what the capture process has read so far (the smoke tests' predictions, perhaps not written yet)
+    before = (read_capture_status(config.root, namespace) or {}).get("captured", 0)
     sent = send_traffic(config, endpoints, day)
     status = wait_for_capture(config, namespace, before, 2 * sent)  # the primary's lines and the shadow's
     report(f"sent {sent} requests ({sent * INSTANCES} rows) through the mirror router; capture wrote "
            f"{status.get('written', 0) - before} predictions to {status.get('container', '?')}, "
            f"{status.get('dropped', 0)} dropped")
-    job.wait_for_dags(api, report, deadline, dag_ids=(MONITOR_DAG,))
+    job.wait_for_dags(api, report, deadline, dag_ids=(*job.JOB_DAGS, MONITOR_DAG))
     run_id = f"mlops_up__monitor__{dt.datetime.now(dt.UTC):%Y-%m-%dT%H-%M-%S}"
     run = job._triggered(MONITOR_DAG, api.trigger(MONITOR_DAG, None, note="triggered by mlops up",
                                                   conf={"namespace": namespace}, run_id=run_id), conflict=False)

@@ -287,7 +287,9 @@ def build_report(traffic: ServedTraffic, references: Mapping[str, Reference], *,
                               window_end=window_end, labels_source=None if labels is None else labels.source)
     if labels is None:
         report.notes.append("realised MAE not measured: no labelled export given")
-    by_version = {v: frame[frame["version"] == v] for v in traffic.versions()}
+    # the versions that answer callers first
+    ordered = sorted(traffic.versions(), key=lambda v: roles.get(v, PRIMARY) != PRIMARY)
+    by_version = {v: frame[frame["version"] == v] for v in ordered}
     for version, rows in by_version.items():
         failed = traffic.failed if len(by_version) == 1 else 0
         report.versions.append(_version_report(version, roles.get(version, PRIMARY), rows,

@@ -563,5 +563,5 @@ def restore_local_serving(home: Path, timeout: float = DEFAULT_TIMEOUT_S,
                           python: str = sys.executable) -> list[tuple[str, str, str | None]]:
     """Start again what `stop_local_serving` stopped (for `mlops up`): `(key, url, error)`
     per object that was not running, error None when it serves again."""
-    return [(target._key(record["kind"], record["name"]), str(record.get("url")), error)
+    return [(target._key(record["kind"], record["name"]), str(record.get("url") or "(no port)"), error)
             for target in _controllers(home, python) for record, error in target.restore(timeout)]

@@ -153,7 +153,7 @@ e2e: install ## build images, then run the kind end-to-end tests (Docker + inter
 #   TARGET=predictor|graph|both   HOST_HEADER=<isvc host> GRAPH_HOST_HEADER=<graph host> (Istio ingress)
 #   PREDICTOR_URL=  GRAPH_URL=  USERS=  RUN_TIME=  P95_MS=   (loadtest-ci: defaults 4 users, 30s, 250 ms)
 # See loadtest/README.md.
-.PHONY: loadtest loadtest-ci bench bench-serving bench-mirror soak nginx
+.PHONY: loadtest loadtest-ci bench bench-serving bench-mirror bench-monitor soak nginx
 LOADTEST_ARGS = $(if $(TARGET),--target $(TARGET)) \
   $(if $(HOST_HEADER),--host-header '$(HOST_HEADER)') \
   $(if $(GRAPH_HOST_HEADER),--graph-host-header '$(GRAPH_HOST_HEADER)') \
@@ -168,13 +168,16 @@ loadtest: install ## Locust web UI on 127.0.0.1:8089 (TARGET=predictor|graph|bot
 loadtest-ci: install ## headless Locust, fixed users/time; fails on any error or p95 > P95_MS; reports/loadtest*
 	$(PY) -m loadtest.run ci $(LOADTEST_ARGS) --reports-dir reports
 
-bench: bench-serving bench-mirror ## both benchmarks below (reports/bench-serving.md, reports/bench-mirror.md)
+bench: bench-serving bench-mirror bench-monitor ## the three benchmarks below (reports/bench-serving.md, bench-mirror.md, bench-monitor.md)
 
 bench-serving: install ## serving: predictor vs MLServer vs HTTP floor, graph modes (BENCH_ARGS=--quick)
 	$(PY) -m loadtest.bench_serving $(BENCH_ARGS)
 
 bench-mirror: install $(if $(findstring --no-nginx,$(MIRROR_ARGS)),,nginx) ## mirroring isolation: router vs nginx mirror, shadow healthy/slow/killed (MIRROR_ARGS=--quick)
 	$(PY) -m loadtest.bench_mirror $(MIRROR_ARGS)
+
+bench-monitor: install ## capture on vs off (predictor req/s, p99) and mlops monitor over 1M captured requests (MONITOR_ARGS=--quick)
+	$(PY) -m loadtest.bench_monitor $(MONITOR_ARGS)
 
 soak: install ## Locust soak: predictor + mirror router, zero failures, p99 and RSS stable (reports/soak.md; SOAK_ARGS="--duration 30s")
 	$(PY) -m loadtest.soak $(SOAK_ARGS)

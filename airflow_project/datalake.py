@@ -27,11 +27,15 @@ RAW_CONTAINER = "raw"
 INTERMEDIATE_CONTAINER = "intermediate"
 PREPROCESSED_CONTAINER = "preprocessed"
 MODEL_ARTIFACTS_CONTAINER = "modelartifacts"
+SERVING_LOGS_CONTAINER = "serving-logs"
+"""Captured prediction requests and responses, in the layout KServe's blob logger writes
+(`monitoring.capture`; serving.constants.CAPTURE_CONTAINER is the same name)."""
 CONTAINERS: tuple[str, ...] = (
     RAW_CONTAINER,
     INTERMEDIATE_CONTAINER,
     PREPROCESSED_CONTAINER,
     MODEL_ARTIFACTS_CONTAINER,
+    SERVING_LOGS_CONTAINER,
 )
 
 DATASET = "wachttijden"
@@ -144,3 +148,16 @@ class DataLake:
     def list(self, container: str, prefix: str = "") -> list[str]:
         return sorted(b.name for b in self.client.get_container_client(container).list_blobs(
             name_starts_with=prefix or None))
+
+    def list_written(self, container: str, prefix: str = "", since: dt.datetime | None = None,
+                     until: dt.datetime | None = None) -> list[str]:
+        """Blobs under `prefix` last written in [since, until) (either side open when None); an
+        absent container has none."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            blobs = self.client.get_container_client(container).list_blobs(name_starts_with=prefix or None)
+            return sorted(b.name for b in blobs if (since is None or b.last_modified >= since)
+                          and (until is None or b.last_modified < until))
+        except ResourceNotFoundError:
+            return []

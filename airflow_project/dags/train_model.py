@@ -2,7 +2,8 @@
 ### Train and register the waiting-time model
 
 Runs when `prepare_dataset` publishes a new preprocessed dataset (asset
-`wachttijden_preprocessed`), or by hand. Trains on a seeded split, evaluates
+`wachttijden_preprocessed`), when `monitor_serving` finds the served model slipping (asset
+`wachttijden_retraining_requested`, on the labelled export it names), or by hand. Trains on a seeded split, evaluates
 against a mean-predictor baseline, logs params, metrics, signature, input
 example and a predicted-vs-actual plot to MLflow, and registers model
 `wachttijden` with a model card (the version's description). Before training, the
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from airflow.sdk import Param, dag, task
 
-from airflow_project.assets import PREPROCESSED_DATASET
+from airflow_project.assets import PREPROCESSED_DATASET, RETRAINING_REQUESTED
 from airflow_project.dag_defaults import DAG_DEFAULTS
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 
 @dag(
     dag_id="train_model",
-    schedule=[PREPROCESSED_DATASET],
+    schedule=PREPROCESSED_DATASET | RETRAINING_REQUESTED,
     **DAG_DEFAULTS,
     tags=["wachttijden", "training", "mlflow"],
     doc_md=__doc__,

@@ -71,7 +71,6 @@ EXIT_GATE_FAILED = 1
 
 def cmd_check(args: argparse.Namespace) -> int:
     """`mlops data check`: the data gate on a raw export against a prepared baseline."""
-    import json
 
     from airflow_project.wachttijden import dataset, export_checks
 
@@ -88,12 +87,40 @@ def cmd_check(args: argparse.Namespace) -> int:
         baseline_source=None if args.baseline is None else str(args.baseline),
         baseline_note="" if args.baseline is not None else "no --baseline given",
     )
-    print(json.dumps(report.to_dict(), ensure_ascii=False))
-    if report.passed:
-        return 0
-    for reason in report.reasons:
-        print(f"mlops data check: {args.input}: {reason}", file=sys.stderr)
-    return EXIT_GATE_FAILED
+    return verdict(report.to_dict(), report.reasons, f"mlops data check: {args.input}: ")
+
+
+def verdict(report: dict, reasons: list[str], prefix: str) -> int:
+    """A check's outcome: the report as one JSON line on stdout; the reasons on stderr, exit 1."""
+    import json
+
+    print(json.dumps(report, ensure_ascii=False))
+    for reason in reasons:
+        print(f"{prefix}{reason}", file=sys.stderr)
+    return EXIT_GATE_FAILED if reasons else 0
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    """`mlops monitor`: captured traffic against the training data (and a labelled export)."""
+    from airflow_project.monitoring import capture, models
+    from airflow_project.monitoring.report import Labels, build_report
+    from airflow_project.monitoring.thresholds import MonitorThresholds
+    from airflow_project.wachttijden import dataset
+
+    try:
+        thresholds = MonitorThresholds.from_optional(args.max_drift, args.max_mae_ratio)
+        traffic = capture.read_path(args.requests)
+    except ValueError as exc:  # CaptureError included
+        raise CommandError(str(exc)) from None
+    baseline = dataset.read_prepared(_read_input(args.baseline), str(args.baseline))
+    labels = None
+    if args.labels is not None:
+        labels = Labels(dataset.read_prepared(_read_input(args.labels), str(args.labels)), str(args.labels))
+    with contextlib.redirect_stdout(sys.stderr):  # stdout is the one JSON line
+        references = models.references(traffic.versions(), baseline=baseline, baseline_source=str(args.baseline),
+                                       tracking_uri=args.tracking_uri or default_tracking()[0])
+    report = build_report(traffic, references, source=str(args.requests), labels=labels, thresholds=thresholds)
+    return verdict(report.to_dict(), report.reasons, "mlops monitor: ")
 
 
 def cmd_upload(args: argparse.Namespace) -> int:
@@ -268,6 +295,19 @@ def build_parser() -> argparse.ArgumentParser:
                                 prefix_chars="\0")
     serve.add_argument("args", nargs=argparse.REMAINDER)
     serve.set_defaults(func=cmd_serve)
+
+    monitor = commands.add_parser("monitor", help="drift and realised error of captured traffic")
+    monitor.add_argument("--requests", type=Path, required=True, metavar="PATH",
+                         help="captured traffic: a folder or file in the capture layout, or prediction-log lines")
+    monitor.add_argument("--baseline", type=Path, required=True, help="prepared CSV the served model was trained on")
+    monitor.add_argument("--labels", type=Path, help="prepared CSV of a later export: realised MAE")
+    monitor.add_argument("--max-drift", type=float, metavar="PSI",
+                         help=f"fail above this input or prediction drift (default {DEFAULT_MAX_DRIFT})")
+    monitor.add_argument("--max-mae-ratio", type=float, metavar="R",
+                         help="fail when realised MAE / hold-out MAE is above R (default 1 + the promotion margin)")
+    monitor.add_argument("--tracking-uri", help="registry of the served versions (default: $MLFLOW_TRACKING_URI, "
+                         "else .local/)")
+    monitor.set_defaults(func=cmd_monitor)
 
     up = commands.add_parser("up", help="start the local platform and run the whole job")
     up.add_argument("--rows", type=_positive, default=20_000, help="rows of the generated export")

@@ -22,6 +22,7 @@ AIRFLOW_ADMIN_USER = "admin"
 PREPARE_DAG = "prepare_dataset"
 TRAIN_DAG = "train_model"
 MIRROR_DAG = "deploy_traffic_mirroring"
+MONITOR_DAG = "monitor_serving"
 
 # Azurite's published development account. It is not a secret: every Azurite
 # installation accepts it, and it only works against 127.0.0.1.

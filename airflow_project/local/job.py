@@ -117,13 +117,22 @@ def run(config: LocalConfig, report: Reporter, deadline: float, drift_demo_rows:
             registry = registry_state(config)
         primary, shadow = serving_versions(registry)
         endpoints = ensure_mirroring(api, config, primary, shadow, report, deadline)
+        monitoring = watch(api, config, endpoints, report, deadline)
         demo_report = drift_demo(api, config, drift_demo_rows, report, deadline) if drift_demo_rows else None
     models = [model_summary(config, version, registry) for version in dict.fromkeys((primary, shadow))]
     demo = try_it(endpoints)
     comparison = shadow_comparison(config)
     data = data_report(config, todays_export())
     return final_summary(config, password, models, endpoints, demo, comparison, report, data, demo_report,
-                         training_runs_url(config))
+                         training_runs_url(config), monitoring=monitoring)
+
+
+def watch(api: AirflowClient, config: LocalConfig, endpoints: Endpoints, report: Reporter,
+          deadline: float) -> list[str]:
+    """A little traffic through the mirror router, captured, and one monitor_serving run (`local.watch`)."""
+    from airflow_project.local.watch import watch_serving
+
+    return watch_serving(api, config, endpoints, today(), report, deadline)
 
 
 def todays_export() -> str:

@@ -191,7 +191,16 @@ def format_serving(objects: list[dict[str, Any]]) -> str:
              for obj in objects if not obj.get("running") and obj.get("orphans")]
     notes += [f"{_object_name(obj)} {'degraded' if obj.get('degraded') else 'not ready'}: {obj['reason']}"
               for obj in objects if obj.get("running") and obj.get("reason")]
+    notes += [capture_note(obj) for obj in objects if obj.get("capture")]
     return "\n".join([table, *notes])
+
+
+def capture_note(obj: dict[str, Any]) -> str:
+    """The capture process's counts (monitoring.capture_process): what reached the data lake, what was dropped."""
+    c = obj["capture"]
+    error = f"; last upload error: {c['last_error']}" if c.get("last_error") and c.get("buffered") else ""
+    return (f"{_object_name(obj)}: {c.get('written', 0):,} predictions written to {c.get('container')}, "
+            f"{c.get('buffered', 0):,} buffered, {c.get('dropped', 0):,} dropped{error}")
 
 
 def _ready_text(obj: dict[str, Any]) -> str:
@@ -311,7 +320,7 @@ def format_data_report(data: DataReport | None, label: str = "Data") -> list[str
 def final_summary(config: LocalConfig, password: str, models: list[ModelSummary], endpoints: Endpoints,
                   demo: list[TryIt], comparison: ShadowComparison | None, report: Reporter,
                   data: DataReport | None = None, drift_demo: DataReport | None = None,
-                  mlflow_url: str | None = None) -> str:
+                  mlflow_url: str | None = None, monitoring: list[str] | None = None) -> str:
     lines = [
         "",
         f"The local platform is up, the job has run and the champion is served (took {report.elapsed()}).",
@@ -330,6 +339,7 @@ def final_summary(config: LocalConfig, password: str, models: list[ModelSummary]
         if model.decision:
             lines.append(f"              {model.decision}")
     lines += format_serving_summary(endpoints, demo, comparison)
+    lines += ["", *monitoring] if monitoring else []
     lines += [
         "",
         f"  Logs        {config.logs}/ (services: <name>.log, tasks: airflow/, model servers: serving/)",

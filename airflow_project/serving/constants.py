@@ -78,6 +78,24 @@ GRAPH_SERVICE_PORT = 80
 service reconciler's CommonDefaultHttpPort; the router listens on 8080 behind it)."""
 
 
+# Capture: what the InferenceService's logger (KServe's agent) writes, and the local capture
+# process too (monitoring.capture reads it; the sources it follows are cited there).
+CAPTURE_CONTAINER = "serving-logs"
+"""The data-lake container of captured requests and responses (datalake.SERVING_LOGS_CONTAINER)."""
+CAPTURE_URL = f"abfs://{CAPTURE_CONTAINER}"
+"""The logger's `url`: KServe's agent takes `abfs://` for Azure Blob and the URL's host (or
+user part) for the container (pkg/logger/store.go, `parseBlobStoreURL`)."""
+CAPTURE_PATH = "capture"
+"""The logger's `storage.path`, the last folder before an object's name. Without one the
+agent configures no blob store at all (cmd/agent/main.go, `startLogger`)."""
+CAPTURE_COMPONENT = "predictor"
+REQUEST_ID_HEADER = "X-Request-Id"
+"""In Go's canonical form: the agent matches `metadataHeaders` against canonical header
+names byte for byte (pkg/logger/handler.go, `slices.Contains`)."""
+MODEL_VERSION_ANNOTATION = "mlops.wachttijden/model-version"
+"""InferenceService annotation with the served registry version, passed into every captured
+record through `logger.metadataAnnotations`."""
+
 # Process-level defaults (local and container)
 DEFAULT_HTTP_PORT = 8080
 MAX_BODY_BYTES = 4 * 1024 * 1024

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from airflow_project.serving.constants import (
+    CAPTURE_PATH,
+    CAPTURE_URL,
     CONTAINER_NAME,
     CONTAINER_PORT,
     DEFAULT_NAMESPACE,
@@ -25,9 +27,11 @@ from airflow_project.serving.constants import (
     GRAPH_SERVICE_PORT,
     INFERENCE_GRAPH,
     INFERENCE_SERVICE,
+    MODEL_VERSION_ANNOTATION,
     NAME_PATTERN,
     PREDICTOR_COMMAND,
     PREDICTOR_SERVICE_SUFFIX,
+    REQUEST_ID_HEADER,
     RESOURCES,
     SERVED_MODEL_NAME,
     VIRTUAL_SERVICE,
@@ -38,6 +42,43 @@ from airflow_project.serving.constants import (
 APP_LABEL = "app.kubernetes.io/part-of"
 CLUSTER_LOCAL_LABEL = "networking.kserve.io/visibility"
 APP_NAME = "wachttijden"
+STORAGE_SECRET_ANNOTATION = "serving.kserve.io/secretName"
+"""Names the Secret whose credentials KServe mounts into the logger's container: the
+kserve-resources chart sets `credentials.storageSecretNameAnnotation` to it (values.yaml,
+`kserve.storage.storageSecretNameAnnotation`), and the agent injector then takes that
+Secret instead of a service account's (pkg/credentials/service_account_credentials.go,
+`CreateSecretVolumeAndEnvFromServiceAccount`)."""
+
+
+@dataclass(frozen=True)
+class Capture:
+    """The InferenceService's `logger`: every request and response to the data lake's
+    capture container, batched, in the layout `monitoring.capture` reads.
+
+    KServe v0.20's agent (pkg/webhook/admission/pod/agent_injector.go) gets its storage
+    credentials from the Secret named by STORAGE_SECRET_ANNOTATION, as environment
+    variables (pkg/credentials/azure/azure_secret.go): with `AZURE_CLIENT_ID`,
+    `AZURE_CLIENT_SECRET`, `AZURE_TENANT_ID` and `AZURE_STORAGE_ACCESS_KEY` (any value: its
+    presence makes the agent use azidentity's DefaultAzureCredential,
+    pkg/agent/storage/utils.go) plus `AZURE_ACCOUNT_NAME` or `AZURE_SERVICE_URL`. A
+    storage account key alone is not enough: the agent never signs with a shared key."""
+
+    secret_name: str
+    batch_size: int = 100
+    batch_interval: str = "10s"
+    """A partial batch is written at the latest this long after its first record."""
+
+    def logger(self) -> dict[str, Any]:
+        """`spec.predictor.logger` (KServe v0.20's LoggerSpec, pkg/apis/serving/v1beta1/inference_service.go)."""
+        return {
+            "mode": "all",
+            "url": CAPTURE_URL,
+            "metadataHeaders": [REQUEST_ID_HEADER],
+            "metadataAnnotations": [MODEL_VERSION_ANNOTATION],
+            "storage": {"path": CAPTURE_PATH, "parameters": {"format": "json"}},
+            "batchSize": int(self.batch_size),
+            "batchInterval": self.batch_interval,
+        }
 
 
 @dataclass(frozen=True)
@@ -80,6 +121,8 @@ class ServingConfig:
     """`<namespace>/<name>` of the Istio Gateway serving external hosts (mirror routes attach to it)."""
     ingress_domain: str | None = None
     """KServe's ingress domain: external hosts are `<name>-<namespace>.<domain>`."""
+    capture: Capture | None = None
+    """Capture requests and responses with KServe's logger (None: no logger)."""
 
     def __post_init__(self) -> None:
         if not self.image or ":" in self.image.rsplit("/", 1)[-1]:
@@ -197,10 +240,17 @@ def inference_service(
     }
     if config.service_account_name:
         predictor["serviceAccountName"] = config.service_account_name
+    annotations = dict(config.annotations)
+    version = model_uri.rsplit("/", 1)[-1]
+    if version.isdigit():
+        annotations[MODEL_VERSION_ANNOTATION] = version
+    if config.capture is not None:
+        predictor["logger"] = config.capture.logger()
+        annotations[STORAGE_SECRET_ANNOTATION] = config.capture.secret_name
     return {
         "apiVersion": RESOURCES[INFERENCE_SERVICE].api_version,
         "kind": INFERENCE_SERVICE,
-        "metadata": _metadata(name, config, "predictor", config.annotations),
+        "metadata": _metadata(name, config, "predictor", annotations),
         "spec": {"predictor": predictor},
     }
 

@@ -105,6 +105,14 @@ def categorical_psi(baseline: Mapping[str, int], new: Mapping[str, int]) -> floa
     return _psi_from_counts(expected, actual)
 
 
+def psi_noise(bins: int, n_baseline: int, n_new: int) -> float:
+    """The PSI two samples of one distribution show by chance, about (bins - 1) * (1/n + 1/m):
+    a drift near it says nothing (README, "Why these thresholds")."""
+    if n_baseline < 1 or n_new < 1:
+        return math.inf
+    return max(bins - 1, 0) * (1.0 / n_baseline + 1.0 / n_new)
+
+
 def ks_statistic(baseline: Any, new: Any) -> float:
     """The two-sample Kolmogorov-Smirnov statistic (largest gap between the two CDFs)."""
     from scipy.stats import ks_2samp

@@ -29,6 +29,9 @@ NAMESPACE_ENV = "MLOPS_SERVING_NAMESPACE"
 IMAGE_ENV = "MLOPS_PREDICTOR_IMAGE"
 GATEWAY_ENV = "MLOPS_SERVING_GATEWAY"
 INGRESS_DOMAIN_ENV = "MLOPS_INGRESS_DOMAIN"
+CAPTURE_SECRET_ENV = "MLOPS_CAPTURE_SECRET"
+"""Kubernetes: the Secret with the capture logger's storage credentials (manifests.Capture);
+unset, InferenceServices get no logger (the agent refuses to start without that Secret)."""
 
 
 class DeployError(RuntimeError):
@@ -99,16 +102,18 @@ def target_from_env(namespace: str | None = None) -> DeployTarget:
         from airflow_project.serving.targets.kubernetes import KubernetesTarget
 
         return KubernetesTarget(namespace)
-    from airflow_project.serving.targets.local import LocalTarget
+    from airflow_project.serving.targets.local import LocalTarget, capture_enabled
 
-    return LocalTarget(namespace, home=home_from_env(), base_port=Ports.from_env().serving)
+    return LocalTarget(namespace, home=home_from_env(), base_port=Ports.from_env().serving,
+                       capture=capture_enabled())
 
 
 def serving_config_from_env(namespace: str | None = None) -> Any:
     """`ServingConfig` for the target: namespace, predictor image (`MLOPS_PREDICTOR_IMAGE`,
     `repo:tag`), tracking URI (`MLFLOW_TRACKING_URI`), the Istio gateway and ingress domain
-    for external hosts (`MLOPS_SERVING_GATEWAY`, `MLOPS_INGRESS_DOMAIN`; the chart sets them)."""
-    from airflow_project.serving.manifests import ServingConfig
+    for external hosts (`MLOPS_SERVING_GATEWAY`, `MLOPS_INGRESS_DOMAIN`; the chart sets them),
+    the capture logger's credentials Secret (`MLOPS_CAPTURE_SECRET`)."""
+    from airflow_project.serving.manifests import Capture, ServingConfig
 
     image, tag = DEFAULT_PREDICTOR_IMAGE, DEFAULT_PREDICTOR_TAG
     ref = os.environ.get(IMAGE_ENV, "").strip()
@@ -125,6 +130,7 @@ def serving_config_from_env(namespace: str | None = None) -> Any:
         tracking_uri=os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI,
         gateway=os.environ.get(GATEWAY_ENV) or None,
         ingress_domain=os.environ.get(INGRESS_DOMAIN_ENV) or None,
+        capture=Capture(secret) if (secret := os.environ.get(CAPTURE_SECRET_ENV, "").strip()) else None,
     )
 
 

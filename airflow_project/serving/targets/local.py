@@ -48,6 +48,31 @@ from airflow_project.settings import REPO_ROOT
 
 log = logging.getLogger(__name__)
 
+CAPTURE = "Capture"
+"""The local capture process's record kind (one per namespace, named CAPTURE_NAME): not a
+Kubernetes object, the local stand-in for the InferenceService logger (KServe's agent)."""
+CAPTURE_NAME = "capture"
+CAPTURE_MODULE = "airflow_project.monitoring.capture_process"
+CAPTURE_ENV = "MLOPS_CAPTURE"
+"""`0` turns capture off for the controllers `target_from_env()` builds (default on)."""
+
+
+def capture_enabled() -> bool:
+    return os.environ.get(CAPTURE_ENV, "1").strip() not in ("0", "false", "no", "off")
+
+
+def capture_state_dir(home: Path, namespace: str) -> Path:
+    """The capture process's own files (offsets, status.json) among the controller's state."""
+    return Path(home) / "serving" / namespace / "capture"
+
+
+def read_capture_status(home: Path, namespace: str) -> dict[str, Any] | None:
+    """The capture process's counts as it last wrote them (None before it has)."""
+    try:
+        return json.loads((capture_state_dir(home, namespace) / "status.json").read_text())
+    except (OSError, ValueError):
+        return None
+
 
 def spec_hash(manifest: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> str:
     payload = {"spec": manifest.get("spec"), "extra": dict(extra or {})}
@@ -129,12 +154,15 @@ class LocalTarget:
         base_port: int | None = None,
         python: str = sys.executable,
         poll_interval: float = 0.3,
+        capture: bool = False,
     ) -> None:
         self.namespace = namespace
         self.home = Path(home)
         self.base_port = base_port
         self.python = python
         self.poll_interval = poll_interval
+        self.capture = capture
+        """Start the capture process (`monitoring.capture_process`) with the first predictor."""
 
     # ---- paths and state
     @property
@@ -212,6 +240,11 @@ class LocalTarget:
     # ---- the protocol
     def apply(self, manifest: Mapping[str, Any]) -> None:
         kind, name = manifest_identity(manifest, self.namespace)
+        self._reconcile(kind, name, manifest)
+        if kind == INFERENCE_SERVICE and self.capture:
+            self.ensure_capture()
+
+    def _reconcile(self, kind: str, name: str, manifest: Mapping[str, Any]) -> None:
         with self._locked():
             port = self.port_for(kind, name)
             argv, extra, graph_file = self._plan(kind, name, manifest, port)
@@ -235,6 +268,25 @@ class LocalTarget:
                 "ready_path": extra["ready_path"], "manifest": manifest,
             })
             log.info("%s %s: started pid %d on port %d", kind, name, pid, port)
+
+    def ensure_capture(self) -> None:
+        """The namespace's capture process, started (and recorded) unless it runs already.
+        It follows every InferenceService's log; it has no port."""
+        with self._locked():
+            current = self.state(CAPTURE, CAPTURE_NAME)
+            if current and self._running(current):
+                return
+            if current:
+                self._stop(current)
+            argv = [self.python, "-m", CAPTURE_MODULE, "--home", str(self.home), "--namespace", self.namespace]
+            pid = self._start(CAPTURE, CAPTURE_NAME, argv, None)
+            self._write_json(self.state_path(CAPTURE, CAPTURE_NAME), {
+                "kind": CAPTURE, "name": CAPTURE_NAME, "namespace": self.namespace, "pid": pid, "pgid": pid,
+                "create_time": _create_time(pid), "port": None, "url": None, "argv": argv,
+                "log": str(self._log_path(CAPTURE, CAPTURE_NAME)), "started_at": time.time(),
+                "ready_path": None, "manifest": None,
+            })
+            log.info("capture of namespace %s: started pid %d", self.namespace, pid)
 
     def _plan(
         self, kind: str, name: str, manifest: Mapping[str, Any], port: int
@@ -280,11 +332,11 @@ class LocalTarget:
         return short.removesuffix(PREDICTOR_SERVICE_SUFFIX)
 
     def _running(self, record: Mapping[str, Any]) -> bool:
-        return alive(record.get("pid"), ("airflow_project.serving", f"--port {record.get('port')}"))
+        return alive(record.get("pid"), _identity(record))
 
-    def _start(self, kind: str, name: str, argv: list[str], port: int) -> int:
+    def _start(self, kind: str, name: str, argv: list[str], port: int | None) -> int:
         deadline = time.monotonic() + 15
-        while not port_is_free(port):
+        while port is not None and not port_is_free(port):
             if time.monotonic() > deadline:
                 raise DeployError(
                     f"{kind} {name}: port {port} on 127.0.0.1 is in use by another program; stop it "
@@ -307,7 +359,7 @@ class LocalTarget:
         # Until exec() is done the child shows our own command line, and `_running` (which
         # checks it against pid reuse) would call it a stranger: wait for the exec.
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not alive(proc.pid, ("airflow_project.serving",)):
+        while time.monotonic() < deadline and not alive(proc.pid, (argv[2],)):
             if not alive(proc.pid):
                 break  # exited already: wait_ready reports it with the log
             time.sleep(0.02)
@@ -339,7 +391,10 @@ class LocalTarget:
 
     def readiness(self, record: Mapping[str, Any]) -> Readiness:
         """Whether an object serves: a predictor when its readiness path answers; a router when
-        it answers and the services its requests need are ready (see `Readiness`)."""
+        it answers and the services its requests need are ready (see `Readiness`); the capture
+        process when it runs."""
+        if record["kind"] == CAPTURE:
+            return Readiness(True) if self._running(record) else Readiness(False, "not running")
         if not self._answers(record):
             return Readiness(False, f"{record['url']}{record['ready_path']} not answering 200")
         if record["kind"] == INFERENCE_SERVICE:
@@ -421,6 +476,10 @@ class LocalTarget:
             if self._running(record):
                 continue
             try:
+                if record["kind"] == CAPTURE:
+                    self.ensure_capture()
+                    results.append((self.state(CAPTURE, CAPTURE_NAME) or record, None))
+                    continue
                 self.apply(record["manifest"])
                 started.append(record)
             except (DeployError, ValueError, KeyError, OSError) as exc:
@@ -435,7 +494,16 @@ class LocalTarget:
 
 
 def _routers_first(record: Mapping[str, Any]) -> int:
-    return {VIRTUAL_SERVICE: 0, INFERENCE_GRAPH: 1, INFERENCE_SERVICE: 2}.get(record["kind"], 3)
+    """Stop order (restore: the reverse). Capture last: it reads what the predictors wrote
+    before they stopped."""
+    return {VIRTUAL_SERVICE: 0, INFERENCE_GRAPH: 1, INFERENCE_SERVICE: 2, CAPTURE: 3}.get(record["kind"], 4)
+
+
+def _identity(record: Mapping[str, Any]) -> tuple[str, ...]:
+    """What a recorded process's command line must contain to be the one started (pid reuse)."""
+    if record.get("kind") == CAPTURE:
+        return (CAPTURE_MODULE, f"--namespace {record.get('namespace')}")
+    return ("airflow_project.serving", f"--port {record.get('port')}")
 
 
 def _group(record: Mapping[str, Any]) -> int:
@@ -477,6 +545,8 @@ def local_serving_objects(home: Path, *, probe: bool = False) -> list[dict[str, 
             if probe:
                 state = target.readiness(record) if running else Readiness(False, "not running")
                 extra.update(ready=state.ready, degraded=state.degraded, reason=state.reason)
+            if record["kind"] == CAPTURE:
+                extra["capture"] = read_capture_status(home, target.namespace)
             record.pop("manifest", None)
             records.append({**record, **extra})
     return records
@@ -493,5 +563,5 @@ def restore_local_serving(home: Path, timeout: float = DEFAULT_TIMEOUT_S,
                           python: str = sys.executable) -> list[tuple[str, str, str | None]]:
     """Start again what `stop_local_serving` stopped (for `mlops up`): `(key, url, error)`
     per object that was not running, error None when it serves again."""
-    return [(target._key(record["kind"], record["name"]), str(record.get("url")), error)
+    return [(target._key(record["kind"], record["name"]), str(record.get("url") or "(no port)"), error)
             for target in _controllers(home, python) for record, error in target.restore(timeout)]

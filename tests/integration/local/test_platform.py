@@ -16,6 +16,7 @@ import datetime as dt
 import io
 import json
 import os
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -213,6 +214,13 @@ def test_up_serves_the_champion_and_the_graph(first_up: UpResult) -> None:
     assert summary.curl_command(mirror, body) in out
     assert f"-> {json.dumps(answers['predictor'])}" in out
     assert "Comparison  MLflow experiment wachttijden-shadow: " in out
+    # a little traffic, captured, and one monitor_serving run with its headline and report
+    sent = re.search(r"sent 200 requests \(1000 rows\) through the mirror router; capture wrote (\d+) predictions "
+                     r"to serving-logs, 0 dropped", out)
+    assert sent and int(sent.group(1)) >= 400, out[out.find("sent 200"):][:2000]  # primary and shadow, smoke tests too
+    assert re.search(r"Monitoring  monitor_serving run mlops_up__monitor__\S+: v\d+ \(primary\) \d+ requests, drift "
+                     r".*shadow v\d+ vs primary v\d+ on \d+ mirrored requests.*; passed", out), out
+    assert re.search(r"report: http://127\.0\.0\.1:\d+/#/experiments/\d+/runs/\w+", out)
 
 
 def test_status_shows_every_service_running_and_ready(first_up: UpResult) -> None:
@@ -225,8 +233,12 @@ def test_status_shows_every_service_running_and_ready(first_up: UpResult) -> Non
     assert "have no pid file" not in out.getvalue()  # every process of the home is accounted for
     serving = out.getvalue().split("\n\n")[1].splitlines()
     assert serving[0].split()[:2] == ["SERVING", "KIND"]
-    rows = sorted((line.split()[0], line.split()[1], line.split()[2], line.split()[5]) for line in serving[1:])
-    assert rows == [("serving/wachttijden-graph", "InferenceGraph", "running", "yes"),
+    rows = sorted((line.split()[0], line.split()[1], line.split()[2], line.split()[5]) for line in serving[1:]
+                  if not line.split()[0].endswith(":"))
+    assert re.search(r"^serving/capture: [\d,]+ predictions written to serving-logs, [\d,]+ buffered, 0 dropped$",
+                     out.getvalue(), re.MULTILINE), out.getvalue()
+    assert rows == [("serving/capture", "Capture", "running", "yes"),
+                    ("serving/wachttijden-graph", "InferenceGraph", "running", "yes"),
                     ("serving/wachttijden-primary", "InferenceService", "running", "yes"),
                     ("serving/wachttijden-primary-mirror", "VirtualService", "running", "yes"),
                     ("serving/wachttijden-shadow", "InferenceService", "running", "yes")]
@@ -337,20 +349,20 @@ def test_down_stops_our_processes_and_keeps_data(first_up: UpResult, monkeypatch
     target = LocalTarget("serving", home=config.root, base_port=config.ports.serving)
     deploy_predictor("wachttijden", "models:/wachttijden/1", target=target, timeout=300)
     serving = _serving_pids(config)
-    assert sorted(serving) == ["wachttijden", "wachttijden-graph", "wachttijden-primary",
+    assert sorted(serving) == ["capture", "wachttijden", "wachttijden-graph", "wachttijden-primary",
                                "wachttijden-primary-mirror", "wachttijden-shadow"]
     out, err = io.StringIO(), io.StringIO()
     assert commands.down(config, out=out, err=err) == 0
     assert err.getvalue() == ""
     for kind, name in (("InferenceGraph", "wachttijden-graph"), ("InferenceService", "wachttijden-primary"),
                        ("InferenceService", "wachttijden-shadow"), ("InferenceService", "wachttijden"),
-                       ("VirtualService", "wachttijden-primary-mirror")):
+                       ("VirtualService", "wachttijden-primary-mirror"), ("Capture", "capture")):
         assert f"stopped serving serving/{kind}/{name}" in out.getvalue()
     assert "serving objects kept: `make up` starts them again on their ports" in out.getvalue()
     for pid in serving.values():
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     assert [o["name"] for o in job.serving_objects(config) if o["running"]] == []
-    assert len(job.serving_objects(config)) == 5  # the records are kept
+    assert len(job.serving_objects(config)) == 6  # the records are kept (the capture process's too)
     assert _listening(config) == []
     for name, pid in pids.items():
         assert f"stopped {name} (pid {pid})" in out.getvalue()

@@ -7,9 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from airflow_project.assets import PREPROCESSED_DATASET, RETRAINING_REQUESTED
 from airflow_project.local.config import DAGS_FOLDER
+from airflow_project.monitoring.thresholds import DEFAULT_MAX_MAE_RATIO
+from airflow_project.wachttijden.schema import DEFAULT_MAX_DRIFT
 
-EXPECTED_DAGS = {"prepare_dataset", "train_model", "deploy_model", "deploy_traffic_mirroring"}
+EXPECTED_DAGS = {"prepare_dataset", "train_model", "deploy_model", "deploy_traffic_mirroring", "monitor_serving"}
 OPTIONAL_DAGS: set[str] = set()
 HEAVY_MODULES = {"pandas", "numpy", "sklearn", "mlflow", "kubernetes", "azure", "kserve", "matplotlib"}
 
@@ -105,11 +108,22 @@ def test_the_ui_rule_is_what_the_check_applies():
 
 
 def test_train_model_is_scheduled_on_the_prepared_asset(dagbag):
-    from airflow_project.assets import PREPROCESSED_DATASET
 
     prepare = dagbag.dags["prepare_dataset"]
     train = dagbag.dags["train_model"]
     outlets = prepare.get_task("fix_missing_values").outlets
     assert PREPROCESSED_DATASET in outlets
     scheduled_on = {asset.name for asset in train.timetable.asset_condition.objects}
-    assert scheduled_on == {PREPROCESSED_DATASET.name}
+    assert scheduled_on == {PREPROCESSED_DATASET.name, RETRAINING_REQUESTED.name}
+
+
+def test_monitor_serving_runs_daily_and_on_each_export_and_can_request_retraining(dagbag):
+    from airflow.sdk import AssetOrTimeSchedule
+
+    monitor = dagbag.dags["monitor_serving"]
+    assert isinstance(monitor.timetable, AssetOrTimeSchedule)
+    assert monitor.timetable.asset_condition == PREPROCESSED_DATASET
+    assert monitor.timetable.timetable.expression == "0 0 * * *"
+    assert RETRAINING_REQUESTED in monitor.get_task("request_retraining").outlets
+    params = monitor.params
+    assert params["max_drift"] == DEFAULT_MAX_DRIFT and params["max_mae_ratio"] == DEFAULT_MAX_MAE_RATIO

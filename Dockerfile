@@ -81,4 +81,4 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
 # The InferenceService passes `--model-uri models:/wachttijden/<v> --name wachttijden
 # --port 8080 [--tracking-uri ...]` as container args.
 ENTRYPOINT ["mlops", "serve"]
-CMD ["--port", "8080"]
+CMD ["--host", "0.0.0.0", "--port", "8080"]

@@ -25,6 +25,7 @@ from airflow_project.serving.constants import (
     NAME_PATTERN,
     PREDICTOR_COMMAND,
     PREDICTOR_SERVICE_SUFFIX,
+    PUBLIC_HOST,
     RESOURCES,
     SERVED_MODEL_NAME,
     VIRTUAL_SERVICE,
@@ -147,7 +148,7 @@ def inference_service(
         "args": [
             "--model_name", model,
             "--model-uri", model_uri,
-            "--http_port", str(CONTAINER_PORT),
+            "--http_port", str(CONTAINER_PORT), "--host", PUBLIC_HOST,
         ],
         "env": env,
         "ports": [{"containerPort": CONTAINER_PORT, "protocol": "TCP"}],

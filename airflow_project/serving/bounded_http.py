@@ -10,10 +10,11 @@ fresh connection that never sends anything. This protocol bounds each of those:
 - the request target: at most `ReadLimits.max_request_line` bytes, else 414 (RFC 9112
   section 3: a server MUST answer 414 to a target longer than it will parse);
 - the request head (request line and headers): at most `ReadLimits.max_head` bytes, else
-  431. What is counted is what arrives while a head is incomplete, fed to the parser in
-  slices of `FEED_SLICE` bytes, so a head is refused once it exceeds the cap and at most
-  one slice more is ever held; a head up to `max_head - FEED_SLICE` bytes is always
-  accepted (60 KiB with the defaults: Envoy's own default `max_request_headers_kb`);
+  431. While a head is incomplete, what arrives is fed to the parser in slices of
+  `FEED_SLICE` bytes and counted, so at most one slice more than the cap is ever held; a
+  head that completes near the cap is measured exactly from its parts. (A head pipelined
+  behind another request in the same read may be refused up to one slice below the cap:
+  60 KiB always pass, Envoy's own default `max_request_headers_kb`);
 - a malformed request line or header: 400 (httptools' message);
 - the head must be complete within `head_timeout` seconds of its first byte (a fresh
   connection: of the connection's start), the body within `body_timeout` seconds of the
@@ -108,6 +109,7 @@ class BoundedHttpToolsProtocol(CoalescingHttpToolsProtocol):  # type: ignore[mis
         super().__init__(*args, **kwargs)
         self._state = _IDLE
         self._head_bytes = 0
+        self._slice = 0
         self._deadline: Any = None
         self._refused = False
         self._linger_left = 0
@@ -152,6 +154,7 @@ class BoundedHttpToolsProtocol(CoalescingHttpToolsProtocol):  # type: ignore[mis
 
     def _feed(self, data: Any, size: int) -> bool:
         """Feed one slice; False once the connection is refused (or upgraded)."""
+        self._slice = size
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
@@ -173,9 +176,13 @@ class BoundedHttpToolsProtocol(CoalescingHttpToolsProtocol):  # type: ignore[mis
         if self._state == _HEAD:
             self._head_bytes += size
             if self._head_bytes > self.limits.max_head:
-                self._refuse(431, f"request head (request line and headers) larger than {self.limits.max_head} bytes")
+                self._refuse(431, self._too_large)
                 return False
         return not self._refused
+
+    @property
+    def _too_large(self) -> str:
+        return f"request head (request line and headers) larger than {self.limits.max_head} bytes"
 
     # ---- parser callbacks
     def on_message_begin(self) -> None:
@@ -192,6 +199,13 @@ class BoundedHttpToolsProtocol(CoalescingHttpToolsProtocol):  # type: ignore[mis
         self._state = _BODY
         if self._deadline is not None:
             self._cancel_deadline()
+        if self._head_bytes + self._slice > self.limits.max_head:
+            # A head that ends in this slice was not counted in full: count its parts exactly
+            # (only heads near the cap get here; a request in one read never does).
+            size = (len(self.parser.get_method()) + len(self.url) + len(" HTTP/1.1\r\n\r\n") + 1
+                    + sum(len(k) + len(v) + 4 for k, v in self.headers))
+            if size > self.limits.max_head:
+                raise _Refusal(431, self._too_large)
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:

@@ -90,7 +90,8 @@ def create_application(server: Any) -> Any:
     `ModelServer.start()` would otherwise only add them when it starts serving."""
     from kserve import model_server
 
-    apply()  # the RESTServer that registers them once
+    if not getattr(model_server.RESTServer, "one_write", False):
+        apply()  # the RESTServer that registers them once (keeping the host and limits `apply` was given)
     model_server.RESTServer(
         "kserve.model_server:app", server.dataplane, server.model_repository_extension, 0
     ).create_application()

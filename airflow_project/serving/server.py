@@ -187,7 +187,6 @@ def serve(
 ) -> None:
     """Load `model_uri` through the MLflow server and serve it as `name` on host:port (blocking)."""
     kserve_compat.check_versions()  # before the model load: an upgrade fails in a second
-    kserve_compat.log_like_kserve("airflow_project.serving")
     model = build_model(model_uri, name, tracking_uri)
     # Everything imported and loaded so far (mlflow, sklearn, pandas, the model) lives as
     # long as the process: move it out of the collector's reach, so that full collections
@@ -196,6 +195,7 @@ def serve(
     gc.freeze()
     built = build_app(model, max_body_bytes, http_port=port, server_options=server_options, host=host,
                       limits=limits)
+    kserve_compat.log_like_kserve("airflow_project.serving")  # KServe's logging is set up by now
     log.info("serving %s (%s, version %s) on %s:%d", name, model.model_uri, model.model_version, host, port)
     kserve_compat.run(built.server, built.app, [model])
 

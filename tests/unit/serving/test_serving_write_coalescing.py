@@ -173,7 +173,11 @@ def test_connection_close_request_gets_its_whole_response_before_the_close():
 def test_the_predictor_gives_kserves_uvicorn_server_its_protocol_and_host():
     from kserve.protocol.rest.server import RESTServer
 
-    from airflow_project.serving.bounded_http import BoundedHttpToolsProtocol, ReadLimits, http_protocol
+    from airflow_project.serving.bounded_http import (
+        BoundedHttpToolsProtocol,
+        ReadLimits,
+        http_protocol,
+    )
     from airflow_project.serving.kserve_compat import use_predictor_http
 
     module = types.SimpleNamespace(RESTServer=RESTServer)

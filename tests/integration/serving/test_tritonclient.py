@@ -43,14 +43,8 @@ def test_server_and_model_metadata_and_readiness(client):
 def test_infer(client, registered, binary: bool, request_outputs: bool):
     import tritonclient.http as httpclient
 
-    inputs = []
-    for feature in FEATURES:
-        tensor = httpclient.InferInput(feature, [len(ROWS)], "BYTES")
-        tensor.set_data_from_numpy(np.array([row[feature].encode() for row in ROWS], dtype=object),
-                                   binary_data=binary)
-        inputs.append(tensor)
     outputs = [httpclient.InferRequestedOutput("predictions", binary_data=binary)] if request_outputs else None
-    result = client.infer("wachttijden", inputs, outputs=outputs)
+    result = client.infer("wachttijden", _inputs(httpclient, binary), outputs=outputs)
     want = registered["champion"][1].predict(pd.DataFrame(ROWS))
     assert result.as_numpy("predictions").tolist() == pytest.approx(want.tolist())
     assert result.get_response()["model_name"] == "wachttijden"

@@ -613,7 +613,9 @@ def markdown(report: dict) -> str:
         (f"- (b) MLServer {env['versions']['mlserver']}: runtime `{ml['runtime']}`, model format {ml['format']}, "
         f"KServe's defaults (one inference worker process). {ml['note']}"),
         ("- Predictor, floor and router run the same HTTP stack: uvicorn + uvloop + httptools, with "
-        "`serving.write_coalescing` (one socket write per response instead of uvicorn's two)."),
+        "`serving.bounded_http` (one socket write per response instead of uvicorn's two, and bounded reads)."),
+        ("- MLflow (when started here) runs without its job runner, on the servers' CPU(s); "
+         "it is idle while the cells are measured."),
         ("- (a) predictor: KServe ModelServer, one process; answers from a table of the pipeline's predictions "
         "over every category combination (identical to `pipeline.predict`), so per request it does no sklearn work; "
         "it writes one flushed JSON log line per prediction (its access record) and updates KServe's latency "

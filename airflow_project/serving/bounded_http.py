@@ -26,6 +26,10 @@ Every refusal is one JSON error answer (`{"error": ...}`, `connection: close`, a
 read that discards what the client is still sending (at most `LINGER_BYTES`, `LINGER_S`)
 before the connection is closed, so that the client reads the answer instead of a reset.
 
+It overrides uvicorn's parser callbacks and reads its per-connection state (`cycle`,
+`connections`, `server_state`) as uvicorn 0.54's `protocols/http/httptools_impl.py` has them:
+`kserve_compat.WRITTEN_FOR` names that release, and the predictor refuses to start with another.
+
 Timers cost the hot path nothing: a request whose head and body arrive in one read (any
 prediction) never arms one; the deadlines are armed only when a read ends inside a head
 or a body.

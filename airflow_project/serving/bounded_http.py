@@ -64,6 +64,7 @@ LINGER_S = 2.0
 """After a refusal: what is read and discarded at most, and for how long, before closing."""
 
 _IDLE, _HEAD, _BODY = 0, 1, 2
+_Base = CoalescingHttpToolsProtocol  # its per-request callbacks, called directly (cheaper than super())
 
 
 @dataclass(frozen=True)
@@ -142,14 +143,28 @@ class BoundedHttpToolsProtocol(CoalescingHttpToolsProtocol):  # type: ignore[mis
                 self.transport.close()
             return
         self._unset_keepalive_if_required()
-        if len(data) <= FEED_SLICE:
-            self._feed(data, len(data))
+        size = len(data)
+        if size <= FEED_SLICE:  # the usual read: a whole request (inlined `_feed`, the hot path)
+            self._slice = size
+            try:
+                self.parser.feed_data(data)
+            except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+                self._parser_stopped(exc)
+                return
+            if self._refused:
+                return
+            state = self._state
+            if state == _HEAD:
+                self._head_bytes += size
+                if self._head_bytes > self.limits.max_head:
+                    self._refuse(431, self._too_large)
+                    return
         else:
             view = memoryview(data)
-            for start in range(0, len(data), FEED_SLICE):
-                if not self._feed(view[start:start + FEED_SLICE], min(FEED_SLICE, len(data) - start)):
+            for start in range(0, size, FEED_SLICE):
+                if not self._feed(view[start:start + FEED_SLICE], min(FEED_SLICE, size - start)):
                     return
-        state = self._state
+            state = self._state
         if state == _HEAD:
             if self._deadline is None:
                 self._arm(self.limits.head_timeout, self._head_timed_out)
@@ -161,21 +176,8 @@ class BoundedHttpToolsProtocol(CoalescingHttpToolsProtocol):  # type: ignore[mis
         self._slice = size
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserCallbackError as exc:
-            refusal = exc.__context__
-            if isinstance(refusal, _Refusal):
-                self._refuse(refusal.status, refusal.message)
-            else:  # as uvicorn's own protocol answers any parser failure
-                self._refuse(400, f"malformed HTTP request ({type(refusal).__name__}: {refusal})")
-            return False
-        except httptools.HttpParserUpgrade:
-            if self._should_upgrade():
-                self.handle_websocket_upgrade()
-            else:
-                self._unsupported_upgrade_warning()
-            return False
-        except httptools.HttpParserError as exc:
-            self._refuse(400, f"malformed HTTP request ({exc})")
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            self._parser_stopped(exc)
             return False
         if self._state == _HEAD:
             self._head_bytes += size
@@ -184,13 +186,29 @@ class BoundedHttpToolsProtocol(CoalescingHttpToolsProtocol):  # type: ignore[mis
                 return False
         return not self._refused
 
+    def _parser_stopped(self, exc: Exception) -> None:
+        """The parser raised: a refusal from a callback, an upgrade, or a malformed request."""
+        if isinstance(exc, httptools.HttpParserUpgrade):
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+        elif isinstance(exc, httptools.HttpParserCallbackError):
+            refusal = exc.__context__
+            if isinstance(refusal, _Refusal):
+                self._refuse(refusal.status, refusal.message)
+            else:  # as uvicorn's own protocol answers any parser failure
+                self._refuse(400, f"malformed HTTP request ({type(refusal).__name__}: {refusal})")
+        else:
+            self._refuse(400, f"malformed HTTP request ({exc})")
+
     @property
     def _too_large(self) -> str:
         return f"request head (request line and headers) larger than {self.limits.max_head} bytes"
 
     # ---- parser callbacks
     def on_message_begin(self) -> None:
-        super().on_message_begin()
+        _Base.on_message_begin(self)
         self._state = _HEAD
         self._head_bytes = 0
 
@@ -210,13 +228,13 @@ class BoundedHttpToolsProtocol(CoalescingHttpToolsProtocol):  # type: ignore[mis
                     + sum(len(k) + len(v) + 4 for k, v in self.headers))
             if size > self.limits.max_head:
                 raise _Refusal(431, self._too_large)
-        super().on_headers_complete()
+        _Base.on_headers_complete(self)
 
     def on_message_complete(self) -> None:
         self._state = _IDLE
         if self._deadline is not None:
             self._cancel_deadline()
-        super().on_message_complete()
+        _Base.on_message_complete(self)
 
     def send_400_response(self, msg: str) -> None:
         self._refuse(400, msg)

@@ -50,9 +50,9 @@ def _with_request_id(scope: Mapping[str, Any], headers: list[tuple[bytes, bytes]
 class PredictorEndpoints:
     """The predictor's own non-prediction answers (module docstring), then KServe."""
 
-    def __init__(self, kserve_app: Any, model: Any,
-                 predict: Callable[[Any, Any, Any, bool], Awaitable[None]],
+    def __init__(self, kserve_app: Any, model: Any, predict: Callable[[Any, Any, Any], Awaitable[None]],
                  server_metadata: Mapping[str, Any] | None = None) -> None:
+        """`predict`: the ASGI app answering `POST /v2/models/<name>/infer` (the fast path)."""
         self.app = kserve_app
         self.model = model
         self.predict = predict
@@ -103,7 +103,7 @@ class PredictorEndpoints:
     # ---- routing
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
-            return await self.app(scope, receive, send)
+            return await self.app(scope, receive, send)  # lifespan
         method, path = scope["method"], scope["path"]
         read = self.reads.get(path)
         if read is not None:
@@ -115,7 +115,7 @@ class PredictorEndpoints:
             if method != "POST":
                 return await self._answer(scope, send, 405, self._post_only(method, path), _POST_ALLOW)
             return await self.predict({**scope, "path": self.unversioned_infer,
-                                       "raw_path": self.unversioned_infer.encode()}, receive, send, True)
+                                       "raw_path": self.unversioned_infer.encode()}, receive, send)
         if path.startswith("/v2/models/") and "/versions/" in path:
             return await self._other_version(scope, send, path)
         if _is_predict_path(path) and method != "POST":

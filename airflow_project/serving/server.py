@@ -308,7 +308,7 @@ class PredictFastPath:
         self._post = POST_HIST_TIME.labels(model_name=model.name)
         self.model_version = str(model.model_version)
         self._version_header = self.model_version.encode()
-        self.endpoints = PredictorEndpoints(app, model, self.predict, server_metadata)
+        self.endpoints = PredictorEndpoints(app, model, self, server_metadata)
 
     def _rows(self, doc: Any, v2: bool) -> tuple[list[tuple[str, ...]] | None, str | None]:
         """(rows, V2 body id) of a body the fast path answers; no rows for anything else."""
@@ -328,18 +328,15 @@ class PredictFastPath:
         return getattr(self.app, name)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        if scope["method"] == "POST":
-            path = scope["path"]
-            if path == self.v2_path:
-                return await self.predict(scope, receive, send, True)
-            if path == self.v1_path:
-                return await self.predict(scope, receive, send, False)
-        return await self.endpoints(scope, receive, send)
-
-    async def predict(self, scope: Any, receive: Any, send: Any, v2: bool) -> None:
-        """A predict request for this model (`scope["path"]` is the unversioned path)."""
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return await self.endpoints(scope, receive, send)
+        path = scope["path"]
+        if path == self.v1_path:
+            v2 = False
+        elif path == self.v2_path:
+            v2 = True
+        else:  # (the versioned infer path comes back here, as the unversioned one)
+            return await self.endpoints(scope, receive, send)
         content_type = None
         request_id = b""
         declared = -1

@@ -78,7 +78,7 @@ USER 10001:10001
 EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
   CMD ["python", "-c", "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8080/v2/health/live', timeout=4).status == 200 else 1)"]
-# The InferenceService passes `--model-uri models:/wachttijden/<v> --name wachttijden
-# --port 8080 [--tracking-uri ...]` as container args.
+# The InferenceService passes `--model_name wachttijden --model-uri models:/wachttijden/<v>
+# --http_port 8080 --host 0.0.0.0` as container args (the CLI's own default host is 127.0.0.1).
 ENTRYPOINT ["mlops", "serve"]
-CMD ["--port", "8080"]
+CMD ["--host", "0.0.0.0", "--port", "8080"]

@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_round_args(p, argv)
     gen_cpus, server_cpus, pinning = cpu_split(args.no_pin)
     with harness("bench-mirror-", args.keep) as (work, servers):
-        tracking_uri, model_uri = model_under_test(work, servers, args.tracking_uri, args.model_uri)
+        tracking_uri, model_uri = model_under_test(work, servers, args.tracking_uri, args.model_uri, server_cpus)
         print(f"serving {model_uri}", flush=True)
         primary = predictor_server("primary", model_uri, tracking_uri, work, server_cpus)
         healthy = predictor_server("shadow-healthy", model_uri, tracking_uri, work, server_cpus)

@@ -173,7 +173,13 @@ def post_json(url: str, body: Any, timeout: float = 10.0) -> tuple[int, Any]:
 
 
 # --------------------------------------------------------------------------- model
-def start_mlflow(work: Path) -> Server:
+def start_mlflow(work: Path, cpus: set[int] | None = None) -> Server:
+    """The benchmark's MLflow server, as the local platform runs it: without MLflow's job runner
+    (seven huey consumers polling, ~40 % of a core, during the measurements) and on the
+    servers' CPU(s), away from the load generator's."""
+    from airflow_project.local.stack import MLFLOW_JOBS_OFF
+    from airflow_project.settings import NO_TELEMETRY_ENV
+
     mlflow_bin = str(Path(sys.executable).parent / "mlflow")
     data = work / "mlflow"
     data.mkdir(parents=True)
@@ -181,7 +187,8 @@ def start_mlflow(work: Path) -> Server:
     return Server("mlflow", [mlflow_bin, "server", "--backend-store-uri", f"sqlite:///{data}/mlflow.db",
                              "--artifacts-destination", str(data / "artifacts"), "--serve-artifacts",
                              "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                  port, "/health", work / "mlflow.log", cwd=data).start()
+                  port, "/health", work / "mlflow.log", env=_env(**MLFLOW_JOBS_OFF, **NO_TELEMETRY_ENV),
+                  cwd=data, cpus=cpus).start()
 
 
 def register_model(tracking_uri: str, rows: int = 20_000) -> str:
@@ -311,9 +318,10 @@ def cpu_split(no_pin: bool = False) -> tuple[set[int] | None, set[int] | None, d
 
 
 def model_under_test(work: Path, servers: list[Server], tracking_uri: str | None = None,
-                     model_uri: str | None = None) -> tuple[str, str]:
+                     model_uri: str | None = None, cpus: set[int] | None = None) -> tuple[str, str]:
     """(tracking URI, model URI pinned by number): the given registered model, or an MLflow
-    server started here with `wachttijden` registered on synthetic data."""
+    server started here (on `cpus`, the servers' CPUs) with `wachttijden` registered on
+    synthetic data."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -323,7 +331,7 @@ def model_under_test(work: Path, servers: list[Server], tracking_uri: str | None
     if tracking_uri:
         model_uri = model_uri or f"models:/{MODEL_NAME}@champion"
     else:
-        mlflow_server = start_mlflow(work)
+        mlflow_server = start_mlflow(work, cpus)
         servers.append(mlflow_server)
         mlflow_server.wait_ready(120)
         tracking_uri = mlflow_server.url
@@ -605,7 +613,9 @@ def markdown(report: dict) -> str:
         (f"- (b) MLServer {env['versions']['mlserver']}: runtime `{ml['runtime']}`, model format {ml['format']}, "
         f"KServe's defaults (one inference worker process). {ml['note']}"),
         ("- Predictor, floor and router run the same HTTP stack: uvicorn + uvloop + httptools, with "
-        "`serving.write_coalescing` (one socket write per response instead of uvicorn's two)."),
+        "`serving.bounded_http` (one socket write per response instead of uvicorn's two, and bounded reads)."),
+        ("- MLflow (when started here) runs without its job runner, on the servers' CPU(s); "
+         "it is idle while the cells are measured."),
         ("- (a) predictor: KServe ModelServer, one process; answers from a table of the pipeline's predictions "
         "over every category combination (identical to `pipeline.predict`), so per request it does no sklearn work; "
         "it writes one flushed JSON log line per prediction (its access record) and updates KServe's latency "
@@ -691,7 +701,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ensure_mlserver()
     with harness("bench-serving-", args.keep) as (work, servers):
-        tracking_uri, model_uri = model_under_test(work, servers, args.tracking_uri, args.model_uri)
+        tracking_uri, model_uri = model_under_test(work, servers, args.tracking_uri, args.model_uri, server_cpus)
         model_dir = download_model(tracking_uri, model_uri, work / "model")
         print(f"serving {model_uri}", flush=True)
         primary = predictor_server("primary", model_uri, tracking_uri, work, server_cpus).start()

@@ -3,7 +3,7 @@
     python -m loadtest.floor_app --port P [--delay-ms D]
 
 Same server stack as the KServe predictor (uvicorn, uvloop, httptools with one socket
-write per response from `serving.write_coalescing`, one process, no access log) but no
+write per response and bounded reads from `serving.bounded_http`, one process, no access log) but no
 framework and no work: it reads the request body and answers a
 constant V2-shaped JSON. Its throughput is what this machine's HTTP stack can do.
 
@@ -48,7 +48,7 @@ async def app(scope, receive, send) -> None:
 def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
-    from airflow_project.serving.write_coalescing import HTTP_PROTOCOL
+    from airflow_project.serving.bounded_http import http_protocol
 
     p = argparse.ArgumentParser(prog="python -m loadtest.floor_app")
     p.add_argument("--port", type=int, required=True)
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     global DELAY_S
     DELAY_S = args.delay_ms / 1000.0
-    uvicorn.run(app, host=args.host, port=args.port, loop="uvloop", http=HTTP_PROTOCOL,
+    uvicorn.run(app, host=args.host, port=args.port, loop="uvloop", http=http_protocol(),
                 access_log=False, log_level="warning", lifespan="on")
 
 

@@ -47,8 +47,8 @@ from airflow_project.datalake import SERVING_LOGS_CONTAINER
 from airflow_project.serving.constants import (
     CAPTURE_COMPONENT,
     CAPTURE_PATH,
+    CAPTURE_REQUEST_ID_HEADER,
     MODEL_VERSION_ANNOTATION,
-    REQUEST_ID_HEADER,
 )
 from airflow_project.wachttijden.schema import FEATURES
 
@@ -116,7 +116,7 @@ def records_from_prediction(line: Mapping[str, Any], *, namespace: str, service:
         "inferenceService": service,
         "namespace": namespace,
         "component": COMPONENT,
-        "metadata": {REQUEST_ID_HEADER: [str(line.get("request_id") or "")]},
+        "metadata": {CAPTURE_REQUEST_ID_HEADER: [str(line.get("request_id") or "")]},
         "annotations": {MODEL_VERSION_ANNOTATION: str(line.get("model_version") or UNKNOWN_VERSION)},
     }
     request_body = _dumps({"instances": list(line["inputs"])})
@@ -359,8 +359,8 @@ class CaptureReader:
             version = (annotations.get(MODEL_VERSION_ANNOTATION) if isinstance(annotations, dict) else None) \
                 or body_version or UNKNOWN_VERSION
             metadata = request.get("metadata")
-            ids = metadata.get(REQUEST_ID_HEADER) if isinstance(metadata, dict) else None
-            request_id = str(ids[0]) if isinstance(ids, list) and ids else _header(metadata, REQUEST_ID_HEADER)
+            ids = metadata.get(CAPTURE_REQUEST_ID_HEADER) if isinstance(metadata, dict) else None
+            request_id = str(ids[0]) if isinstance(ids, list) and ids else _header(metadata, CAPTURE_REQUEST_ID_HEADER)
             self._rows.add(request_id or str(request.get("id", "")), answered, str(request.get("namespace", "")),
                            str(request.get("inferenceService", "")), str(version), rows, predictions,
                            (answered - asked) / 1000.0)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_project.serving.constants import MAX_BODY_BYTES
+from airflow_project.serving.request_ids import choose
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,8 @@ class BodySizeLimitMiddleware:
         self.max_bytes = max_bytes
         self.linger = linger
 
-    async def _reject(self, receive: Any, send: Any, size: str, *, body_in_flight: bool) -> None:
+    async def _reject(self, receive: Any, send: Any, size: str, *, body_in_flight: bool,
+                      request_id: bytes) -> None:
         body = json.dumps(
             {"error": f"body: request body of {size} bytes exceeds the limit of {self.max_bytes} bytes"}
         ).encode()
@@ -73,7 +75,7 @@ class BodySizeLimitMiddleware:
                 "type": "http.response.start",
                 "status": 413,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")],
+                            (b"connection", b"close"), (b"x-request-id", request_id)],
             }
         )
         # The whole answer first (the server writes it out while we read), the end of the
@@ -98,7 +100,8 @@ class BodySizeLimitMiddleware:
             elif key == b"expect":
                 expects_continue = value.lower() == b"100-continue"
         if declared > self.max_bytes:
-            await self._reject(receive, send, str(declared), body_in_flight=not expects_continue)
+            await self._reject(receive, send, str(declared), body_in_flight=not expects_continue,
+                               request_id=choose(header(scope, b"x-request-id"))[1])
             return
         chunks: list[bytes] = []
         total = 0
@@ -111,7 +114,8 @@ class BodySizeLimitMiddleware:
             total += len(chunk)
             more = message.get("more_body", False)
             if total > self.max_bytes:
-                await self._reject(receive, send, f"more than {self.max_bytes}", body_in_flight=more)
+                await self._reject(receive, send, f"more than {self.max_bytes}", body_in_flight=more,
+                                   request_id=choose(header(scope, b"x-request-id"))[1])
                 return
             chunks.append(chunk)
         await self.app(scope, replay_body(b"".join(chunks), receive, False), send)
@@ -130,3 +134,64 @@ def replay_body(body: bytes, receive: Any, more: bool) -> Any:
         return await receive()
 
     return replay
+
+
+# --------------------------------------------------------------------------- small answers
+def header(scope: Any, name: bytes) -> bytes | None:
+    """The first value of request header `name` (lower case), or None."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return value
+    return None
+
+
+async def send_json(send: Any, status: int, content: Any, headers: Any = ()) -> None:
+    """One JSON answer: `content` (bytes as they are, anything else as JSON)."""
+    body = content if isinstance(content, bytes) else json.dumps(content).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *headers]})
+    await send({"type": "http.response.body", "body": body})
+
+
+# --------------------------------------------------------------------------- Content-Encoding
+ACCEPTED_ENCODINGS = "gzip, deflate"
+"""What `decode_body` accepts besides identity (sent as `Accept-Encoding` with a 415, RFC 9110 15.5.16)."""
+
+
+class BodyProblem(ValueError):
+    """A request body that cannot be decoded: answer `status` with the message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def decode_body(body: bytes, coding: bytes, max_bytes: int) -> bytes:
+    """`body` decoded from its `Content-Encoding` (gzip, x-gzip, deflate, identity), at most
+    `max_bytes` decoded: a small body that inflates past the limit is a 413 like a large one."""
+    import zlib
+
+    name = coding.strip().lower().decode("latin-1")
+    if name in ("", "identity"):
+        return body
+    if name in ("gzip", "x-gzip"):
+        wbits = 16 + zlib.MAX_WBITS
+    elif name == "deflate":
+        # RFC 9110's deflate is zlib-wrapped; some clients send raw deflate: take both.
+        wbits = zlib.MAX_WBITS if body[:1] and body[0] & 0x0F == 8 and int.from_bytes(body[:2], "big") % 31 == 0 \
+            else -zlib.MAX_WBITS
+    else:
+        raise BodyProblem(415, f"Content-Encoding {name!r} is not supported; send {ACCEPTED_ENCODINGS} or identity")
+    inflate = zlib.decompressobj(wbits)
+    try:
+        decoded = inflate.decompress(body, max_bytes + 1)
+    except zlib.error as exc:
+        raise BodyProblem(400, f"body: Content-Encoding {name}, but the body is not {name} data ({exc})") from None
+    if len(decoded) > max_bytes:
+        raise BodyProblem(413, f"body: request body decodes to more than the limit of {max_bytes} bytes")
+    if not inflate.eof:
+        raise BodyProblem(400, f"body: Content-Encoding {name}, but the compressed data ends early")
+    if inflate.unused_data.strip(b"\x00"):
+        raise BodyProblem(400, f"body: Content-Encoding {name}, but {len(inflate.unused_data)} bytes follow the data")
+    return decoded

@@ -25,9 +25,12 @@ SERVER_FLAGS = (
 def build_parser(prog: str = "python -m airflow_project.serving") -> argparse.ArgumentParser:
     from kserve import model_server
 
+    from airflow_project.serving.bounded_http import add_limit_flags
     from airflow_project.serving.constants import (
+        DEFAULT_HOST,
         DEFAULT_HTTP_PORT,
         MAX_BODY_BYTES,
+        PUBLIC_HOST,
         SERVED_MODEL_NAME,
     )
     from airflow_project.serving.server import SERVER_DEFAULTS
@@ -42,6 +45,10 @@ def build_parser(prog: str = "python -m airflow_project.serving") -> argparse.Ar
                         default=os.environ.get("MLFLOW_TRACKING_URI"), help="default: $MLFLOW_TRACKING_URI")
     parser.add_argument("--max-body-bytes", dest="max_body_bytes", type=int, default=MAX_BODY_BYTES,
                         help="larger requests are answered 413 before they are parsed")
+    parser.add_argument("--host", default=DEFAULT_HOST,
+                        help=f"address to listen on (default {DEFAULT_HOST}; the image and the InferenceService "
+                             f"pass {PUBLIC_HOST})")
+    add_limit_flags(parser)
     parser.set_defaults(model_name=SERVED_MODEL_NAME, http_port=DEFAULT_HTTP_PORT, **SERVER_DEFAULTS)
     return parser
 
@@ -61,8 +68,10 @@ def server_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None, prog: str = "python -m airflow_project.serving") -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv, prog)
+    from airflow_project.serving.bounded_http import limits_from
     from airflow_project.serving.server import serve
 
     serve(args.model_uri, args.model_name, args.http_port, args.tracking_uri,
-          max_body_bytes=args.max_body_bytes, server_options=server_options(args))
+          max_body_bytes=args.max_body_bytes, server_options=server_options(args), host=args.host,
+          limits=limits_from(args))
     return 0

@@ -89,8 +89,8 @@ CAPTURE_PATH = "capture"
 """The logger's `storage.path`, the last folder before an object's name. Without one the
 agent configures no blob store at all (cmd/agent/main.go, `startLogger`)."""
 CAPTURE_COMPONENT = "predictor"
-REQUEST_ID_HEADER = "X-Request-Id"
-"""In Go's canonical form: the agent matches `metadataHeaders` against canonical header
+CAPTURE_REQUEST_ID_HEADER = "X-Request-Id"
+"""REQUEST_ID_HEADER in Go's canonical form: the agent matches `metadataHeaders` against canonical header
 names byte for byte (pkg/logger/handler.go, `slices.Contains`)."""
 MODEL_VERSION_ANNOTATION = "mlops.wachttijden/model-version"
 """InferenceService annotation with the served registry version, passed into every captured
@@ -102,6 +102,27 @@ MAX_BODY_BYTES = 4 * 1024 * 1024
 """Requests larger than this are answered 413 before they are parsed."""
 MAX_INSTANCES = 10_000
 """Rows per request; more is a 400 (split the batch)."""
+DEFAULT_HOST = "127.0.0.1"
+"""Where the predictor and the router listen unless told (`--host`); the predictor image and
+the InferenceService pass `0.0.0.0` (PUBLIC_HOST)."""
+PUBLIC_HOST = "0.0.0.0"
+
+# Bounded reads (`serving.bounded_http`), predictor and router alike.
+MAX_REQUEST_LINE_BYTES = 8 * 1024
+"""The request target (path and query); longer is a 414 (nginx's default buffer is 8 KiB)."""
+MAX_HEAD_BYTES = 64 * 1024
+"""Request line plus headers; more is a 431."""
+HEAD_TIMEOUT_S = 10.0
+"""A request head (a fresh connection's first one: from connecting) must arrive within this."""
+BODY_TIMEOUT_S = 30.0
+"""A request body must arrive within this after its head (4 MiB at ~1 Mbit/s)."""
+MAX_CONNECTIONS = 512
+"""Connections one server holds at once; more are answered 503 (below a 1024 file limit)."""
+
+# Response headers of every prediction answer (predictor and routers).
+REQUEST_ID_HEADER = "x-request-id"
+MODEL_VERSION_HEADER = "x-model-version"
+"""The registered model version that answered (V1 and V2; the routers pass on the answering step's)."""
 PREDICTION_LOGGER = "airflow_project.serving.predictions"
 """Logger of the one-JSON-line-per-prediction log (stdout), used for shadow comparison."""
 

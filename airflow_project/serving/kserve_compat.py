@@ -9,10 +9,13 @@ requests. After an upgrade, check each function here against the new source, the
 
 from __future__ import annotations
 
+import logging
 import struct
 from importlib import metadata
 from types import ModuleType
 from typing import Any
+
+from airflow_project.serving.constants import DEFAULT_HOST
 
 WRITTEN_FOR = {"kserve": "0.21", "uvicorn": "0.54"}
 """Distribution -> the major.minor release these adaptations were checked against."""
@@ -34,44 +37,52 @@ def check_versions(written_for: dict[str, str] = WRITTEN_FOR) -> None:
             )
 
 
-def apply() -> None:
-    """Check the versions, then have KServe's REST server use the one-write HTTP protocol."""
+def apply(host: str = DEFAULT_HOST, limits: Any = None) -> None:
+    """Check the versions, then have KServe's REST server listen on `host` with the
+    predictor's HTTP protocol (one write per response, bounded reads)."""
     from kserve import model_server
 
     check_versions()
-    use_write_coalescing(model_server)
+    use_predictor_http(model_server, host, limits)
 
 
-def use_write_coalescing(kserve_model_server: ModuleType | Any) -> None:
-    """Have the uvicorn server KServe builds write each response in one socket write.
+def use_predictor_http(kserve_model_server: ModuleType | Any, host: str = DEFAULT_HOST, limits: Any = None) -> None:
+    """Have the uvicorn server KServe builds listen on `host` and speak `bounded_http`'s protocol.
 
     `ModelServer.start()` creates its `RESTServer` (and with it the `uvicorn.Config`) from
     the name in `kserve.model_server`, so a subclass put there is the one place to choose
-    uvicorn's HTTP protocol class (see `write_coalescing`). The subclass also registers
-    KServe's routes only once, since `build_app()` already has (`create_application`).
+    uvicorn's HTTP protocol class and the listening address: `RESTServer.__init__` hard-codes
+    `host="0.0.0.0"` (kserve/protocol/rest/server.py), and uvicorn's httptools protocol
+    bounds nothing a client sends. The subclass also registers KServe's routes only once,
+    since `build_app()` already has (`create_application`).
     """
     from kserve.protocol.rest.server import RESTServer
 
-    from airflow_project.serving.write_coalescing import HTTP_PROTOCOL
+    from airflow_project.serving.bounded_http import http_protocol
 
-    if getattr(kserve_model_server.RESTServer, "one_write", False):
-        return
+    current = kserve_model_server.RESTServer
+    if not getattr(current, "one_write", False):
 
-    class CoalescingRESTServer(RESTServer):
-        one_write = True
+        class PredictorRESTServer(RESTServer):
+            one_write = True
+            host = DEFAULT_HOST
+            protocol: Any = http_protocol()
 
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self.config.http = HTTP_PROTOCOL
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
+                self.config.http = self.protocol
+                self.config.host = self.host
 
-        def create_application(self) -> None:
-            from kserve import model_server
+            def create_application(self) -> None:
+                from kserve import model_server
 
-            if id(model_server.app) not in _APPLICATION:
-                super().create_application()
-                _APPLICATION.add(id(model_server.app))
+                if id(model_server.app) not in _APPLICATION:
+                    super().create_application()
+                    _APPLICATION.add(id(model_server.app))
 
-    kserve_model_server.RESTServer = CoalescingRESTServer
+        kserve_model_server.RESTServer = current = PredictorRESTServer
+    current.host = host
+    current.protocol = http_protocol(limits)
 
 
 def create_application(server: Any) -> Any:
@@ -79,11 +90,61 @@ def create_application(server: Any) -> Any:
     `ModelServer.start()` would otherwise only add them when it starts serving."""
     from kserve import model_server
 
-    apply()  # the RESTServer that registers them once
+    if not getattr(model_server.RESTServer, "one_write", False):
+        apply()  # the RESTServer that registers them once (keeping the host and limits `apply` was given)
     model_server.RESTServer(
         "kserve.model_server:app", server.dataplane, server.model_repository_extension, 0
     ).create_application()
     return model_server.app
+
+
+def drop_model_repository_routes(app: Any) -> int:
+    """Remove KServe's model repository extension (`/v2/repository/...` index, load, unload)
+    from its FastAPI app: served without authentication on the data plane, one POST to
+    `.../unload` took the model out of service for good while the health endpoints kept
+    answering 200 (`register_v2_endpoints` in kserve/protocol/rest/v2_endpoints.py). Those
+    paths are then 404. Returns how many routes were removed."""
+    routes = app.router.routes
+    kept = [r for r in routes if not str(getattr(r, "path", "")).startswith("/v2/repository")]
+    removed = len(routes) - len(kept)
+    routes[:] = kept
+    return removed
+
+
+class _NoModelRepository:
+    """Stands in for KServe's `ModelRepositoryExtension` (which its gRPC servicer also
+    calls for RepositoryModelLoad/Unload): this predictor serves the one model it loaded."""
+
+    @staticmethod
+    async def load(model_name: str) -> Any:
+        raise NotImplementedError(f"the model repository extension is not served (model {model_name!r})")
+
+    unload = load
+
+    @staticmethod
+    async def index() -> Any:
+        raise NotImplementedError("the model repository extension is not served")
+
+
+def refuse_model_repository(server: Any) -> Any:
+    """Replace the ModelServer's repository extension before any server is built from it."""
+    server.model_repository_extension = _NoModelRepository()
+    return server
+
+
+def log_like_kserve(name: str) -> logging.Logger:
+    """Write logger `name` (and its children) with KServe's handlers and format: without a
+    handler of its own, a WARNING went out bare through logging's last resort and INFO not
+    at all. The prediction log keeps its own stdout handler (it does not propagate)."""
+    from kserve.logging import logger as kserve_logger
+
+    target = logging.getLogger(name)
+    if kserve_logger.handlers and not target.handlers:
+        for handler in kserve_logger.handlers:
+            target.addHandler(handler)
+        target.setLevel(logging.INFO)
+        target.propagate = False
+    return target
 
 
 def harden_dataplane(dataplane: Any) -> Any:

@@ -16,6 +16,7 @@ from typing import Any
 
 from airflow_project.serving.constants import (
     CAPTURE_PATH,
+    CAPTURE_REQUEST_ID_HEADER,
     CAPTURE_URL,
     CONTAINER_NAME,
     CONTAINER_PORT,
@@ -31,7 +32,7 @@ from airflow_project.serving.constants import (
     NAME_PATTERN,
     PREDICTOR_COMMAND,
     PREDICTOR_SERVICE_SUFFIX,
-    REQUEST_ID_HEADER,
+    PUBLIC_HOST,
     RESOURCES,
     SERVED_MODEL_NAME,
     VIRTUAL_SERVICE,
@@ -73,7 +74,7 @@ class Capture:
         return {
             "mode": "all",
             "url": CAPTURE_URL,
-            "metadataHeaders": [REQUEST_ID_HEADER],
+            "metadataHeaders": [CAPTURE_REQUEST_ID_HEADER],
             "metadataAnnotations": [MODEL_VERSION_ANNOTATION],
             "storage": {"path": CAPTURE_PATH, "parameters": {"format": "json"}},
             "batchSize": int(self.batch_size),
@@ -194,7 +195,7 @@ def inference_service(
         "args": [
             "--model_name", model,
             "--model-uri", model_uri,
-            "--http_port", str(CONTAINER_PORT),
+            "--http_port", str(CONTAINER_PORT), "--host", PUBLIC_HOST,
         ],
         "env": env,
         "ports": [{"containerPort": CONTAINER_PORT, "protocol": "TCP"}],

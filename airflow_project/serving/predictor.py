@@ -12,6 +12,7 @@ import asyncio
 import itertools
 import json
 import logging
+import math
 import os
 import re
 import sys
@@ -27,13 +28,14 @@ from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferRequest, InferResponse
 
 from airflow_project import registry
-from airflow_project.serving import protocol
+from airflow_project.serving import protocol, request_ids
 from airflow_project.serving.constants import (
     FEATURE_COLUMNS,
+    MODEL_VERSION_HEADER,
     OUTPUT_NAME,
     PREDICTION_LOGGER,
+    REQUEST_ID_HEADER,
 )
-from airflow_project.serving.request_ids import new_request_id
 
 log = logging.getLogger(__name__)
 
@@ -209,8 +211,16 @@ class _Batch:
     protocol: str
     rows: list[tuple[str, ...]]
     request_id: str
+    request_id_header: bytes
+    """`request_id` as the response header's bytes (the client's own, byte for byte)."""
     v2_request: InferRequest | None = None
     started: float = field(default_factory=time.perf_counter)
+
+
+def _incoming_id(headers: dict[str, str]) -> bytes | None:
+    """The request's `x-request-id` as the bytes it arrived as (Starlette decodes them as latin-1)."""
+    value = headers.get(REQUEST_ID_HEADER)
+    return value.encode("latin-1") if value else None
 
 
 try:
@@ -294,7 +304,9 @@ class WachttijdenModel(Model):
         pipeline: Any = None,
         model_version: str = "unknown",
     ) -> None:
-        super().__init__(name)
+        # return_response_headers: KServe then hands `predict` the response headers, which
+        # carry the request id and the answering version on KServe's own path too.
+        super().__init__(name, return_response_headers=True)
         self.model_uri = model_uri
         self.tracking_uri = tracking_uri
         self.pipeline = pipeline
@@ -323,11 +335,33 @@ class WachttijdenModel(Model):
             self.registered_name = loaded.name
             self.model_uri = loaded.uri
         self.predictor = TablePredictor(self.pipeline)
+        self._probe: tuple[str, ...] | None = tuple(f"\x00probe {f}" for f in FEATURE_COLUMNS)
+        try:  # unknown values: the table's last cell (a pipeline that refuses them gets no probe)
+            self.predictor.predict([self._probe])
+        except InvalidInput:
+            self._probe = None
         log.info(
             "loaded model %s version %s (%s mode)", self.model_uri, self.model_version, self.predictor.mode
         )
         self.ready = True
         return self.ready
+
+    def answering(self) -> bool:
+        """Loaded, not stopped, and its table answers: what readiness means for this model."""
+        predictor = self.predictor
+        if not self.ready or predictor is None:
+            return False
+        if self._probe is None:
+            return True
+        try:
+            value = predictor.predict([self._probe])[0]
+        except Exception:
+            log.exception("model %s version %s does not answer its readiness probe", self.name, self.model_version)
+            return False
+        return math.isfinite(value)
+
+    async def healthy(self) -> bool:  # KServe's readiness, on its own routes too
+        return self.answering()
 
     # kserve's default validate() assumes dict payloads; all validation happens in preprocess.
     def validate(self, payload: Any) -> Any:
@@ -342,17 +376,22 @@ class WachttijdenModel(Model):
                           for i in payload.inputs or []]
                 outputs = [o.name for o in payload.request_outputs or []]
                 rows = protocol.v2_rows(inputs, outputs=outputs)
-                request_id = headers.get("x-request-id") or payload.id or new_request_id()
-                return _Batch("v2", rows, request_id, payload)
+                rid, rid_header = request_ids.choose(_incoming_id(headers), payload.id)
+                return _Batch("v2", rows, rid, rid_header, payload)
             rows = protocol.v1_rows(payload)
         except protocol.BadInput as exc:
             raise InvalidInput(str(exc)) from None
-        return _Batch("v1", rows, headers.get("x-request-id") or new_request_id())
+        rid, rid_header = request_ids.choose(_incoming_id(headers))
+        return _Batch("v1", rows, rid, rid_header)
 
-    def predict(self, payload: _Batch, headers: dict[str, str] | None = None) -> Any:
+    def predict(self, payload: _Batch, headers: dict[str, str] | None = None,
+                response_headers: dict[str, str] | None = None) -> Any:
         assert self.predictor is not None, "model not loaded"
         predictions = self.predictor.predict(payload.rows)
         self._log_prediction(payload, predictions)
+        if response_headers is not None:  # Starlette encodes header strings as latin-1: the same bytes
+            response_headers[REQUEST_ID_HEADER] = payload.request_id_header.decode("latin-1")
+            response_headers[MODEL_VERSION_HEADER] = self.model_version
         if payload.protocol == "v1":
             return protocol.v1_answer(predictions)
         request = payload.v2_request

@@ -255,12 +255,27 @@ def _decoded(name: str, values: list[Any]) -> list[str]:
 
 
 def v2_answer(model_name: str, model_version: str, request_id: str, predictions: list[float]) -> dict[str, Any]:
-    """The Open Inference Protocol response, fields in the order KServe writes them."""
+    """The Open Inference Protocol response, fields in the order KServe writes them; no
+    `parameters` (the spec's schema has an object there, never `null`)."""
     return {
         "model_name": model_name,
         "model_version": model_version,
         "id": request_id,
-        "parameters": None,
-        "outputs": [{"name": OUTPUT_NAME, "shape": [len(predictions)], "datatype": "FP64", "parameters": None,
-                     "data": predictions}],
+        "outputs": [{"name": OUTPUT_NAME, "shape": [len(predictions)], "datatype": "FP64", "data": predictions}],
     }
+
+
+def without_nulls(answer: Any) -> Any:
+    """A V2 answer (or model metadata) as the spec's schema has it: `parameters`/`versions` left
+    out where KServe's pydantic models write `null`, at the top and in each output."""
+    if type(answer) is not dict:
+        return answer
+    out = {k: v for k, v in answer.items() if v is not None or k not in _NULLABLE}
+    outputs = out.get("outputs")
+    if type(outputs) is list:
+        out["outputs"] = [{k: v for k, v in o.items() if v is not None or k not in _NULLABLE}
+                          if type(o) is dict else o for o in outputs]
+    return out
+
+
+_NULLABLE = frozenset(("parameters", "versions", "id", "model_version", "properties"))

@@ -26,8 +26,21 @@ except ImportError:  # pragma: no cover - orjson ships with kserve
     _orjson = None
 
 from airflow_project.serving import gjson
-from airflow_project.serving.asgi import BodySizeLimitMiddleware
+from airflow_project.serving.asgi import (
+    ACCEPTED_ENCODINGS,
+    BodyProblem,
+    BodySizeLimitMiddleware,
+    decode_body,
+    header,
+)
+from airflow_project.serving.bounded_http import (
+    ReadLimits,
+    add_limit_flags,
+    http_protocol,
+    limits_from,
+)
 from airflow_project.serving.constants import (
+    DEFAULT_HOST,
     GRAPH_ROOT_NODE,
     MAX_BODY_BYTES,
     ROUTER_DEFAULT_PROPAGATE_HEADERS,
@@ -36,9 +49,9 @@ from airflow_project.serving.constants import (
     SERVED_MODEL_NAME,
     predict_path,
 )
-from airflow_project.serving.request_ids import new_request_id
+from airflow_project.serving.request_ids import choose
 from airflow_project.serving.shadow_guard import ShadowGuard
-from airflow_project.serving.step_client import H1Client, StepClient, StepTransportError
+from airflow_project.serving.step_client import H1Client, StepAnswer, StepClient, StepTransportError
 
 log = logging.getLogger(__name__)
 
@@ -127,29 +140,29 @@ class Router:
         out["content-type"] = "application/json"
         return out
 
-    async def call_service(self, url: str, body: bytes, headers: Mapping[str, str]) -> tuple[bytes, int]:
+    async def call_service(self, url: str, body: bytes, headers: Mapping[str, str]) -> StepAnswer:
         return await self.client.post(url, body, headers)
 
     def _step_url(self, step: Mapping[str, Any]) -> str:
         return step.get("serviceUrl") or self.resolve_url(step["serviceName"])
 
-    async def execute_step(self, step: Mapping[str, Any], body: bytes, headers: Mapping[str, str]) -> tuple[bytes, int]:
+    async def execute_step(self, step: Mapping[str, Any], body: bytes, headers: Mapping[str, str]) -> StepAnswer:
         if step.get("nodeName"):
             return await self.route_node(step["nodeName"], body, headers)
         return await self.call_service(self._step_url(step), body, headers)
 
-    async def route_node(self, node_name: str, body: bytes, headers: Mapping[str, str]) -> tuple[bytes, int]:
+    async def route_node(self, node_name: str, body: bytes, headers: Mapping[str, str]) -> StepAnswer:
         assert self.spec is not None
         node = self.spec["nodes"][node_name]
         return await self._route[node["routerType"]](list(node.get("steps") or []), body, headers)
 
     async def _sequence(self, steps: Sequence[Mapping[str, Any]], body: bytes,
-                        headers: Mapping[str, str]) -> tuple[bytes, int]:
+                        headers: Mapping[str, str]) -> StepAnswer:
         """Steps in order, each with the original request or (`data: $response`) the previous
         answer; a Hard step's non-2xx ends the graph; the last answer is returned."""
-        response: bytes | None = None
-        status = 200
+        answer: StepAnswer | None = None
         for i, step in enumerate(steps):
+            response = answer.body if answer is not None else None
             request = response if step.get("data") == "$response" and i > 0 and response is not None else body
             if step.get("mapPredictionsToInstances"):
                 request = _predictions_as_instances(request)
@@ -158,21 +171,22 @@ class Router:
                 if exists is None:
                     raise GraphError(500, "invalid response")
                 if not exists:
-                    return response or b"", 200
-            response, status = await self.execute_step(step, request, headers)
-            if step.get("dependency") == "Hard" and not _ok(status):
-                return response, status
-        return response or b"", status
+                    return StepAnswer(response or b"", 200, answer.version if answer is not None else None)
+            answer = await self.execute_step(step, request, headers)
+            if step.get("dependency") == "Hard" and not _ok(answer.status):
+                return answer
+        return answer if answer is not None else StepAnswer(b"", 200)
 
     async def _ensemble(self, steps: Sequence[Mapping[str, Any]], body: bytes,
-                        headers: Mapping[str, str]) -> tuple[bytes, int]:
-        """All steps at once; `{step name or index: answer}`, unless a Hard step failed."""
+                        headers: Mapping[str, str]) -> StepAnswer:
+        """All steps at once; `{step name or index: answer}`, unless a Hard step failed. The
+        merged answer says no version (several answered)."""
         results = await asyncio.gather(*(self.execute_step(s, body, headers) for s in steps), return_exceptions=True)
         merged: dict[str, Any] = {}
         for i, (step, result) in enumerate(zip(steps, results)):
             if isinstance(result, BaseException):
                 raise result
-            content, status = result
+            content, status, version = result
             try:
                 parsed = json.loads(content)
             except (ValueError, UnicodeDecodeError) as exc:
@@ -180,12 +194,12 @@ class Router:
             if not isinstance(parsed, dict):
                 raise StepTransportError(f"step {step.get('name') or i}: response is not a JSON object")
             if not _ok(status) and step.get("dependency") == "Hard":
-                return json.dumps(parsed).encode(), status
+                return StepAnswer(json.dumps(parsed).encode(), status, version)
             merged[step.get("name") or str(i)] = parsed
-        return json.dumps(merged).encode(), 200
+        return StepAnswer(json.dumps(merged).encode(), 200)
 
     async def _splitter(self, steps: Sequence[Mapping[str, Any]], body: bytes,
-                        headers: Mapping[str, str]) -> tuple[bytes, int]:
+                        headers: Mapping[str, str]) -> StepAnswer:
         """One step, picked at random by `weight` (the weights sum to 100)."""
         point, end = self.rng.randrange(100), 0
         for step in steps:
@@ -195,28 +209,33 @@ class Router:
         raise GraphError(500, "no route was selected by the splitter")
 
     async def _switch(self, steps: Sequence[Mapping[str, Any]], body: bytes,
-                      headers: Mapping[str, str]) -> tuple[bytes, int]:
+                      headers: Mapping[str, str]) -> StepAnswer:
         """The first step whose `condition` matches the request; none: 404."""
         for step in steps:
             if gjson.exists(body, step.get("condition", "")):
                 return await self.execute_step(step, body, headers)
         raise GraphError(404, "None of the routes matched with the switch condition")
 
-    async def handle(self, body: bytes, headers: Mapping[str, str]) -> tuple[bytes, int]:
+    async def handle(self, body: bytes, headers: Mapping[str, str]) -> StepAnswer:
+        """Run the graph (or the mirror) for one request. `headers` are the request's, as
+        latin-1 strings (the bytes they arrived as); `x-request-id` among them is forwarded
+        when it can be kept (`request_ids.choose`), else replaced, so every step logs one id."""
         forwarded = self.forward_headers(headers)
-        forwarded.setdefault("x-request-id", new_request_id())
+        incoming = headers.get("x-request-id")
+        _, rid = choose(incoming.encode("latin-1") if incoming else None, where="router: ")
+        forwarded["x-request-id"] = rid.decode("latin-1")
         try:
             if self.mirror is not None:
                 return await self._mirror(body, forwarded)
             return await self.route_node(GRAPH_ROOT_NODE, body, forwarded)
         except GraphError as exc:
             log.warning("graph error: %s", exc.cause)
-            return error_body(exc.cause), exc.status
+            return StepAnswer(error_body(exc.cause), exc.status)
         except StepTransportError as exc:
             log.warning("step failed: %s", exc)
-            return error_body(str(exc)), 500
+            return StepAnswer(error_body(str(exc)), 500)
 
-    async def _mirror(self, body: bytes, headers: Mapping[str, str]) -> tuple[bytes, int]:
+    async def _mirror(self, body: bytes, headers: Mapping[str, str]) -> StepAnswer:
         assert self.mirror is not None
         if self.rng.random() * 100.0 < self.mirror.percentage and self.mirror.guard.admit():
             task = asyncio.create_task(self._shadow(body, headers))
@@ -230,8 +249,8 @@ class Router:
         assert self.mirror is not None
         guard, shadow = self.mirror.guard, self.mirror.shadow
         try:
-            _, status = await self.call_service(self.resolve_url(shadow), body, headers)
-            guard.done(reached=True, ok=_ok(status))
+            answer = await self.call_service(self.resolve_url(shadow), body, headers)
+            guard.done(reached=True, ok=_ok(answer.status))
         except StepTransportError as exc:
             backoff = guard.done(reached=False)
             log.warning("shadow %s unreachable (%s): no copies for %.0f s", shadow, exc, backoff)
@@ -272,10 +291,17 @@ def build_app(router: Router, max_body_bytes: int = MAX_BODY_BYTES) -> Any:
     `application/json` when the body is JSON. Lifespan shutdown closes the HTTP client.
     A body above `max_body_bytes` (the predictor's limit) is answered 413 before anything
     is buffered or forwarded: KServe's router has no limit, but its cluster ingress does.
+    A gzip or deflate body is decoded first (the limit applies to the decoded body too;
+    another encoding is a 415), so conditions see, and steps get, the JSON.
+
+    Every answer carries `x-request-id` (the caller's when it can be kept byte for byte,
+    else a new one: the id every step was called with) and, when the answering step said
+    one, its `x-model-version`.
     """
 
-    async def send_response(send: Any, status: int, content: bytes, media: bytes | None) -> None:
-        headers = [(b"content-length", str(len(content)).encode())]
+    async def send_response(send: Any, status: int, content: bytes, media: bytes | None,
+                            extra: list[tuple[bytes, bytes]]) -> None:
+        headers = [(b"content-length", str(len(content)).encode()), *extra]
         if media is not None:
             headers.append((b"content-type", media))
         await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -296,11 +322,13 @@ def build_app(router: Router, max_body_bytes: int = MAX_BODY_BYTES) -> Any:
         if kind != "http":
             return
         method = scope["method"]
+        _, rid = choose(header(scope, b"x-request-id"), where="router: ")
+        ids = [(b"x-request-id", rid)]
         if scope["path"] == ROUTER_READINESS_PATH and method in ("GET", "HEAD"):
-            await send_response(send, 200, _READY_BODY, b"application/json")
+            await send_response(send, 200, _READY_BODY, b"application/json", ids)
             return
         if method not in _GRAPH_METHODS:
-            await send_response(send, 405, b"Method Not Allowed", b"text/plain; charset=utf-8")
+            await send_response(send, 405, b"Method Not Allowed", b"text/plain; charset=utf-8", ids)
             return
         chunks = []
         while True:
@@ -312,8 +340,23 @@ def build_app(router: Router, max_body_bytes: int = MAX_BODY_BYTES) -> Any:
                 break
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        content, status = await router.handle(body, headers)
-        await send_response(send, status, content, b"application/json" if _is_json(content) else None)
+        headers["x-request-id"] = rid.decode("latin-1")
+        coding = headers.get("content-encoding")
+        if coding is not None:
+            try:
+                body = decode_body(body, coding.encode("latin-1"), max_body_bytes)
+            except BodyProblem as exc:
+                log.warning("%s %s -> %d: %s", method, scope["path"], exc.status, exc)
+                if exc.status == 415:
+                    ids.append((b"accept-encoding", ACCEPTED_ENCODINGS.encode()))
+                await send_response(send, exc.status, json.dumps({"error": str(exc)}).encode(),
+                                    b"application/json", ids)
+                return
+        answer = await router.handle(body, headers)
+        if answer.version:
+            ids.append((b"x-model-version", answer.version))
+        await send_response(send, answer.status, answer.body,
+                            b"application/json" if _is_json(answer.body) else None, ids)
 
     return BodySizeLimitMiddleware(app, max_body_bytes)
 
@@ -364,25 +407,25 @@ def router_from_file_config(config: Mapping[str, Any], client: Any = None) -> Ro
     return Router(graph=graph, resolve_url=resolve, client=client, mirror=mirror)
 
 
-def serve_router(router: Router, host: str, port: int) -> None:
-    """Serve `router` on host:port in the foreground (uvicorn, one write per response)."""
+def serve_router(router: Router, host: str, port: int, limits: ReadLimits | None = None) -> None:
+    """Serve `router` on host:port in the foreground (uvicorn; one write per response and
+    bounded reads, `bounded_http`)."""
     import uvicorn
 
-    from airflow_project.serving.write_coalescing import HTTP_PROTOCOL
-
-    uvicorn.run(build_app(router), host=host, port=port, log_level="warning", http=HTTP_PROTOCOL)
+    uvicorn.run(build_app(router), host=host, port=port, log_level="warning", http=http_protocol(limits))
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m airflow_project.serving.router")
     parser.add_argument("--graph", required=True, help="graph file (JSON, see module docstring)")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--host", default=DEFAULT_HOST)
+    add_limit_flags(parser)
     args = parser.parse_args(argv)
     with open(args.graph, encoding="utf-8") as fh:
         config = json.load(fh)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    serve_router(router_from_file_config(config), args.host, args.port)
+    serve_router(router_from_file_config(config), args.host, args.port, limits_from(args))
 
 
 if __name__ == "__main__":

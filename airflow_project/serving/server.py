@@ -16,14 +16,29 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_project.serving import kserve_compat, protocol
-from airflow_project.serving.asgi import BodySizeLimitMiddleware, replay_body
-from airflow_project.serving.constants import DEFAULT_HTTP_PORT, MAX_BODY_BYTES
+from airflow_project.serving import kserve_compat, protocol, request_ids
+from airflow_project.serving.asgi import (
+    ACCEPTED_ENCODINGS,
+    BodyProblem,
+    BodySizeLimitMiddleware,
+    decode_body,
+    header,
+    replay_body,
+    send_json,
+)
+from airflow_project.serving.bounded_http import ReadLimits
+from airflow_project.serving.constants import (
+    DEFAULT_HOST,
+    DEFAULT_HTTP_PORT,
+    MAX_BODY_BYTES,
+)
+from airflow_project.serving.endpoints import KServeAnswers, PredictorEndpoints
 
 log = logging.getLogger(__name__)
 
 
-def _validation_error_handler(_request: Any, exc: Any) -> Any:
+def _validation_error_handler(request: Any, exc: Any) -> Any:
+    """FastAPI's body validation (the V2 schema, malformed JSON) as a 400, like V1 and the spec."""
     from fastapi.responses import JSONResponse
 
     errors = list(exc.errors())
@@ -42,26 +57,57 @@ def _validation_error_handler(_request: Any, exc: Any) -> Any:
             where = ".".join(loc) or "body"
         problems.append(f"{where}: {msg}")
         detail.append({"loc": loc, "msg": msg, "type": kind})
-    return JSONResponse(status_code=422, content={"error": "; ".join(problems[:5]), "detail": detail[:20]})
+    message = "; ".join(problems[:5])
+    client_error(request, 400, message)
+    return JSONResponse(status_code=400, content={"error": message, "detail": detail[:20]})
 
 
-def _http_exception_handler(_request: Any, exc: Any) -> Any:
+def _http_exception_handler(request: Any, exc: Any) -> Any:
     """Starlette/FastAPI HTTP errors (404 route, 405, body parse failure) as `{"error": ...}`."""
     from fastapi.responses import JSONResponse
 
     detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
     if exc.status_code == 400 and "parsing the body" in detail:
         detail = "body: malformed JSON (" + detail + ")"
+    client_error(request, exc.status_code, detail)
     return JSONResponse(status_code=exc.status_code, content={"error": detail},
                         headers=getattr(exc, "headers", None))
+
+
+_SHOWN = 300
+"""Characters of an error message in its log line."""
+
+
+def client_error(request: Any, status: int, message: str) -> None:
+    """The one log line of a client error: WARNING, no traceback (KServe logs each as an ERROR
+    with the whole traceback, ~1.6 KB per 400)."""
+    log.warning("%s %s -> %d: %s", request.method, request.url.path, status, str(message)[:_SHOWN])
+
+
+def _kserve_error_handler(status: int) -> Any:
+    """An answer for one of KServe's exceptions: `{"error": ...}` with `status`; a 500 is logged
+    with its traceback (a fault here), anything else as a client error (one WARNING line)."""
+
+    def handle(request: Any, exc: Exception) -> Any:
+        from fastapi.responses import JSONResponse
+
+        if status == 500:
+            log.error("%s %s -> 500: %s", request.method, request.url.path, exc, exc_info=exc)
+        else:
+            client_error(request, status, str(exc))
+        return JSONResponse(status_code=status, content={"error": str(exc)})
+
+    return handle
 
 
 _GUARDED: set[int] = set()
 
 
 def install_guards(app: Any, max_body_bytes: int = MAX_BODY_BYTES) -> Any:
-    """Add the body-size limit and the validation-error handler to a FastAPI app (once)."""
+    """Add the body-size limit and our error answers to KServe's FastAPI app (once, after
+    KServe's `create_application`: these handlers replace the ones it registers)."""
     from fastapi.exceptions import RequestValidationError
+    from kserve import errors
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
     if id(app) in _GUARDED:
@@ -69,13 +115,22 @@ def install_guards(app: Any, max_body_bytes: int = MAX_BODY_BYTES) -> Any:
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=max_body_bytes)
     app.add_exception_handler(RequestValidationError, _validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, _http_exception_handler)
+    # The exceptions KServe's RESTServer._add_exception_handlers maps, with the same statuses
+    # (kserve/errors.py), minus its ERROR-with-traceback log line for client errors.
+    for exc_type, status in ((errors.InvalidInput, 400), (errors.ModelNotFound, 404), (errors.ModelNotReady, 503),
+                             (NotImplementedError, 501), (errors.UnsupportedProtocol, 501),
+                             (errors.ServerNotLive, 503), (errors.ServerNotReady, 503),
+                             (errors.InferenceError, 500), (Exception, 500)):
+        app.add_exception_handler(exc_type, _kserve_error_handler(status))
     _GUARDED.add(id(app))
     return app
 
 
-def fast_path_app(app: Any, model: Any, max_body_bytes: int = MAX_BODY_BYTES) -> Any:
-    """`app` (KServe's FastAPI app, guards installed) behind the predict fast path."""
-    return PredictFastPath(app, model, max_body_bytes)
+def fast_path_app(app: Any, model: Any, max_body_bytes: int = MAX_BODY_BYTES,
+                  server_metadata: Mapping[str, Any] | None = None) -> Any:
+    """`app` (KServe's FastAPI app, guards installed, as `KServeAnswers`) behind the predict
+    fast path and the predictor's own endpoints."""
+    return PredictFastPath(app, model, max_body_bytes, server_metadata)
 
 
 @dataclass(frozen=True)
@@ -83,9 +138,9 @@ class PredictorApp:
     server: Any
     """The `kserve.ModelServer` with the model registered."""
     app: Any
-    """What is served: the fast path in front of `kserve_app`."""
+    """What is served: the fast path and the predictor's endpoints in front of `kserve_app`."""
     kserve_app: Any
-    """KServe's own FastAPI app, routes and guards installed."""
+    """KServe's own FastAPI app, routes and guards installed, answering as `KServeAnswers`."""
 
 
 # KServe's ModelServer settings the predictor chooses differently from KServe's defaults.
@@ -93,18 +148,22 @@ SERVER_DEFAULTS: dict[str, Any] = {"enable_grpc": False, "workers": 1, "enable_d
 
 
 def build_app(model: Any, max_body_bytes: int = MAX_BODY_BYTES, *, http_port: int = DEFAULT_HTTP_PORT,
-              server_options: Mapping[str, Any] | None = None) -> PredictorApp:
+              server_options: Mapping[str, Any] | None = None, host: str = DEFAULT_HOST,
+              limits: ReadLimits | None = None) -> PredictorApp:
     """KServe's model server and app for a loaded model, exactly as `serve()` runs them."""
     from kserve import ModelServer
-    from kserve import model_server as kserve_model_server
 
-    kserve_compat.apply()
+    kserve_compat.apply(host, limits)
     server = ModelServer(http_port=http_port, **{**SERVER_DEFAULTS, **dict(server_options or {})})
     server.register_model(model)
-    kserve_app = install_guards(kserve_model_server.app, max_body_bytes)
+    kserve_compat.refuse_model_repository(server)
     kserve_compat.harden_dataplane(server.dataplane)
-    kserve_compat.create_application(server)
-    return PredictorApp(server, fast_path_app(kserve_app, model, max_body_bytes), kserve_app)
+    fastapi_app = kserve_compat.create_application(server)
+    kserve_compat.drop_model_repository_routes(fastapi_app)
+    install_guards(fastapi_app, max_body_bytes)
+    kserve_app = KServeAnswers(fastapi_app)
+    metadata = server.dataplane.metadata()
+    return PredictorApp(server, fast_path_app(kserve_app, model, max_body_bytes, metadata), kserve_app)
 
 
 def build_model(model_uri: str, name: str, tracking_uri: str | None = None) -> Any:
@@ -123,8 +182,10 @@ def serve(
     *,
     max_body_bytes: int = MAX_BODY_BYTES,
     server_options: Mapping[str, Any] | None = None,
+    host: str = DEFAULT_HOST,
+    limits: ReadLimits | None = None,
 ) -> None:
-    """Load `model_uri` through the MLflow server and serve it as `name` on `port` (blocking)."""
+    """Load `model_uri` through the MLflow server and serve it as `name` on host:port (blocking)."""
     kserve_compat.check_versions()  # before the model load: an upgrade fails in a second
     model = build_model(model_uri, name, tracking_uri)
     # Everything imported and loaded so far (mlflow, sklearn, pandas, the model) lives as
@@ -132,8 +193,10 @@ def serve(
     # triggered by request garbage do not walk the ~300 000 startup objects.
     gc.collect()
     gc.freeze()
-    built = build_app(model, max_body_bytes, http_port=port, server_options=server_options)
-    log.info("serving %s (%s, version %s) on port %d", name, model.model_uri, model.model_version, port)
+    built = build_app(model, max_body_bytes, http_port=port, server_options=server_options, host=host,
+                      limits=limits)
+    kserve_compat.log_like_kserve("airflow_project.serving")  # KServe's logging is set up by now
+    log.info("serving %s (%s, version %s) on %s:%d", name, model.model_uri, model.model_version, host, port)
     kserve_compat.run(built.server, built.app, [model])
 
 
@@ -188,25 +251,29 @@ def _as_json(scope: Any) -> Any:
 
 
 class PredictFastPath:
-    """Raw ASGI layer in front of KServe's FastAPI app for the two predict routes.
+    """Raw ASGI layer in front of KServe's FastAPI app: the two predict routes, then the
+    predictor's own endpoints (`endpoints.PredictorEndpoints`), then KServe.
 
-    Handles `POST /v1/models/<name>:predict` and `POST /v2/models/<name>/infer` (JSON
-    body: `Content-Type: application/json`, or none or a generic one without the binary
-    extension's header, `protocol.reads_as_json`) for the one loaded `WachttijdenModel`:
-    reads the body (bounded by `max_body_bytes`), parses it with orjson, validates it,
-    answers from the model's `TablePredictor`, writes the same JSON KServe would write
-    and emits the same one-line prediction log (`WachttijdenModel.log_prediction`).
+    Handles `POST /v1/models/<name>:predict` and `POST /v2/models/<name>/infer` (also as
+    `/versions/<loaded version>/infer`; JSON body: `Content-Type: application/json`, or none
+    or a generic one without the binary extension's header, `protocol.reads_as_json`) for
+    the one loaded `WachttijdenModel`: reads the body (bounded by `max_body_bytes`; a
+    `Content-Encoding` of gzip or deflate is decoded first, the limit applying to the
+    decoded body), parses it with orjson, validates it, answers from the model's
+    `TablePredictor`, writes the same JSON KServe's path writes and emits the same one-line
+    prediction log (`WachttijdenModel.log_prediction`).
 
-    Everything else goes, unchanged, to the KServe app: other paths and methods, other
-    content types, binary V2 (`inference-header-content-length`), CloudEvents (`ce-*`
-    headers), a model that is not ready, an oversized body (KServe's guard answers 413),
-    and ANY body that is not plain-valid (malformed JSON, schema or validation problems,
-    values pydantic would coerce, ...): the fast path never produces an error response
-    itself, so status codes and messages stay those of the KServe path.
+    Everything else goes, unchanged, to the KServe app: other content types, binary V2
+    (`inference-header-content-length`), CloudEvents (`ce-*` headers), a model that is not
+    ready, an oversized body (KServe's guard answers 413), and ANY body that is not
+    plain-valid (malformed JSON, schema or validation problems, values pydantic would
+    coerce, ...): the fast path never produces a validation error itself, so status codes
+    and messages stay those of the KServe path. Its own answers are only those about the
+    body's encoding (415, or 400/413 for a compressed body that does not decode).
 
-    Responses carry `x-request-id` (the client's or a generated one; the id that is in the
-    prediction log line). Bodies are byte-identical to KServe's; KServe's own path does not
-    add `x-request-id`.
+    Responses carry `x-request-id` (`request_ids.choose`: the client's when it can be kept
+    byte for byte, else the V2 body's `id` when that can be a header value, else a
+    generated one; the id in the prediction log line) and `x-model-version`, on both paths.
 
     Logging: the prediction line (with the client address added) is the access record of
     a fast-path request, so uvicorn's plain-text access line is skipped for it
@@ -222,24 +289,26 @@ class PredictFastPath:
     requests (they still are for delegated ones).
     """
 
-    def __init__(self, app: Any, model: Any, max_body_bytes: int = MAX_BODY_BYTES) -> None:
+    def __init__(self, app: Any, model: Any, max_body_bytes: int = MAX_BODY_BYTES,
+                 server_metadata: Mapping[str, Any] | None = None) -> None:
         from kserve.metrics import POST_HIST_TIME, PRE_HIST_TIME, PREDICT_HIST_TIME
 
         from airflow_project.serving.constants import FEATURE_COLUMNS, MAX_INSTANCES
-        from airflow_project.serving.request_ids import new_request_id
 
         self.app = app
         self.model = model
         self.max_body_bytes = max_body_bytes
         self.features = FEATURE_COLUMNS
         self.max_rows = MAX_INSTANCES
-        self.new_request_id = new_request_id
+        self.new_request_id = request_ids.new_request_id
         self.v1_path = f"/v1/models/{model.name}:predict"
         self.v2_path = f"/v2/models/{model.name}/infer"
         self._pre = PRE_HIST_TIME.labels(model_name=model.name)
         self._predict = PREDICT_HIST_TIME.labels(model_name=model.name)
         self._post = POST_HIST_TIME.labels(model_name=model.name)
         self.model_version = str(model.model_version)
+        self._version_header = self.model_version.encode()
+        self.endpoints = PredictorEndpoints(app, model, self, server_metadata)
 
     def _rows(self, doc: Any, v2: bool) -> tuple[list[tuple[str, ...]] | None, str | None]:
         """(rows, V2 body id) of a body the fast path answers; no rows for anything else."""
@@ -260,17 +329,19 @@ class PredictFastPath:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
-            return await self.app(scope, receive, send)
+            return await self.endpoints(scope, receive, send)
         path = scope["path"]
         if path == self.v1_path:
             v2 = False
         elif path == self.v2_path:
             v2 = True
-        else:
-            return await self.app(scope, receive, send)
+        else:  # (the versioned infer path comes back here, as the unversioned one)
+            return await self.endpoints(scope, receive, send)
         content_type = None
         request_id = b""
         declared = -1
+        encoding = None
+        kserve_only = False
         for key, value in scope["headers"]:
             if key == b"content-type":
                 content_type = value
@@ -278,15 +349,18 @@ class PredictFastPath:
                 declared = int(value) if value.isdigit() else self.max_body_bytes + 1
             elif key == b"x-request-id":
                 if request_id:
-                    return await self.app(scope, receive, send)  # duplicate: leave it to KServe
+                    kserve_only = True  # twice: leave it to KServe
                 request_id = value
-            elif key.startswith(b"ce-") or key in (b"inference-header-content-length", b"content-encoding"):
-                return await self.app(scope, receive, send)
-        if content_type != protocol.JSON_TYPE:
-            if not protocol.reads_as_json(content_type):
-                return await self.app(scope, receive, send)
-            if v2:  # KServe, if the body goes there, must parse it as JSON too, not as tensors
-                scope = _as_json(scope)  # (its V1 route hands other types to the model as bytes)
+            elif key == b"content-encoding":
+                encoding = value if encoding is None else encoding + b", " + value
+            elif key.startswith(b"ce-") or key == b"inference-header-content-length":
+                kserve_only = True
+        if encoding is None and (kserve_only or content_type != protocol.JSON_TYPE
+                                 and not protocol.reads_as_json(content_type)):
+            return await self.app(scope, receive, send)
+        if content_type != protocol.JSON_TYPE and not kserve_only and protocol.reads_as_json(content_type) and v2:
+            scope = _as_json(scope)  # KServe, if the body goes there, must parse it as JSON too, not as tensors
+            # (its V1 route hands other types to the model as bytes)
         if declared > self.max_body_bytes or not self.model.ready:
             return await self.app(scope, receive, send)
 
@@ -307,6 +381,14 @@ class PredictFastPath:
             if not message.get("more_body", False):
                 break
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if encoding is not None:
+            try:
+                body = decode_body(body, encoding, self.max_body_bytes)
+            except BodyProblem as exc:
+                return await self.refuse_body(scope, send, exc)
+            scope = _decoded(scope, len(body))
+            if kserve_only or not protocol.reads_as_json(content_type):
+                return await self.app(scope, replay_body(body, receive, False), send)
 
         started = time.perf_counter()
         try:
@@ -316,7 +398,11 @@ class PredictFastPath:
         rows, body_id = self._rows(doc, v2)
         if rows is None:
             return await self.app(scope, replay_body(body, receive, False), send)
-        rid = request_id.decode("latin-1") if request_id else (body_id or self.new_request_id())
+        if request_id or body_id:
+            rid, rid_header = request_ids.choose(request_id, body_id)
+        else:
+            rid = self.new_request_id()
+            rid_header = rid.encode()
         t_pre = time.perf_counter()
         predictions = self.model.predictor.predict(rows)
         t_pred = time.perf_counter()
@@ -328,8 +414,7 @@ class PredictFastPath:
                 protocol.v2_answer(self.model.name, self.model_version, body_id or rid, predictions) if v2
                 else protocol.v1_answer(predictions)
             )
-            rid_header = rid.encode("latin-1")
-        except (TypeError, ValueError, UnicodeEncodeError):
+        except (TypeError, ValueError):
             return await self.app(scope, replay_body(body, receive, False), send)
         t_post = time.perf_counter()
         self._pre.observe(t_pre - started)
@@ -346,7 +431,21 @@ class PredictFastPath:
                 (b"content-length", str(len(out)).encode()),
                 (b"content-type", b"application/json"),
                 (b"x-request-id", rid_header),
+                (b"x-model-version", self._version_header),
             ],
         })
         await send({"type": "http.response.body", "body": out})
 
+    async def refuse_body(self, scope: Any, send: Any, problem: BodyProblem) -> None:
+        """A compressed body that cannot be used: 415 (naming what is accepted), 400 or 413."""
+        headers = [(b"x-request-id", request_ids.choose(header(scope, b"x-request-id"))[1])]
+        if problem.status == 415:
+            headers.append((b"accept-encoding", ACCEPTED_ENCODINGS.encode()))
+        log.warning("%s %s -> %d: %s", scope["method"], scope["path"], problem.status, problem)
+        await send_json(send, problem.status, {"error": str(problem)}, headers)
+
+
+def _decoded(scope: Any, length: int) -> Any:
+    """The scope of a request whose body was decoded: no Content-Encoding, the decoded length."""
+    headers = [(k, v) for k, v in scope["headers"] if k not in (b"content-encoding", b"content-length")]
+    return {**scope, "headers": [*headers, (b"content-length", str(length).encode())]}

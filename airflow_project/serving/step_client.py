@@ -8,17 +8,27 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
-from airflow_project.serving.constants import ROUTER_DEFAULT_SERVICE_TIMEOUT_S
+from airflow_project.serving.constants import MODEL_VERSION_HEADER, ROUTER_DEFAULT_SERVICE_TIMEOUT_S
+
+_VERSION_HEADER = MODEL_VERSION_HEADER.encode()
 
 
 class StepTransportError(Exception):
     """A step could not be called (refused, timeout, ...) or its answer was unusable."""
 
 
+class StepAnswer(NamedTuple):
+    """A step's answer: body, status and the `x-model-version` it said (the router passes it on)."""
+
+    body: bytes
+    status: int
+    version: bytes | None = None
+
+
 class StepClient(Protocol):
-    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> tuple[bytes, int]: ...
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> StepAnswer: ...
 
     async def aclose(self) -> None: ...
 
@@ -48,13 +58,14 @@ class AiohttpClient:
         )
         return self._session
 
-    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> tuple[bytes, int]:
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> StepAnswer:
         import aiohttp
 
         session = self._session or self._open()
         try:
             async with session.post(url, data=body, headers=headers, allow_redirects=False) as response:
-                return await response.read(), response.status
+                version = next((v for k, v in response.raw_headers if k.lower() == _VERSION_HEADER), None)
+                return StepAnswer(await response.read(), response.status, version)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise StepTransportError(f"Post {url!r}: {type(exc).__name__}: {exc}") from exc
 
@@ -79,6 +90,7 @@ class _H1Conn(asyncio.Protocol):
         self.keep_alive = False
         self.closed = False
         self.got_bytes = False
+        self.version: bytes | None = None
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -103,6 +115,10 @@ class _H1Conn(asyncio.Protocol):
         self.closed = True
 
     # httptools callbacks
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if len(name) == 15 and name.lower() == _VERSION_HEADER:
+            self.version = value
+
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
 
@@ -115,9 +131,10 @@ class _H1Conn(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def request(self, data: bytes) -> tuple[bytes, int]:
+    async def request(self, data: bytes) -> StepAnswer:
         self.body = []
         self.status = 0
+        self.version = None
         self.got_bytes = False
         self.waiter = self.loop.create_future()
         self.transport.write(data)
@@ -130,7 +147,7 @@ class _H1Conn(asyncio.Protocol):
         finally:
             self.waiter = None
         body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
-        return body, self.status
+        return StepAnswer(body, self.status, self.version)
 
 
 class H1Client:
@@ -171,7 +188,7 @@ class H1Client:
         _, conn = await loop.create_connection(lambda: _H1Conn(loop), addr[0], addr[1])
         return conn
 
-    async def _exchange(self, addr: tuple[str, int], data: bytes) -> tuple[bytes, int]:
+    async def _exchange(self, addr: tuple[str, int], data: bytes) -> StepAnswer:
         idle = self._idle.setdefault(addr, [])
         while idle:
             conn = idle.pop()
@@ -197,7 +214,7 @@ class H1Client:
         elif conn.transport is not None:
             conn.transport.close()
 
-    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> tuple[bytes, int]:
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> StepAnswer:
         target = self._target(url)
         if target is None:
             if self._fallback is None:

@@ -29,6 +29,7 @@ from airflow_project.host.processes import (
     stop_process_groups,
 )
 from airflow_project.serving.constants import (
+    DEFAULT_HOST,
     DEFAULT_NAMESPACE,
     INFERENCE_GRAPH,
     INFERENCE_SERVICE,
@@ -263,7 +264,7 @@ class LocalTarget:
             self._write_json(self.state_path(kind, name), {
                 "kind": kind, "name": name, "namespace": self.namespace, "spec_hash": digest,
                 "pid": pid, "pgid": pid, "create_time": _create_time(pid), "port": port,
-                "url": f"http://127.0.0.1:{port}", "argv": argv,
+                "host": DEFAULT_HOST, "url": f"http://{DEFAULT_HOST}:{port}", "argv": argv,
                 "log": str(self._log_path(kind, name)), "started_at": time.time(),
                 "ready_path": extra["ready_path"], "manifest": manifest,
             })
@@ -294,7 +295,7 @@ class LocalTarget:
         if kind == INFERENCE_SERVICE:
             p = predictor_args(manifest)
             argv = [self.python, "-m", "airflow_project.serving", "--model-uri", p["model_uri"],
-                    "--name", p["model_name"], "--port", str(port)]
+                    "--name", p["model_name"], "--host", DEFAULT_HOST, "--port", str(port)]
             if p["tracking_uri"]:
                 argv += ["--tracking-uri", p["tracking_uri"]]
             return argv, {"ready_path": f"/v2/models/{p['model_name']}/ready", **p}, None
@@ -323,7 +324,7 @@ class LocalTarget:
         config.update(services=services, model_names=model_names)
         graph_file = self._graph_path(kind, name)
         argv = [self.python, "-m", "airflow_project.serving.router", "--graph", str(graph_file),
-                "--port", str(port)]
+                "--host", DEFAULT_HOST, "--port", str(port)]
         return argv, {"ready_path": ROUTER_READINESS_PATH, "services": services}, config
 
     @staticmethod

@@ -121,12 +121,13 @@ def registered(mlflow_server):
     return {"features": FEATURES, **pipelines}
 
 
-def start_predictor(tmp: Path, model_uri: str, tracking_uri: str, name: str = "wachttijden") -> Proc:
+def start_predictor(tmp: Path, model_uri: str, tracking_uri: str, name: str = "wachttijden",
+                    extra: tuple[str, ...] = ()) -> Proc:
     port = free_port()
     log = tmp / f"predictor-{port}.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "airflow_project.serving", "--model-uri", model_uri, "--name", name,
-         "--port", str(port), "--tracking-uri", tracking_uri],
+         "--port", str(port), "--tracking-uri", tracking_uri, *extra],
         stdout=log.open("w"), stderr=subprocess.STDOUT, env=_env(), cwd=tmp,
     )
     url = f"http://127.0.0.1:{port}"
@@ -134,13 +135,14 @@ def start_predictor(tmp: Path, model_uri: str, tracking_uri: str, name: str = "w
     return Proc(proc, url, log)
 
 
-def start_router(tmp: Path, config: dict) -> Proc:
+def start_router(tmp: Path, config: dict, extra: tuple[str, ...] = ()) -> Proc:
     port = free_port()
     graph_file = tmp / f"graph-{port}.json"
     graph_file.write_text(json.dumps(config))
     log = tmp / f"router-{port}.log"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "airflow_project.serving.router", "--graph", str(graph_file), "--port", str(port)],
+        [sys.executable, "-m", "airflow_project.serving.router", "--graph", str(graph_file), "--port", str(port),
+         *extra],
         stdout=log.open("w"), stderr=subprocess.STDOUT, env=_env(), cwd=tmp,
     )
     url = f"http://127.0.0.1:{port}"

@@ -43,14 +43,44 @@ def test_server_and_model_metadata_and_readiness(client):
 def test_infer(client, registered, binary: bool, request_outputs: bool):
     import tritonclient.http as httpclient
 
+    outputs = [httpclient.InferRequestedOutput("predictions", binary_data=binary)] if request_outputs else None
+    result = client.infer("wachttijden", _inputs(httpclient, binary), outputs=outputs)
+    want = registered["champion"][1].predict(pd.DataFrame(ROWS))
+    assert result.as_numpy("predictions").tolist() == pytest.approx(want.tolist())
+    assert result.get_response()["model_name"] == "wachttijden"
+
+
+def _inputs(httpclient, binary: bool = False):
     inputs = []
     for feature in FEATURES:
         tensor = httpclient.InferInput(feature, [len(ROWS)], "BYTES")
         tensor.set_data_from_numpy(np.array([row[feature].encode() for row in ROWS], dtype=object),
                                    binary_data=binary)
         inputs.append(tensor)
-    outputs = [httpclient.InferRequestedOutput("predictions", binary_data=binary)] if request_outputs else None
-    result = client.infer("wachttijden", inputs, outputs=outputs)
+    return inputs
+
+
+def test_the_served_version_is_ready_and_answers_and_no_other(client, registered):
+    import tritonclient.http as httpclient
+    from tritonclient.utils import InferenceServerException
+
+    version = registered["champion"][0]
+    assert client.is_model_ready("wachttijden", model_version=version)
+    assert client.get_model_metadata("wachttijden", model_version=version)["versions"] == [version]
+    result = client.infer("wachttijden", _inputs(httpclient), model_version=version)
+    assert result.get_response()["model_version"] == version
     want = registered["champion"][1].predict(pd.DataFrame(ROWS))
     assert result.as_numpy("predictions").tolist() == pytest.approx(want.tolist())
-    assert result.get_response()["model_name"] == "wachttijden"
+    assert not client.is_model_ready("wachttijden", model_version="999")
+    with pytest.raises(InferenceServerException, match="version '999' is not served here"):
+        client.infer("wachttijden", _inputs(httpclient), model_version="999")
+
+
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
+def test_request_compression_works(client, registered, algorithm, binary):
+    import tritonclient.http as httpclient
+
+    result = client.infer("wachttijden", _inputs(httpclient, binary), request_compression_algorithm=algorithm)
+    want = registered["champion"][1].predict(pd.DataFrame(ROWS))
+    assert result.as_numpy("predictions").tolist() == pytest.approx(want.tolist())

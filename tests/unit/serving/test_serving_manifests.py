@@ -97,6 +97,8 @@ def test_container_args_are_understood_by_our_cli():
     isvc = manifests.inference_service("wachttijden-primary", "models:/wachttijden/3", CONFIG)
     args = parse_args(isvc["spec"]["predictor"]["containers"][0]["args"])
     assert (args.model_name, args.model_uri, args.http_port) == ("wachttijden", "models:/wachttijden/3", 8080)
+    assert args.host == "0.0.0.0"  # in the pod: the Service reaches it; the CLI's own default is 127.0.0.1
+    assert parse_args(["--model-uri", "models:/wachttijden/3"]).host == "127.0.0.1"
 
 
 def test_the_manifest_command_is_the_predictor_images_entry_point():
@@ -109,6 +111,9 @@ def test_the_manifest_command_is_the_predictor_images_entry_point():
     stage = dockerfile[dockerfile.index(" AS predictor"):]
     [entrypoint] = re.findall(r"^ENTRYPOINT (.+)$", stage, re.MULTILINE)
     assert tuple(json.loads(entrypoint)) == PREDICTOR_COMMAND
+    [cmd] = re.findall(r"^CMD (\[.+)$", stage, re.MULTILINE)
+    cmd_args = json.loads(cmd)
+    assert cmd_args[cmd_args.index("--host") + 1] == "0.0.0.0"  # the image run alone listens for the network
     isvc = manifests.inference_service("wachttijden-primary", "models:/wachttijden/3", CONFIG)
     assert isvc["spec"]["predictor"]["containers"][0]["command"] == list(PREDICTOR_COMMAND)
 

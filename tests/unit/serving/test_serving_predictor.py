@@ -241,9 +241,9 @@ BAD_V2 = [
     ("zero rows", _v2(inputs=lambda i: [{**x, "shape": [0], "data": []} for x in i]), 400, "inputs: must contain at least one instance"),
     ("bad content type", _v2(parameters={"content_type": "np"}), 400, "parameters.content_type: expected 'pd' or absent, got 'np'"),
     ("unknown output", _v2(outputs=[{"name": "proba"}]), 400, "outputs: unknown output(s) ['proba']"),
-    ("schema: missing datatype", _v2(inputs=lambda i: [{k: v for k, v in x.items() if k != "datatype"} for x in i]), 422, "inputs.0.datatype: Field required"),
-    ("schema: inputs not a list", {"inputs": 3}, 422, "inputs: Input should be a valid list"),
-    ("schema: body not an object", [1, 2], 422, "Input should be a valid dictionary"),
+    ("schema: missing datatype", _v2(inputs=lambda i: [{k: v for k, v in x.items() if k != "datatype"} for x in i]), 400, "inputs.0.datatype: Field required"),
+    ("schema: inputs not a list", {"inputs": 3}, 400, "inputs: Input should be a valid list"),
+    ("schema: body not an object", [1, 2], 400, "Input should be a valid dictionary"),
 ]
 
 

@@ -22,11 +22,12 @@ from airflow_project.serving.router import (
     router_from_file_config,
     url_resolver,
 )
-from airflow_project.serving.step_client import StepTransportError
+from airflow_project.serving.step_client import StepAnswer, StepTransportError
 
 
 class Upstreams:
-    """host -> behaviour; records every call (host, path, body, headers)."""
+    """host -> behaviour; records every call (host, path, body, headers). Each host answers
+    with `x-model-version: v-<host>`."""
 
     def __init__(self, behaviours, delay=None):
         self.behaviours = behaviours
@@ -46,7 +47,8 @@ class Upstreams:
             status, payload = behaviour(body)
         else:
             status, payload = behaviour
-        return (payload if isinstance(payload, bytes) else json.dumps(payload).encode()), status
+        return StepAnswer(payload if isinstance(payload, bytes) else json.dumps(payload).encode(), status,
+                          f"v-{host}".encode())
 
     async def aclose(self):
         pass
@@ -68,6 +70,11 @@ def make(graph_spec, behaviours, mirror=None, seed=0, delay=None):
 
 
 def run(router, body=b'{"instances": [1]}', headers=None):
+    """(body, status) of the router's answer."""
+    return run_answer(router, body, headers)[:2]
+
+
+def run_answer(router, body=b'{"instances": [1]}', headers=None) -> StepAnswer:
     return asyncio.run(router.handle(body, headers or {}))
 
 
@@ -281,7 +288,7 @@ def test_mirror_answers_from_primary_without_waiting_for_shadow():
         r, t = make(None, {"primary": (200, {"predictions": [1.0]}), "shadow": (200, {"predictions": [2.0]})},
                     mirror=MirrorConfig("primary", "shadow"), delay={"shadow": 0.5})
         start = time.perf_counter()
-        body, status = await r.handle(b'{"instances": []}', {})
+        body, status, _ = await r.handle(b'{"instances": []}', {})
         elapsed = time.perf_counter() - start
         await asyncio.sleep(0.6)
         return body, status, elapsed, [c[0] for c in t.calls]
@@ -302,7 +309,7 @@ def test_mirror_dead_shadow_does_not_affect_primary():
         return results, [c[0] for c in t.calls]
 
     results, hosts = asyncio.run(scenario())
-    assert all(status == 200 for _, status in results)
+    assert all(status == 200 for _, status, _ in results)
     # after the first refusal the breaker holds copies back: one attempt, not one per request
     assert hosts.count("shadow") == 1 and hosts.count("primary") == 5
 
@@ -330,7 +337,7 @@ def test_mirror_returns_primary_errors_as_is():
         r, _ = make(None, {"primary": (400, {"error": "instances: bad"}), "shadow": (200, {})}, mirror=MirrorConfig("primary", "shadow"))
         return await r.handle(b"{}", {})
 
-    assert asyncio.run(scenario()) == (json.dumps({"error": "instances: bad"}).encode(), 400)
+    assert asyncio.run(scenario()) == (json.dumps({"error": "instances: bad"}).encode(), 400, b"v-primary")
 
 
 def test_mirror_percentage():

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from airflow_project.serving.router import MirrorConfig, Router
-from airflow_project.serving.step_client import AiohttpClient, H1Client
+from airflow_project.serving.step_client import AiohttpClient, H1Client, StepAnswer
 
 pytestmark = pytest.mark.parametrize("Client", [H1Client, AiohttpClient])
 
@@ -28,7 +28,8 @@ async def _upstream(behaviour, close_after_response=False):
                 status, payload, delay = behaviour(body)
                 if delay:
                     await asyncio.sleep(delay)
-                writer.write(f"HTTP/1.1 {status} X\r\ncontent-length: {len(payload)}\r\n\r\n".encode() + payload)
+                writer.write(f"HTTP/1.1 {status} X\r\nX-Model-Version: 7\r\ncontent-length: {len(payload)}\r\n\r\n"
+                             .encode() + payload)
                 await writer.drain()
                 if close_after_response:  # without telling the client: a stale keep-alive
                     break
@@ -54,7 +55,7 @@ def test_pooled_client_posts_keeps_alive_and_forwards_headers(Client):
         return results, seen
 
     results, seen = asyncio.run(scenario())
-    assert results == [(b'{"predictions": [1.5]}', 200)] * 3
+    assert results == [StepAnswer(b'{"predictions": [1.5]}', 200, b"7")] * 3  # with the version it said
     assert [s[0] for s in seen] == ["POST /a HTTP/1.1", "POST /b HTTP/1.1"] * 3
     assert seen[0][2] == b'{"instances": [1]}' and seen[1][2] == b'{"predictions": [1.5]}'
     for _, headers, _ in seen:
@@ -72,7 +73,7 @@ def test_pooled_client_non_2xx_is_returned_as_is(Client):
         server.close()
         return out
 
-    assert asyncio.run(scenario()) == (b'{"error": "bad"}', 400)
+    assert asyncio.run(scenario()) == StepAnswer(b'{"error": "bad"}', 400, b"7")
 
 
 def test_pooled_client_refused_and_timeout_are_500(Client):
@@ -92,7 +93,8 @@ def test_pooled_client_refused_and_timeout_are_500(Client):
         server.close()
         return out
 
-    (b1, s1), (b2, s2) = asyncio.run(scenario())
+    (b1, s1, v1), (b2, s2, v2) = asyncio.run(scenario())
+    assert v1 is v2 is None
     assert s1 == s2 == 500
     assert json.loads(b1)["error"] == json.loads(b2)["error"] == "Failed to process request"
     assert "Post" in json.loads(b1)["cause"] and "Timeout" in json.loads(b2)["cause"]
@@ -111,7 +113,7 @@ def test_pooled_client_mirror_fire_and_forget(Client):
         return out, sorted(s[0] for s in seen)
 
     out, lines = asyncio.run(scenario())
-    assert out == (b'{"predictions": [2.0]}', 200)
+    assert out == StepAnswer(b'{"predictions": [2.0]}', 200, b"7")  # the primary's
     assert lines == ["POST /primary HTTP/1.1", "POST /shadow HTTP/1.1"]
 
 
@@ -128,5 +130,5 @@ def test_stale_keep_alive_connection_is_retried(Client):
         return out, len(seen)
 
     out, n = asyncio.run(scenario())
-    assert out == [(b'{"predictions": [1.0]}', 200)] * 3
+    assert out == [StepAnswer(b'{"predictions": [1.0]}', 200, b"7")] * 3
     assert n == 3

@@ -170,26 +170,39 @@ def test_connection_close_request_gets_its_whole_response_before_the_close():
     assert real.closed
 
 
-def test_the_predictor_gives_kserves_uvicorn_server_the_coalescing_protocol():
+def test_the_predictor_gives_kserves_uvicorn_server_its_protocol_and_host():
     from kserve.protocol.rest.server import RESTServer
 
-    from airflow_project.serving.kserve_compat import use_write_coalescing
+    from airflow_project.serving.bounded_http import (
+        BoundedHttpToolsProtocol,
+        ReadLimits,
+        http_protocol,
+    )
+    from airflow_project.serving.kserve_compat import use_predictor_http
 
     module = types.SimpleNamespace(RESTServer=RESTServer)
-    use_write_coalescing(module)
+    use_predictor_http(module)
     assert issubclass(module.RESTServer, RESTServer)
     rest = module.RESTServer("kserve.model_server:app", None, None, 0)
-    assert rest.config.http is HTTP_PROTOCOL
-    assert RESTServer("kserve.model_server:app", None, None, 0).config.http == "auto"  # kserve itself untouched
+    assert rest.config.http is http_protocol() is BoundedHttpToolsProtocol
+    assert issubclass(rest.config.http, HTTP_PROTOCOL)  # one write per response, bounded reads on top
+    assert rest.config.host == "127.0.0.1"  # KServe hard-codes 0.0.0.0
+    use_predictor_http(module, "0.0.0.0", ReadLimits(head_timeout=3))
+    rest = module.RESTServer("kserve.model_server:app", None, None, 0)
+    assert rest.config.host == "0.0.0.0" and rest.config.http.limits == ReadLimits(head_timeout=3)
+    untouched = RESTServer("kserve.model_server:app", None, None, 0)  # kserve itself untouched
+    assert (untouched.config.http, untouched.config.host) == ("auto", "0.0.0.0")
 
 
-def test_build_app_leaves_kserve_starting_the_coalescing_protocol(served):
-    """`build_app()` (what serve() runs) has ModelServer.start() build the one-write server."""
+def test_build_app_leaves_kserve_starting_the_predictor_protocol(served):
+    """`build_app()` (what serve() runs) has ModelServer.start() build the one-write, bounded server."""
     from kserve import model_server
+
+    from airflow_project.serving.bounded_http import BoundedHttpToolsProtocol
 
     rest = model_server.RESTServer("kserve.model_server:app", served.server.dataplane,
                                    served.server.model_repository_extension, 0)
-    assert rest.config.http is HTTP_PROTOCOL
+    assert issubclass(rest.config.http, BoundedHttpToolsProtocol) and rest.config.host == "127.0.0.1"
 
 
 @pytest.mark.parametrize("module", ["loadtest.floor_app", "airflow_project.serving.router"])
@@ -197,6 +210,8 @@ def test_floor_and_router_serve_with_the_same_protocol(module, monkeypatch):
     import importlib
 
     import uvicorn
+
+    from airflow_project.serving.bounded_http import BoundedHttpToolsProtocol
 
     seen = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(kw))
@@ -207,4 +222,4 @@ def test_floor_and_router_serve_with_the_same_protocol(module, monkeypatch):
         from airflow_project.serving.router import MirrorConfig, Router, serve_router
 
         serve_router(Router(graph=None, resolve_url=str, client=None, mirror=MirrorConfig("a", "b")), "127.0.0.1", 1)
-    assert seen["http"] is HTTP_PROTOCOL
+    assert seen["http"] is BoundedHttpToolsProtocol

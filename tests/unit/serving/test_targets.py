@@ -321,7 +321,7 @@ def test_local_apply_starts_detached_process_with_state_and_stable_port(local):
     assert url == f"http://127.0.0.1:{record['port']}" == local.url("InferenceService", "wachttijden-primary")
     assert record["port"] >= local.base_port
     assert record["argv"][1:] == ["-m", "airflow_project.serving", "--model-uri", "models:/wachttijden/3",
-                                  "--name", "wachttijden", "--port", str(record["port"]),
+                                  "--name", "wachttijden", "--host", "127.0.0.1", "--port", str(record["port"]),
                                   "--tracking-uri", manifests.ServingConfig().tracking_uri]
     assert os.getsid(record["pid"]) == record["pid"]  # own session: survives the task process
     assert Path(record["log"]).parent == local.home / "logs" / "serving"

@@ -155,6 +155,15 @@ def test_up_runs_the_whole_job(first_up: UpResult, api: AirflowClient) -> None:
     assert second["state"] == "success"
     assert second["conf"]["estimator"] == "random_forest"
     assert [r["state"] for r in api.runs("deploy_traffic_mirroring")] == ["success"]
+    # a fresh `up` starts no task before the api-server and its Execution API answer: what
+    # queues and runs tasks starts after that, and no task needed a second try (a scheduler
+    # started with the api-server queued the first task before anything listened)
+    api_ready = out.index("airflow-api-server is ready")
+    assert out.index("started airflow-scheduler") > api_ready and out.index("started airflow-triggerer") > api_ready
+    retried = [(dag_id, run["dag_run_id"], ti["task_id"], ti.get("try_number"))
+               for dag_id in job.JOB_DAGS for run in api.runs(dag_id)
+               for ti in api.task_instances(dag_id, run["dag_run_id"]) if (ti.get("try_number") or 1) > 1]
+    assert retried == []
 
     # services log under <root>/logs, task logs under <root>/logs/airflow
     for name in stack.SERVICE_NAMES:

@@ -18,7 +18,7 @@ def png(draw: Callable[[Any], None], figsize: tuple[float, float]) -> bytes:
     try:
         draw(ax)
         buf = io.BytesIO()
-        fig.savefig(buf, format="png")
+        fig.savefig(buf, format="png", bbox_inches="tight")  # a legend placed outside the axes stays in
         return buf.getvalue()
     finally:
         plt.close(fig)

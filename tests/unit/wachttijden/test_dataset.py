@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 
 import pyarrow as pa
@@ -165,3 +166,31 @@ def test_text_transforms_run_once_per_distinct_value_with_the_per_row_result() -
     assert calls == [column.astype(str).nunique()]  # one call, each distinct value once
     numbers = _by_distinct(text, lambda v: pd.to_numeric(v.str.replace(",", ".", regex=False), errors="coerce"))
     assert numbers[10] == numbers[15] == 12.0 and numbers[17] == 3.5 and np.isnan(numbers[11])
+
+
+@pytest.mark.parametrize(("data", "named"), [
+    (gzip.compress(_raw("A;SpoedZorgNet;Kliniek;Orthopedie (305);Behandeling;7;x")), "is gzip-compressed"),
+    (b"PK\x03\x04" + bytes(range(256)) * 10, "is a ZIP archive"),
+    (bytes(range(256)) * 20, "is binary data (NUL bytes near the start)"),
+    ("\ufeff".encode("utf-16-le") + _raw("A;B;C;D;E;7;x").decode("iso-8859-1").encode("utf-16-le"), "is UTF-16"),
+    (_raw("A;Acute Zorg \u2013 Oost;Kliniek;Orthopedie (305);Behandeling;7;x", encoding="cp1252"),
+     "is neither UTF-8 nor ISO-8859-1: byte 0x96 on line 2 is a control character"),
+])
+def test_input_that_is_not_a_text_export_is_named_as_such_in_one_line(data: bytes, named: str):
+    with pytest.raises(dataset.DataValidationError) as err:
+        dataset.read_raw(data, "export.csv")
+    message = str(err.value)
+    assert message.startswith(f"export.csv: {named}"), message
+    assert "\n" not in message and len(message) < 300
+
+
+def test_utf8_without_a_byte_order_mark_is_read_as_utf8():
+    data = _raw("A;Région Zuid;Kliniek;Urologie (306);Behandeling;4;x", newline="\n", encoding="utf-8")
+    assert dataset.read_raw(data, "utf8.csv")["ROAZ_REGIO"].iloc[0] == "Région Zuid"
+
+
+def test_a_long_header_is_cut_in_the_message():
+    header = ";".join(f"COLUMN_{i}_{'X' * 60}" for i in range(200))
+    with pytest.raises(dataset.DataValidationError) as err:
+        dataset.read_raw(header.encode() + b"\n", "wide.csv")
+    assert "... (200 columns)" in str(err.value) and len(str(err.value)) < 1000

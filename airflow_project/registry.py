@@ -457,6 +457,29 @@ def model_conda_env() -> dict[str, Any]:
             "dependencies": [f"python={platform.python_version()}", "pip", {"pip": model_pip_requirements()}]}
 
 
+@contextlib.contextmanager
+def requirements_checked_already() -> Iterator[None]:
+    """Skip MLflow's check that the logged requirements match the installed packages while a
+    model is logged: ours are the installed versions by construction (model_pip_requirements),
+    and the check maps every module of the environment to its distribution first
+    (`importlib.metadata.packages_distributions()` over the whole uv environment: 1 - 2 s of
+    each training, cProfile: `mlflow/utils/requirements_utils.py`,
+    `_init_packages_to_modules_map`). The function `_process_conda_env` calls is looked up in
+    mlflow.utils.environment (MLflow 3.17); without it, nothing is skipped."""
+    from mlflow.utils import environment
+
+    name = "warn_dependency_requirement_mismatches"
+    original = getattr(environment, name, None)
+    if original is None:
+        yield
+        return
+    setattr(environment, name, lambda requirements: None)
+    try:
+        yield
+    finally:
+        setattr(environment, name, original)
+
+
 @mlflow_logs_at_their_level()
 def train_and_register(
     data: pd.DataFrame,
@@ -521,16 +544,17 @@ def train_and_register(
             mlflow.log_artifact(str(plot), artifact_path="plots")
 
         example = result.x_test.head(3)
-        info = mlflow.sklearn.log_model(
-            result.pipeline,
-            name=ARTIFACT_NAME,
-            serialization_format="skops",
-            skops_trusted_types=list(SKOPS_TRUSTED_TYPES),
-            signature=infer_signature(example, result.pipeline.predict(example)),
-            input_example=example,
-            registered_model_name=MODEL_NAME,
-            conda_env=model_conda_env(),
-        )
+        with requirements_checked_already():
+            info = mlflow.sklearn.log_model(
+                result.pipeline,
+                name=ARTIFACT_NAME,
+                serialization_format="skops",
+                skops_trusted_types=list(SKOPS_TRUSTED_TYPES),
+                signature=infer_signature(example, result.pipeline.predict(example)),
+                input_example=example,
+                registered_model_name=MODEL_NAME,
+                conda_env=model_conda_env(),
+            )
         version = str(info.registered_model_version)
         for tag, value in version_tags.items():
             client.set_model_version_tag(MODEL_NAME, version, tag, value)

@@ -13,8 +13,6 @@ export date, not by number.
 from __future__ import annotations
 
 import datetime as dt
-import json
-from collections.abc import Iterator
 
 import pytest
 
@@ -24,20 +22,13 @@ from airflow_project.datalake import PREPROCESSED_CONTAINER, RAW_CONTAINER, Blob
 from airflow_project.registry import EXPERIMENT, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND
 from airflow_project.wachttijden import synthetic
 from airflow_project.wachttijden.schema import MODEL_NAME
+from tests.integration.pipelines.pipeline_helpers import pipeline_dag
 
 pytestmark = pytest.mark.integration
 
 CURRENT = dt.datetime(2026, 6, 10, tzinfo=dt.UTC)
 OLDER = dt.datetime(2024, 3, 9, tzinfo=dt.UTC)  # the README's example of a user's own export
 ROWS = 3000
-
-
-def _dag(dag_id: str):
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag()
-    assert not bag.import_errors
-    return bag.get_dag(dag_id)
 
 
 def _xcom(run, task_id: str, key: str = "return_value"):
@@ -65,31 +56,6 @@ def _preprocessed(day: dt.datetime) -> str:
     return str(BlobRef(PREPROCESSED_CONTAINER, dataset_path(day)))
 
 
-@pytest.fixture(scope="module")
-def services(azurite: str, fresh_mlflow_server: str, airflow_db, datalake) -> Iterator[str]:
-    import mlflow
-
-    from airflow_project.datalake import CONNECTION_ID
-
-    previous = mlflow.get_tracking_uri()
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv(f"AIRFLOW_CONN_{CONNECTION_ID.upper()}",
-                   json.dumps({"conn_type": "wasb", "extra": {"connection_string": azurite}}))
-        env.setenv("MLFLOW_TRACKING_URI", fresh_mlflow_server)
-        mlflow.set_tracking_uri(fresh_mlflow_server)
-        try:
-            yield fresh_mlflow_server
-        finally:
-            mlflow.set_tracking_uri(previous)
-
-
-@pytest.fixture(scope="module")
-def client(services: str):
-    from mlflow import MlflowClient
-
-    return MlflowClient(services)
-
-
 def _versions(client) -> list[str]:
     return sorted((v.version for v in client.search_model_versions(f"name='{MODEL_NAME}'")), key=int)
 
@@ -103,10 +69,10 @@ def current(services: str, datalake, client) -> dict:
     """The current export, prepared and trained: version 1, champion and challenger."""
     datalake.write(BlobRef(RAW_CONTAINER, dataset_path(CURRENT)),
                    synthetic.to_raw_bytes(synthetic.generate(synthetic.SyntheticConfig(rows=ROWS, seed=31))))
-    prepare = _dag("prepare_dataset").test(logical_date=CURRENT)
+    prepare = pipeline_dag("prepare_dataset").test(logical_date=CURRENT)
     assert prepare.state == "success"
     path = _preprocessed(CURRENT)
-    train = _dag("train_model").test(logical_date=CURRENT, run_conf={"input_path": path})
+    train = pipeline_dag("train_model").test(logical_date=CURRENT, run_conf={"input_path": path})
     assert train.state == "success"
     assert _versions(client) == ["1"] and _aliases(client) == {"champion": "1", "challenger": "1"}
     return {"prepare": prepare, "path": path}
@@ -122,7 +88,7 @@ def test_the_first_preparation_writes_and_says_so(current) -> None:
 def test_prepare_again_on_an_unchanged_export_says_unchanged(current, datalake) -> None:
     ref = BlobRef.parse(current["path"])
     before = datalake.client.get_blob_client(ref.container, ref.path).get_blob_properties()
-    again = _dag("prepare_dataset").test(logical_date=CURRENT)
+    again = pipeline_dag("prepare_dataset").test(logical_date=CURRENT)
     assert again.state == "success"
     result = _xcom(again, "fix_missing_values")
     assert result["unchanged"] is True and result["path"] == current["path"]
@@ -135,7 +101,7 @@ def test_prepare_again_on_an_unchanged_export_says_unchanged(current, datalake) 
 def test_train_again_on_identical_data_registers_nothing_and_names_the_version(current, client) -> None:
     experiment = client.get_experiment_by_name(EXPERIMENT)
     runs_before = len(client.search_runs([experiment.experiment_id]))
-    again = _dag("train_model").test(logical_date=CURRENT, run_conf={"input_path": current["path"]})
+    again = pipeline_dag("train_model").test(logical_date=CURRENT, run_conf={"input_path": current["path"]})
     assert again.state == "success"
     assert _xcom(again, "train_and_register", "registered") is False
     assert str(_xcom(again, "train_and_register", "version")) == "1"
@@ -147,7 +113,7 @@ def test_train_again_on_identical_data_registers_nothing_and_names_the_version(c
 
 
 def test_force_retrain_registers_a_new_version(current, client) -> None:
-    forced = _dag("train_model").test(logical_date=CURRENT, run_conf={"input_path": current["path"],
+    forced = pipeline_dag("train_model").test(logical_date=CURRENT, run_conf={"input_path": current["path"],
                                                                       "force_retrain": True})
     assert forced.state == "success"
     assert _xcom(forced, "train_and_register", "registered") is True
@@ -168,8 +134,8 @@ def test_an_older_export_is_registered_as_a_backfill_and_moves_no_alias(current,
     # as the README's example: `mlops data upload --date 2024-03-09`, then prepare_dataset for that date
     datalake.write(BlobRef(RAW_CONTAINER, dataset_path(OLDER)),
                    synthetic.to_raw_bytes(synthetic.generate(synthetic.SyntheticConfig(rows=ROWS, seed=32))))
-    assert _dag("prepare_dataset").test(logical_date=OLDER).state == "success"
-    run = _dag("train_model").test(logical_date=OLDER, run_conf={"input_path": _preprocessed(OLDER)})
+    assert pipeline_dag("prepare_dataset").test(logical_date=OLDER).state == "success"
+    run = pipeline_dag("train_model").test(logical_date=OLDER, run_conf={"input_path": _preprocessed(OLDER)})
     assert run.state == "success"
     skipped = _xcom(run, "backtest")["skipped"]
     assert {s["version"] for s in skipped} == set(aliases.values())

@@ -148,24 +148,39 @@ def test_read_intermediate_names_file_and_problem():
 
 
 
-def test_text_transforms_run_once_per_distinct_value_with_the_per_row_result() -> None:
+def _clean_per_row(frame):
+    """The cleaning rules written the plain way, row by row: what `clean` must equal."""
     import numpy as np
     import pandas as pd
 
-    from airflow_project.wachttijden.dataset import _by_distinct
+    text = frame.astype(str).apply(lambda column: column.str.strip())
+    target = pd.to_numeric(text[TARGET].str.replace(",", ".", regex=False), errors="coerce")
+    text["TYPE_ZORGINSTELLING"] = text["TYPE_ZORGINSTELLING"].replace("", "Kliniek")
+    keep = np.isfinite(target) & (target >= 0) & (text[list(FEATURES)] != "").all(axis=1)
+    out = text.loc[keep, list(COLUMNS)].copy()
+    out[TARGET] = target[keep].astype("float64")
+    return out.reset_index(drop=True)
 
-    column = pd.Series([" 12 ", "onbekend", None, np.nan, 7, "12", " 12 ", "3,5", ""], index=range(10, 19))
-    calls: list[int] = []
 
-    def strip(values: pd.Series) -> pd.Series:
-        calls.append(len(values))
-        return values.str.strip()
+def test_cleaning_by_distinct_value_equals_the_rules_applied_row_by_row() -> None:
+    import numpy as np
+    import pandas as pd
 
-    text = _by_distinct(column, strip)
-    pd.testing.assert_series_equal(text, column.astype(str).str.strip())  # values and index
-    assert calls == [column.astype(str).nunique()]  # one call, each distinct value once
-    numbers = _by_distinct(text, lambda v: pd.to_numeric(v.str.replace(",", ".", regex=False), errors="coerce"))
-    assert numbers[10] == numbers[15] == 12.0 and numbers[17] == 3.5 and np.isnan(numbers[11])
+    targets = [" 12 ", "onbekend", None, np.nan, 7, "12", " 12 ", "3,5", "", "-1", "inf", "0"]
+    rows = len(targets)
+    frame = pd.DataFrame({
+        TARGET: targets,
+        "TYPE_WACHTTIJD": ["Behandeling", " Diagnostiek", "x", "x", "x", "", "x", "x", "x", "x", "x", "x"],
+        "SPECIALISME": ["Urologie (306) "] * rows,
+        "ROAZ_REGIO": ["Région Zuid", "a", "b", "c", "d", "e", " ", "f", "g", "h", "i", "j"],
+        "TYPE_ZORGINSTELLING": ["", "Ziekenhuis", " ", "", "Kliniek", "", "", "x", "", "", "", ""],
+    }, index=range(100, 100 + rows))
+    cleaned, report = dataset.clean(frame, "awkward.csv")
+    pd.testing.assert_frame_equal(cleaned, _clean_per_row(frame))
+    assert (report.rows_in, report.rows_out) == (rows, len(cleaned))
+    assert report.dropped_empty_target == 1 and report.dropped_negative_target == 1
+    assert report.dropped_target_not_a_number == 4  # onbekend, None, nan, inf
+    assert report.dropped_missing_feature == 2  # an empty TYPE_WACHTTIJD, a blank ROAZ_REGIO
 
 
 @pytest.mark.parametrize(("data", "named"), [

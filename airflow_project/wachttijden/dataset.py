@@ -87,20 +87,23 @@ def _may_be_utf8(data: bytes) -> bool:
     return True
 
 
-def _decode(data: bytes, source: str) -> str:
-    """UTF-8 (with or without byte order mark) or ISO-8859-1, the NZa export's own."""
+def _raw_utf8(data: bytes, source: str) -> bytes:
+    """A raw export as UTF-8 bytes: UTF-8 (with or without byte order mark, which is dropped)
+    or ISO-8859-1, the NZa export's own (transcoded); anything else is refused, naming it."""
     if data.startswith(_UTF8_BOM):
         try:
-            return data[len(_UTF8_BOM):].decode("utf-8")
+            data[len(_UTF8_BOM):].decode("utf-8")
         except UnicodeDecodeError as exc:
             raise DataValidationError(
                 f"{source}: starts with a UTF-8 byte order mark but is not valid UTF-8 "
                 f"(byte offset {exc.start + len(_UTF8_BOM)})"
             ) from exc
+        return data[len(_UTF8_BOM):]
     _not_text(data, source)
     if _may_be_utf8(data):  # valid UTF-8 with accents is (practically) never ISO-8859-1 text
         try:
-            return data.decode("utf-8")
+            data.decode("utf-8")
+            return data
         except UnicodeDecodeError:
             pass
     control = _C1_CONTROL.search(data) if data.translate(None, _ALL_BUT_C1) else None  # translate: C speed
@@ -110,7 +113,7 @@ def _decode(data: bytes, source: str) -> str:
             f"{source}: is neither UTF-8 nor ISO-8859-1: byte 0x{data[control.start()]:02x} on line {line} is a "
             "control character in ISO-8859-1 (Windows-1252 text?); save the export as UTF-8 or ISO-8859-1"
         )
-    return data.decode(RAW_ENCODING)
+    return data.decode(RAW_ENCODING).encode("utf-8")
 
 
 def _header(text: str, separator: str) -> list[str]:
@@ -159,9 +162,39 @@ def _read_columns(text: str, source: str, separator: str) -> pd.DataFrame:
     return frame.loc[:, list(COLUMNS)]
 
 
+def _first_line(utf8: bytes) -> str:
+    return utf8.split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8", errors="replace")
+
+
+def _read_raw_fast(utf8: bytes) -> pd.DataFrame | None:
+    """The COLUMNS of a raw export through pyarrow's CSV reader (1M rows: ~1 s instead of
+    pandas' ~2 s, same run), when its header names the columns plainly (no quotes or spaces
+    around a name, none twice) and every row parses; None for anything else, which pandas'
+    reader then reads, with its messages. Values are as found: pandas' reader also skips a
+    space after a separator, which cleaning strips anyway."""
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    names = _first_line(utf8).split(RAW_SEPARATOR)
+    if len(set(names)) != len(names) or any(name != name.strip().strip('"') for name in names):
+        return None
+    try:
+        table = pcsv.read_csv(io.BytesIO(utf8), parse_options=pcsv.ParseOptions(delimiter=RAW_SEPARATOR),
+                              convert_options=pcsv.ConvertOptions(
+                                  include_columns=list(COLUMNS), column_types={name: pa.string() for name in COLUMNS},
+                                  strings_can_be_null=False, quoted_strings_can_be_null=False))
+    except pa.ArrowInvalid:
+        return None
+    return table.to_pandas().loc[:, list(COLUMNS)]
+
+
 def read_raw(data: bytes, source: str) -> pd.DataFrame:
     """The COLUMNS of a raw NZa export as strings (empty cells are '')."""
-    return _read_columns(_decode(data, source), source, RAW_SEPARATOR)
+    utf8 = _raw_utf8(data, source)
+    _require_columns([name.strip().strip('"') for name in _first_line(utf8).split(RAW_SEPARATOR)], source,
+                     RAW_SEPARATOR)
+    fast = _read_raw_fast(utf8)
+    return fast if fast is not None else _read_columns(utf8.decode("utf-8"), source, RAW_SEPARATOR)
 
 
 def select_features(raw: pd.DataFrame) -> pd.DataFrame:

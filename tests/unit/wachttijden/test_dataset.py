@@ -244,3 +244,27 @@ def test_the_fast_prepared_reader_reads_what_the_pandas_reader_reads(monkeypatch
     monkeypatch.setattr(dataset, "_read_prepared_fast", lambda data: None)
     for data, frame in zip(cases, fast):
         assert frame.equals(dataset.read_prepared(data, "p.csv")), data
+
+
+@pytest.mark.parametrize("data", [
+    _raw("Privékliniek Velsen;SpoedZorgNet;Kliniek;Orthopedie (305);Behandeling;7;x",
+         "Clinique Esthétique;Acute Zorg Oost;;Dermatologie (310);Diagnostiek;onbekend;y"),
+    _raw('A;"Regio; West";Kliniek;"Orthopedie (305)";Behandeling;"3,5";x', newline="\n", encoding="utf-8"),
+    _raw("A; SpoedZorgNet ;Kliniek; Urologie (306);Behandeling; 4;x", "B;;Kliniek;Urologie (306);Behandeling;2;x"),
+    _raw("A;SpoedZorgNet;Kliniek;Urologie (306);Behandeling;4;x;one too many"),  # pandas' reader decides
+    _raw("A;SpoedZorgNet;Kliniek;Urologie (306);Behandeling;4;x", header=HEADER.replace("EXTRA", '"EXTRA"')),
+])
+def test_the_fast_raw_reader_prepares_what_the_pandas_reader_prepares(data: bytes, monkeypatch: pytest.MonkeyPatch):
+    def prepared(raw: bytes):
+        try:
+            return dataset.clean(dataset.select_features(dataset.read_raw(raw, "raw.csv")), "raw.csv")
+        except dataset.DataValidationError as exc:
+            return str(exc)
+
+    fast = prepared(data)
+    monkeypatch.setattr(dataset, "_read_raw_fast", lambda utf8: None)
+    slow = prepared(data)
+    if isinstance(slow, str):
+        assert fast == slow
+    else:
+        assert fast[0].equals(slow[0]) and fast[1] == slow[1]

@@ -21,10 +21,10 @@ from loadtest.bench_pipeline import (
 
 
 def _results(script: float, cli: float, check: float, dag: float, cold: float,
-             rows: int = 1_000_000) -> list[Measurement]:
-    return [Measurement(rows, SCRIPT, script, 800), Measurement(rows, CLI, cli, 1000),
-            Measurement(rows, CLI_CHECKED, cli + check, 1000), Measurement(rows, DAG, dag, 1200),
-            Measurement(rows, DAG_COLD, cold, 1200)]
+             rows: int = 1_000_000, round_: int = 0) -> list[Measurement]:
+    return [Measurement(rows, SCRIPT, script, 800, round_), Measurement(rows, CLI, cli, 1000, round_),
+            Measurement(rows, CLI_CHECKED, cli + check, 1000, round_), Measurement(rows, DAG, dag, 1200, round_),
+            Measurement(rows, DAG_COLD, cold, 1200, round_)]
 
 
 def test_ratios_are_taken_against_the_script_and_the_dag_against_the_checked_cli():
@@ -47,6 +47,16 @@ def test_only_one_million_rows_is_judged_against_the_script():
     text = report(_results(script=2.0, cli=8.0, check=1.0, dag=9.0, cold=17.0, rows=100_000))
     assert "100,000 rows: CLI path 4.00x the script (target <= 1.5x at 1M rows): for information" in text
     assert "slowest path" not in text
+
+
+def test_rounds_are_judged_by_their_own_ratios_not_by_a_slow_round():
+    """Round 2 ran on a machine twice as busy: every path doubled, its ratios did not."""
+    results = _results(10.0, 14.0, 4.0, 15.0, 28.0) + _results(20.0, 28.0, 8.0, 30.0, 56.0, round_=1) + \
+        _results(10.0, 15.0, 4.0, 16.0, 28.0, round_=2)
+    text = report(results)
+    assert "| 1,000,000 | cli | 15.0 (14.0 - 28.0) | 1000 | 1.40 |" in text
+    assert "CLI path 1.40x (rounds 1.40 - 1.50) the script (target <= 1.5x at 1M rows): met" in text
+    assert "3 round(s)" in text
 
 
 def test_the_profile_table_lists_the_steps_that_cost_something():

@@ -98,3 +98,21 @@ def test_between_champion_and_challenger_the_challenger_stays():
 def test_without_an_export_date_there_is_no_order_and_no_backfill():
     assert not _placed(None, "2026-12-03").backfill and _placed(None, "2026-12-03").takes_challenger
     assert not _placed("2024-03-09", None).backfill
+
+
+def test_a_versions_export_date_is_its_tag_else_the_date_in_its_training_input():
+    from types import SimpleNamespace
+
+    from airflow_project import lineage
+
+    runs = {"r1": "preprocessed/wachttijden/2026/12/03/wachttijden.csv", "r2": "/home/me/prepared.csv"}
+    client = SimpleNamespace(get_run=lambda run_id: SimpleNamespace(data=SimpleNamespace(
+        params={"input": runs.get(run_id, "")})))
+    tagged = SimpleNamespace(version="4", run_id="r2", tags={"export_date": "2024-03-09"})
+    from_input = SimpleNamespace(version="1", run_id="r1", tags={})
+    undated = SimpleNamespace(version="5", run_id="r2", tags={})
+    assert lineage.version_export_date(client, tagged) == dt.date(2024, 3, 9)
+    assert lineage.version_export_date(client, from_input) == dt.date(2026, 12, 3)
+    assert lineage.version_export_date(client, undated) is None
+    # newest export first, then the higher number; undated versions last
+    assert [mv.version for mv in lineage.newest_first(client, [tagged, undated, from_input])] == ["1", "4", "5"]

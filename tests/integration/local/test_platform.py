@@ -240,11 +240,25 @@ def test_status_shows_every_service_running_and_ready(first_up: UpResult) -> Non
     assert "have no pid file" not in out.getvalue()  # every process of the home is accounted for
     serving = out.getvalue().split("\n\n")[1].splitlines()
     assert serving[0].split()[:2] == ["SERVING", "KIND"]
+    assert serving[0].split() == ["SERVING", "KIND", "STATE", "PID", "LISTEN", "READY", "VERSION", "ALIAS", "URL"]
     rows = sorted((line.split()[0], line.split()[1], line.split()[2], line.split()[5]) for line in serving[1:])
     assert rows == [("serving/wachttijden-graph", "InferenceGraph", "running", "yes"),
                     ("serving/wachttijden-primary", "InferenceService", "running", "yes"),
                     ("serving/wachttijden-primary-mirror", "VirtualService", "running", "yes"),
                     ("serving/wachttijden-shadow", "InferenceService", "running", "yes")]
+    # per serving object: where it listens, the version it serves and that version's aliases
+    from mlflow import MlflowClient
+
+    aliases = MlflowClient(first_up.config.mlflow_uri).get_registered_model("wachttijden").aliases
+    by_name = {line.split()[0]: line.split() for line in serving[1:]}
+    primary, shadow = by_name["serving/wachttijden-primary"], by_name["serving/wachttijden-shadow"]
+    assert primary[6] == f"v{aliases['champion']}" and "champion" in primary[7].split(",")
+    assert shadow[6].startswith("v") and shadow[6] != primary[6]
+    for router in ("serving/wachttijden-graph", "serving/wachttijden-primary-mirror"):  # what it routes to
+        assert set(by_name[router][6].split(",")) == {primary[6], shadow[6]} and by_name[router][7] == "-"
+    for name, cells in by_name.items():
+        host, _, port = cells[4].rpartition(":")
+        assert host in ("127.0.0.1", "0.0.0.0") and cells[-1].endswith(f":{port}"), (name, cells)
     memory = out.getvalue().split("\n\nPROCESS")[1].split("\n\n")[0].splitlines()
     owners = {line.split()[0] for line in memory[1:-1]}
     assert set(stack.SERVICE_NAMES) <= owners and "serving/wachttijden-graph" in owners

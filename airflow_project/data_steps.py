@@ -44,6 +44,20 @@ class StepResult:
     rows: int
 
 
+SHA256_METADATA = "sha256"
+"""Blob metadata of a preprocessed dataset: the SHA-256 of its bytes, so that a rerun knows
+whether it would write anything new."""
+
+
+class PreparedResult(TypedDict):
+    """fix_missing_values' XCom and its asset event's extra."""
+
+    path: str
+    rows: int
+    sha256: str
+    unchanged: bool  # the dataset already held exactly these bytes: nothing was written
+
+
 class ExportCheckResult(TypedDict):
     """The validate_export task's XCom: the gate and where the full report is."""
 
@@ -61,6 +75,7 @@ class TrainingResult(TypedDict):
     decision: str
     run_id: str
     metrics: dict[str, float]
+    registered: bool  # False: an identical training is this version, nothing new was registered
 
 
 def _with_suffix(path: str, suffix: str) -> str:
@@ -93,8 +108,7 @@ GATE_OVERRIDE_PARAM = "gate_override"
 
 
 def validate_export(lake: DataLake, intermediate: BlobRef, raw: BlobRef, thresholds: GateThresholds, *,
-                    override: str | None = None, run_name: str | None = None,
-                    tags: dict[str, str] | None = None) -> ExportCheckResult:
+                    override: str | None = None, tags: dict[str, str] | None = None) -> ExportCheckResult:
     """Check the export against the champion's training data, log the report as a run of
     `wachttijden-data`, and stop (DataGateFailed) when the gate fails without an override."""
     from airflow_project import data_tracking
@@ -110,7 +124,7 @@ def validate_export(lake: DataLake, intermediate: BlobRef, raw: BlobRef, thresho
             baseline_note=baseline.note, override=override,
         )
         run_id = data_tracking.log_data_run(
-            report, baseline=baseline.frame, preprocessed=str(preprocessed), run_name=run_name,
+            report, baseline=baseline.frame, preprocessed=str(preprocessed),
             params={"export": str(raw), "baseline_version": baseline.version or ""}, tags=tags,
         )
     where = f"MLflow experiment {data_tracking.DATA_EXPERIMENT}, run {run_id}"
@@ -127,16 +141,26 @@ def validate_export(lake: DataLake, intermediate: BlobRef, raw: BlobRef, thresho
                              experiment=data_tracking.DATA_EXPERIMENT, report=report.to_dict())
 
 
-def fix_missing_values(lake: DataLake, intermediate: BlobRef) -> StepResult:
-    """intermediate/<path>.parquet -> preprocessed/<path>.csv: rows a model can learn from."""
+def fix_missing_values(lake: DataLake, intermediate: BlobRef) -> PreparedResult:
+    """intermediate/<path>.parquet -> preprocessed/<path>.csv: rows a model can learn from.
+    A rerun on an unchanged export writes nothing and says `unchanged`."""
+    import hashlib
+
     from airflow_project.wachttijden import dataset
 
     source = str(intermediate)
     frame = dataset.read_intermediate(lake.read(intermediate), source)
     cleaned, report = dataset.fix_missing_values(frame, source)
     out = preprocessed_output(intermediate)
-    lake.write(out, dataset.to_prepared_bytes(cleaned))
-    return StepResult(str(out), report.rows_out)
+    data = dataset.to_prepared_bytes(cleaned)
+    sha256 = hashlib.sha256(data).hexdigest()
+    unchanged = (lake.metadata(out) or {}).get(SHA256_METADATA) == sha256
+    if unchanged:
+        log.info("%s unchanged: it already holds these %d rows (sha256 %s); nothing written", out,
+                 report.rows_out, sha256[:16])
+    else:
+        lake.write(out, data, metadata={SHA256_METADATA: sha256})
+    return PreparedResult(path=str(out), rows=report.rows_out, sha256=sha256, unchanged=unchanged)
 
 
 def latest_preprocessed(lake: DataLake) -> BlobRef:
@@ -178,23 +202,21 @@ def newest_prepared(lake: DataLake) -> tuple[pd.DataFrame, str]:
     return read_prepared(lake, ref), str(ref)
 
 
-def backtest(lake: DataLake, path: str, run_day: dt.date | dt.datetime) -> BacktestResult:
-    """Score champion and challenger on the dataset about to be trained on (before training):
-    its export date is the one in its path, else the run's date."""
+def backtest(lake: DataLake, path: str) -> BacktestResult:
+    """Score champion and challenger on the dataset about to be trained on (before training),
+    by its export date (`lineage.export_date`: the date in its path)."""
     from airflow_project.backtest import backtest_registered
-    from airflow_project.datalake import dataset_day
     from airflow_project.registry import mlflow_logs_at_their_level
 
     ref = BlobRef.parse(path)
-    day = dataset_day(ref.path) or (run_day.date() if isinstance(run_day, dt.datetime) else run_day)
     with mlflow_logs_at_their_level():
-        return backtest_registered(read_prepared(lake, ref), export=str(ref), day=day)
+        return backtest_registered(read_prepared(lake, ref), export=str(ref))
 
 
 def train(lake: DataLake, path: str, config: TrainingConfig, *, run_name: str,
-          tags: dict[str, str], backtest: BacktestResult | None = None) -> TrainingResult:
+          tags: dict[str, str], backtest: BacktestResult | None = None, force: bool = False) -> TrainingResult:
     """Train on a preprocessed dataset of the lake, register the model with its model card,
-    apply the promotion rule."""
+    apply the promotion rule; or name the version an identical training already registered."""
     from airflow_project.data_tracking import find_data_report
     from airflow_project.registry import train_and_register
 
@@ -203,7 +225,7 @@ def train(lake: DataLake, path: str, config: TrainingConfig, *, run_name: str,
     result = train_and_register(
         read_prepared(lake, ref), config, source=str(ref), run_name=run_name, tags=tags,
         dataset_uri=lake.url(ref), data_report=found[0] if found else None, data_run=found[1] if found else None,
-        backtests=list(backtest["scored"]) if backtest else None,
+        backtests=list(backtest["scored"]) if backtest else None, force=force,
     )
     return TrainingResult(version=result.version, promoted=result.promoted, decision=result.decision,
-                          run_id=result.run_id, metrics=result.metrics)
+                          run_id=result.run_id, metrics=result.metrics, registered=result.registered)

@@ -80,25 +80,37 @@ def champion_baseline(lake: DataLake) -> Baseline:
                         "exists", version)
     recorded = _training_digest(run)
     if recorded is not None:
-        digest = registry.training_dataset(frame, lake.url(ref)).digest
-        if digest != recorded:
+        from airflow_project.wachttijden.dataset import digest as data_digest
+
+        digest = data_digest(frame)
+        if digest != recorded and registry.legacy_dataset_digest(frame) != recorded:
             return Baseline(None, None, f"{ref} changed since champion v{version} was trained "
                             f"on it (digest {digest}, recorded {recorded})", version)
     return Baseline(frame, f"champion v{version}'s training data {ref}", "compared", version)
 
 
-def log_data_run(report: ExportReport, *, baseline: pd.DataFrame | None, preprocessed: str, run_name: str | None = None, params: dict[str, Any] | None = None,
-                 tags: dict[str, str] | None = None) -> str:
-    """One run in `wachttijden-data`: the measures as metrics, the gate as tags, the full
-    report as JSON, and a plot of the waiting-time distributions old vs new. Its run id."""
+def data_run_name(export: str) -> str:
+    """A data run is named after the export it checked: its export date (the chart view then
+    tells exports apart), else its path (a file outside `wachttijden/<YYYY>/<MM>/<DD>/`)."""
+    from airflow_project.lineage import export_date
+
+    day = export_date(export)
+    return export if day is None else f"export {day:%Y-%m-%d}"
+
+
+def log_data_run(report: ExportReport, *, baseline: pd.DataFrame | None, preprocessed: str,
+                 params: dict[str, Any] | None = None, tags: dict[str, str] | None = None) -> str:
+    """One run in `wachttijden-data`, named by the export: the measures as metrics, the gate
+    as tags, the full report as JSON, and a plot of the waiting-time distribution (against the
+    baseline's when there is one). Its run id."""
     import mlflow
 
     from airflow_project.wachttijden.export_checks import target_distribution_plot
     from airflow_project.wachttijden.schema import TARGET
 
-    mlflow.set_experiment(DATA_EXPERIMENT)
+    registry.use_experiment(DATA_EXPERIMENT)
     t = report.thresholds
-    with mlflow.start_run(run_name=run_name) as run:
+    with mlflow.start_run(run_name=data_run_name(report.source)) as run:
         mlflow.set_tags({
             "export": report.source, PREPROCESSED_TAG: preprocessed, "gate": report.gate,
             HEADLINE_TAG: report.headline(),
@@ -112,11 +124,10 @@ def log_data_run(report: ExportReport, *, baseline: pd.DataFrame | None, preproc
         with tempfile.TemporaryDirectory() as tmp:
             plot = Path(tmp) / Path(PLOT_ARTIFACT).name
             plot.write_bytes(target_distribution_plot(
-                None if baseline is None else baseline[TARGET], report.usable_target))
+                None if baseline is None else baseline[TARGET], report.usable_target,
+                baseline_note=report.baseline_note))
             mlflow.log_artifact(str(plot), artifact_path=str(Path(PLOT_ARTIFACT).parent))
-    log.info("data checks of %s: %s (MLflow run %s in %s)", report.source, report.headline(),
-             run.info.run_id, DATA_EXPERIMENT)
-    return run.info.run_id
+    return run.info.run_id  # the caller logs the headline with it, once
 
 
 def find_data_report(preprocessed: str) -> tuple[dict[str, Any], str] | None:

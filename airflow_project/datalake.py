@@ -119,16 +119,25 @@ class DataLake:
         except ResourceNotFoundError as exc:
             raise BlobNotFoundError(f"blob {ref} does not exist in the data lake") from exc
 
-    def write(self, ref: BlobRef, data: bytes) -> None:
-        """Replace the blob with data, all or nothing.
+    def write(self, ref: BlobRef, data: bytes, metadata: dict[str, str] | None = None) -> None:
+        """Replace the blob with data (and its metadata), all or nothing.
 
         A block blob only becomes visible when its block list is committed at
         the end of the upload, so readers see the old content or the new one and
         a failed upload leaves nothing behind: the commit is the atomic rename.
         """
         blob = self.client.get_blob_client(ref.container, ref.path)
-        blob.upload_blob(data, overwrite=True, max_concurrency=2)
+        blob.upload_blob(data, overwrite=True, max_concurrency=2, metadata=metadata)
         log.info("wrote %s (%d bytes)", ref, len(data))
+
+    def metadata(self, ref: BlobRef) -> dict[str, str] | None:
+        """The blob's metadata, None when the blob does not exist."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            return dict(self.client.get_blob_client(ref.container, ref.path).get_blob_properties().metadata or {})
+        except ResourceNotFoundError:
+            return None
 
     def url(self, ref: BlobRef) -> str:
         """The blob's URL (Azure: https://<account>.blob.core.windows.net/<container>/<path>)."""

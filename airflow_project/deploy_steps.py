@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NotRequired, TypedDict
 
-from airflow_project import registry
+from airflow_project import lineage, registry
 from airflow_project.wachttijden.categories import SAMPLE_ROW
 from airflow_project.wachttijden.schema import FEATURES, MODEL_NAME
 
@@ -116,8 +116,9 @@ def resolve_mirror_versions(primary: str | int, shadow: str | int, *, name: str 
     """Primary and shadow versions for a mirror, never one version compared with itself.
 
     When both resolve to the same version (e.g. `champion` and `challenger` after the
-    challenger was promoted) and the shadow was named by an alias, the newest other
-    version becomes the shadow (the previous champion, usually), with a `note` saying so.
+    challenger was promoted) and the shadow was named by an alias, the newest other version
+    in lineage order (its training data's export date, then its number: `lineage.newest_first`)
+    becomes the shadow, with a `note` saying so.
     A shadow named by the primary's own version number, or a registry without another
     version, fails at once, naming the aliases and versions.
     """
@@ -130,15 +131,17 @@ def resolve_mirror_versions(primary: str | int, shadow: str | int, *, name: str 
         return {"primary": first, "shadow": second}
     same = (f"primary {first['requested']!r} and shadow {second['requested']!r} both resolve to version "
             f"{first['version']} of model {name!r}")
-    others = sorted((int(v.version) for v in client.search_model_versions(f"name='{name}'")
-                     if str(v.version) != first["version"]), reverse=True)
+    others = [v for v in client.search_model_versions(f"name='{name}'") if str(v.version) != first["version"]]
     if second["requested"].isdigit() or not others:
         why = ("a shadow named by number must be another version" if others
                else "the registry has no other version to shadow")
         raise SelfComparisonError(f"{same}: {why} ({registry.describe_registry(client, name)}); "
                                   "train another version or pass another shadow_model")
-    stand_in = _model_version(registry.require_version(client, str(others[0]), name), second["requested"], name)
-    stand_in["note"] = f"{same}: shadowing the newest other version {others[0]} instead"
+    newest = lineage.newest_first(client, others)[0]
+    stand_in = _model_version(registry.require_version(client, str(newest.version), name), second["requested"], name)
+    day = lineage.version_export_date(client, newest)
+    stand_in["note"] = (f"{same}: shadowing the newest other version {newest.version} instead (by the export date "
+                        f"of its training data, {lineage.fmt(day)}, then its number)")
     log.warning("%s", stand_in["note"])
     return {"primary": first, "shadow": stand_in}
 
@@ -306,6 +309,15 @@ def agreement(primary: Sequence[float], shadow: Sequence[float], actual: Sequenc
     return metrics
 
 
+SHADOW_BEAT_TAG = "shadow_beat_primary"
+"""Tag of a comparison run: `true` when the shadow's MAE against the true waiting times is
+below the primary's on the compared rows (a candidate for promotion worth a look)."""
+
+
+def shadow_beat_primary(metrics: Mapping[str, float]) -> bool:
+    return "mae_shadow" in metrics and "mae_primary" in metrics and metrics["mae_shadow"] < metrics["mae_primary"]
+
+
 def compare_shadow(
     entry_url: str,
     shadow_url: str,
@@ -337,10 +349,11 @@ def compare_shadow(
         mlflow.set_tracking_uri(tracking_uri)
     primary, shadow = dict(primary or {}), dict(shadow or {})
     run_name = f"v{primary.get('version', '?')}-vs-v{shadow.get('version', '?')}"
+    beat = shadow_beat_primary(metrics)
     with registry.mlflow_logs_at_their_level():
-        mlflow.set_experiment(SHADOW_EXPERIMENT)
+        registry.use_experiment(SHADOW_EXPERIMENT)
         with mlflow.start_run(run_name=run_name) as run:
-            mlflow.set_tags({"model_name": MODEL_NAME, **dict(tags or {})})
+            mlflow.set_tags({"model_name": MODEL_NAME, SHADOW_BEAT_TAG: str(beat).lower(), **dict(tags or {})})
             mlflow.log_params({
                 "primary_version": primary.get("version", ""), "primary_model_uri": primary.get("model_uri", ""),
                 "shadow_version": shadow.get("version", ""), "shadow_model_uri": shadow.get("model_uri", ""),
@@ -349,5 +362,8 @@ def compare_shadow(
             })
             mlflow.log_metrics(metrics)
     log.info("shadow comparison %s (run %s): %s", run_name, run.info.run_id, metrics)
+    if beat:
+        log.info("the shadow v%s beat the primary v%s on these rows: mae %.4f < %.4f", shadow.get("version", "?"),
+                 primary.get("version", "?"), metrics["mae_shadow"], metrics["mae_primary"])
     return ComparisonResult(run_id=run.info.run_id, experiment=SHADOW_EXPERIMENT, metrics=metrics)
 

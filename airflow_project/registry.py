@@ -2,11 +2,15 @@
 promotion rule, and find a registered version by number or alias.
 
 Training (the `train_model` DAG, `mlops train`), deploying (`deploy_steps`), serving (the
-predictor) and `mlops up` all name versions the same way through this module. Every new
-version becomes `challenger`; `champion` moves to it only when it beats the current
-champion's MAE on the same hold-out rows and the champion's latest backtest (its MAE on an
-export it had not seen, `backtest.py`) does not already beat the new version's hold-out
-MAE by more than BACKTEST_MARGIN.
+predictor) and `mlops up` all name versions the same way through this module. Versions are
+ordered by the export date of their training data (`lineage.py`). A new version trained on
+an export older than the champion's is a backfill: registered, tagged, no alias moved.
+Otherwise it becomes `challenger` (unless the challenger was trained on a newer export),
+and `champion` moves to it only when it beats the current champion's MAE on the same
+hold-out rows and the champion's latest backtest (its MAE on an export it had not seen,
+`backtest.py`) does not already beat the new version's hold-out MAE by more than
+BACKTEST_MARGIN. A training on the same data with the same configuration as a registered
+version registers nothing (`lineage.training_key`).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from airflow_project import lineage
 from airflow_project.wachttijden import model_card
 from airflow_project.wachttijden.schema import MODEL_NAME
 
@@ -64,6 +69,8 @@ def model_pip_requirements() -> list[str]:
     return [f"{dist}=={version(dist)}" for dist in MODEL_RUNTIME]
 
 
+MODEL_METRICS: tuple[str, ...] = ("r2", "mae", "rmse", "baseline_mae")
+"""Every version's hold-out metrics (`training.evaluate`)."""
 BACKTEST_METRIC = "backtest_mae"
 """Logged on a version's own training run, step = the export date as YYYYMMDD: one series
 per model across exports, which the MLflow UI charts (backtest.py)."""
@@ -110,12 +117,37 @@ class RegistrationResult:
     promoted: bool
     metrics: dict[str, float]
     decision: str
+    registered: bool = True  # False: an identical training already is this version
 
     def as_cli_json(self) -> str:
         """The one-line JSON contract of `mlops train`."""
         payload = asdict(self)
         payload.pop("decision")
         return json.dumps(payload, sort_keys=False)
+
+
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
+"""MLflow 3.17's experiment kind for classic model training (the UI's ExperimentKind enum in
+mlflow/server/js: `genai_development`, `custom_model_development`, ...): an experiment with it
+opens in the UI's model-training mode, whose runs table lists every run. Without it the UI
+starts in its GenAI mode, where a run without a logged model is filed under "Evaluation
+runs" (the data checks and shadow comparisons are such runs)."""
+
+
+def use_experiment(name: str, artifact_location: str | None = None) -> Any:
+    """mlflow.set_experiment(name), created (with `artifact_location`, when given) and marked
+    as a model-training experiment when it is new or has no kind yet."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    if artifact_location and client.get_experiment_by_name(name) is None:
+        client.create_experiment(name, artifact_location=artifact_location)
+    experiment = mlflow.set_experiment(name)
+    if EXPERIMENT_KIND_TAG not in (experiment.tags or {}):
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
+    return experiment
 
 
 def _import_skops() -> Any:
@@ -302,35 +334,47 @@ def decide_promotion(new_mae: float, champion_mae: float | None, champion: str |
 SCHEMA_SAMPLE_ROWS = 1_000
 
 
-def training_dataset(data: pd.DataFrame, uri: str) -> Any:
+def training_dataset(data: pd.DataFrame, uri: str, digest: str | None = None) -> Any:
     """The MLflow dataset of training data at `uri` (name, digest, source, schema).
 
-    Its schema is inferred from the first SCHEMA_SAMPLE_ROWS rows: MLflow infers a pandas
-    dataset's schema cell by cell on text columns, which took 6 - 40 s of a 1M-row training
-    (measured with cProfile: `mlflow.types.utils._infer_datatype`, 3.9M calls). Training
-    data is validated before it gets here (four text columns, a float target), so a sample
-    has the same schema. Digest and profile still cover every row.
+    Its digest is `dataset.digest` (every row; pass it when it is known): MLflow's own
+    looks at the first 10,000 rows only, and first types every cell of the frame in Python
+    (`compute_pandas_digest`: `df.map(type)`, ~0.4 s per million rows). Its schema is
+    inferred from the first SCHEMA_SAMPLE_ROWS rows: MLflow infers a pandas dataset's schema
+    cell by cell on text columns, which took 6 - 40 s of a 1M-row training (measured with
+    cProfile: `mlflow.types.utils._infer_datatype`, 3.9M calls). Training data is validated
+    before it gets here (four text columns, a float target), so a sample has the same schema.
     """
     from functools import cached_property
 
     import mlflow.data
 
+    from airflow_project.wachttijden.dataset import digest as data_digest
     from airflow_project.wachttijden.schema import TARGET
 
-    dataset = mlflow.data.from_pandas(data, source=uri, name=MODEL_NAME, targets=TARGET)
+    dataset = mlflow.data.from_pandas(data, source=uri, name=MODEL_NAME, targets=TARGET,
+                                      digest=digest or data_digest(data))
     if len(data) > SCHEMA_SAMPLE_ROWS and isinstance(type(dataset).__dict__.get("schema"), cached_property):
-        sample = mlflow.data.from_pandas(data.head(SCHEMA_SAMPLE_ROWS), source=uri, name=MODEL_NAME, targets=TARGET)
+        sample = mlflow.data.from_pandas(data.head(SCHEMA_SAMPLE_ROWS), source=uri, name=MODEL_NAME, targets=TARGET,
+                                         digest=dataset.digest)
         dataset.__dict__["schema"] = sample.schema  # what the cached property would have computed, sooner
     return dataset
+
+
+def legacy_dataset_digest(data: pd.DataFrame) -> str:
+    """The digest MLflow computed itself, which versions registered before `dataset.digest`
+    recorded (data_tracking compares a baseline with it when the new one differs)."""
+    from mlflow.data.digest_utils import compute_pandas_digest
+
+    return compute_pandas_digest(data)
 
 
 def card_facts(result: training.TrainingResult, data: pd.DataFrame, *, version: str, run_id: str,
                source: str, metrics: dict[str, float], decision: str, data_report: dict[str, Any] | None,
                data_run: str | None, backtests: list[dict[str, Any]] | None) -> model_card.CardFacts:
-    from airflow_project.datalake import dataset_day
     from airflow_project.wachttijden.export_checks import category_counts
 
-    day = dataset_day(source)
+    day = lineage.export_date(source)
     return model_card.CardFacts(
         version=version, run_id=run_id, estimator=str(result.params.get("estimator", "")),
         training_data=source, export_day=None if day is None else f"{day:%Y-%m-%d}", rows=len(data),
@@ -338,6 +382,102 @@ def card_facts(result: training.TrainingResult, data: pd.DataFrame, *, version: 
         metrics=metrics, decision=decision, data_report=data_report, data_run=data_run,
         backtests_before=list(backtests or []),
     )
+
+
+def find_identical(client: Any, key: str, name: str = MODEL_NAME) -> Any | None:
+    """The registered version with this training key (the oldest, should there be several)."""
+    found = client.search_model_versions(f"name='{name}' and tags.{lineage.TRAINING_KEY_TAG} = '{key}'")
+    return min(found, key=lambda mv: int(mv.version)) if found else None
+
+
+def unchanged_result(client: Any, mv: Any, digest: str) -> RegistrationResult:
+    """What a training that matches version `mv` answers: that version, nothing registered."""
+    run = client.get_run(mv.run_id)
+    decision = (f"unchanged: version {mv.version} was trained on identical data (digest {digest}) with the same "
+                f"configuration; nothing registered, no alias moved (force a new version with the train_model "
+                f"Param force_retrain, or `mlops train --force`)")
+    log.info("%s", decision)
+    return RegistrationResult(run_id=mv.run_id, model_uri=model_uri(mv.version), version=str(mv.version),
+                              promoted=False, metrics={k: float(run.data.metrics[k]) for k in MODEL_METRICS
+                                                       if k in run.data.metrics},
+                              decision=decision, registered=False)
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Where a new version stands against the champion and challenger by export date."""
+
+    export_day: Any  # dt.date | None
+    champion: Any | None  # ModelVersion
+    champion_day: Any
+    challenger: Any | None
+    challenger_day: Any
+
+    @property
+    def backfill(self) -> bool:
+        """Trained on an export older than the champion's: no alias moves."""
+        return lineage.is_older(self.export_day, self.champion_day)
+
+    @property
+    def takes_challenger(self) -> bool:
+        return not self.backfill and not lineage.is_older(self.export_day, self.challenger_day)
+
+    def backfill_decision(self) -> str:
+        return (f"backfill: trained on the export of {lineage.fmt(self.export_day)}, older than champion "
+                f"v{self.champion.version}'s export of {lineage.fmt(self.champion_day)}; registered, no alias "
+                f"moved [{LINEAGE_RULE}]")
+
+    def challenger_note(self) -> str:
+        return (f"; challenger stays v{self.challenger.version}, trained on the newer export of "
+                f"{lineage.fmt(self.challenger_day)} [{LINEAGE_RULE}]")
+
+
+LINEAGE_RULE = ("rule: versions are ordered by the export date of their training data; a version trained on an "
+                "export older than the champion's moves no alias")
+
+
+def lineage_of(client: Any, source: str) -> Lineage:
+    current, challenger = find_version(client, CHAMPION), find_version(client, CHALLENGER)
+    return Lineage(
+        export_day=lineage.export_date(source),
+        champion=current, champion_day=None if current is None else lineage.version_export_date(client, current),
+        challenger=challenger,
+        challenger_day=None if challenger is None else lineage.version_export_date(client, challenger),
+    )
+
+
+def model_conda_env() -> dict[str, Any]:
+    """The logged model's conda.yaml, with requirements.txt's pins. Given explicitly because
+    MLflow, left to write it, looks up the installed pip to pin it, and a uv environment has
+    none: every training logged `WARNING Failed to resolve installed pip version`
+    (mlflow/utils/environment.py, `_mlflow_conda_env`)."""
+    import platform
+
+    return {"name": "mlflow-env", "channels": ["conda-forge"],
+            "dependencies": [f"python={platform.python_version()}", "pip", {"pip": model_pip_requirements()}]}
+
+
+@contextlib.contextmanager
+def requirements_checked_already() -> Iterator[None]:
+    """Skip MLflow's check that the logged requirements match the installed packages while a
+    model is logged: ours are the installed versions by construction (model_pip_requirements),
+    and the check maps every module of the environment to its distribution first
+    (`importlib.metadata.packages_distributions()` over the whole uv environment: 1 - 2 s of
+    each training, cProfile: `mlflow/utils/requirements_utils.py`,
+    `_init_packages_to_modules_map`). The function `_process_conda_env` calls is looked up in
+    mlflow.utils.environment (MLflow 3.17); without it, nothing is skipped."""
+    from mlflow.utils import environment
+
+    name = "warn_dependency_requirement_mismatches"
+    original = getattr(environment, name, None)
+    if original is None:
+        yield
+        return
+    setattr(environment, name, lambda requirements: None)
+    try:
+        yield
+    finally:
+        setattr(environment, name, original)
 
 
 @mlflow_logs_at_their_level()
@@ -354,9 +494,12 @@ def train_and_register(
     data_report: dict[str, Any] | None = None,
     data_run: str | None = None,
     backtests: list[dict[str, Any]] | None = None,
+    force: bool = False,
 ) -> RegistrationResult:
-    """Train on `data`, log everything to MLflow, register and maybe promote, and give the
-    version its model card.
+    """Train on `data`, log everything to MLflow, register, place the version by its export
+    date and maybe promote it, and give it its model card; or, when a registered version was
+    trained on identical data with the same configuration (and not `force`), register nothing
+    and name that version.
 
     artifact_location is used only when the experiment does not exist yet; with
     a tracking server, leave it None so artifacts are proxied by the server.
@@ -370,54 +513,74 @@ def train_and_register(
     from mlflow.models import infer_signature
 
     from airflow_project.wachttijden import training
+    from airflow_project.wachttijden.dataset import digest as data_digest
 
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
     client = MlflowClient()
-    if artifact_location and client.get_experiment_by_name(EXPERIMENT) is None:
-        client.create_experiment(EXPERIMENT, artifact_location=artifact_location)
-    mlflow.set_experiment(EXPERIMENT)
+    digest = data_digest(data)
+    key = lineage.training_key(digest, config)
+    if not force and (same := find_identical(client, key)) is not None:
+        return unchanged_result(client, same, digest)
+    use_experiment(EXPERIMENT, artifact_location)
 
     result = training.train(data, config)
     _check_trusted(result.pipeline)  # the first skops import, silenced (see _import_skops)
+    placed = lineage_of(client, source)
+    day = placed.export_day
+    version_tags = {lineage.TRAINING_KEY_TAG: key, lineage.DATA_DIGEST_TAG: digest,
+                    **({lineage.EXPORT_DATE_TAG: f"{day:%Y-%m-%d}"} if day else {})}
 
     with mlflow.start_run(run_name=run_name) as run:
-        mlflow.set_tags({"source": source, "model_name": MODEL_NAME, **(tags or {})})
-        mlflow.log_params({**result.params, "input": source, "rows": len(data), "promotion_margin": BACKTEST_MARGIN})
+        mlflow.set_tags({"source": source, "model_name": MODEL_NAME, **version_tags, **(tags or {})})
+        mlflow.log_params({**result.params, lineage.INPUT_PARAM: source, "rows": len(data),
+                           "promotion_margin": BACKTEST_MARGIN})
         mlflow.log_metrics(result.metrics)
         if dataset_uri:
-            mlflow.log_input(training_dataset(data, dataset_uri), context="training")
+            mlflow.log_input(training_dataset(data, dataset_uri, digest), context="training")
         with tempfile.TemporaryDirectory() as tmp:
             plot = Path(tmp) / "predicted_vs_actual.png"
             plot.write_bytes(training.prediction_plot(result.y_test, result.predictions))
             mlflow.log_artifact(str(plot), artifact_path="plots")
 
         example = result.x_test.head(3)
-        info = mlflow.sklearn.log_model(
-            result.pipeline,
-            name=ARTIFACT_NAME,
-            serialization_format="skops",
-            skops_trusted_types=list(SKOPS_TRUSTED_TYPES),
-            signature=infer_signature(example, result.pipeline.predict(example)),
-            input_example=example,
-            registered_model_name=MODEL_NAME,
-            pip_requirements=model_pip_requirements(),
-        )
+        with requirements_checked_already():
+            info = mlflow.sklearn.log_model(
+                result.pipeline,
+                name=ARTIFACT_NAME,
+                serialization_format="skops",
+                skops_trusted_types=list(SKOPS_TRUSTED_TYPES),
+                signature=infer_signature(example, result.pipeline.predict(example)),
+                input_example=example,
+                registered_model_name=MODEL_NAME,
+                conda_env=model_conda_env(),
+            )
         version = str(info.registered_model_version)
-        client.set_registered_model_alias(MODEL_NAME, CHALLENGER, version)
+        for tag, value in version_tags.items():
+            client.set_model_version_tag(MODEL_NAME, version, tag, value)
 
-        current = find_version(client, CHAMPION)
-        champion_mae = champion_backtest = None
-        if current is not None and str(current.version) != version:
-            champion_mae = score_version(current.version, result.x_test, result.y_test)
-            mlflow.log_metric("champion_mae", champion_mae)
-            champion_backtest = latest_backtest(client, current.run_id)
-            if champion_backtest is not None:
-                mlflow.log_metric("champion_backtest_mae", champion_backtest.mae)
-        promoted, decision = decide_promotion(
-            result.metrics["mae"], champion_mae, None if current is None else str(current.version),
-            champion_backtest,
-        )
+        champion_mae = None
+        if placed.backfill:
+            promoted, decision = False, placed.backfill_decision()
+            client.set_model_version_tag(MODEL_NAME, version, lineage.BACKFILL_TAG, "true")
+            mlflow.set_tag(lineage.BACKFILL_TAG, "true")
+        else:
+            if placed.takes_challenger:
+                client.set_registered_model_alias(MODEL_NAME, CHALLENGER, version)
+            current = placed.champion
+            champion_backtest = None
+            if current is not None:
+                champion_mae = score_version(current.version, result.x_test, result.y_test)
+                mlflow.log_metric("champion_mae", champion_mae)
+                champion_backtest = latest_backtest(client, current.run_id)
+                if champion_backtest is not None:
+                    mlflow.log_metric("champion_backtest_mae", champion_backtest.mae)
+            promoted, decision = decide_promotion(
+                result.metrics["mae"], champion_mae, None if current is None else str(current.version),
+                champion_backtest,
+            )
+            if not placed.takes_challenger:
+                decision += placed.challenger_note()
         if promoted:
             client.set_registered_model_alias(MODEL_NAME, CHAMPION, version)
         mlflow.set_tags({"promotion_decision": decision, "promoted": str(promoted).lower()})

@@ -6,7 +6,9 @@ Reads the NZa export for the run's logical date from the data lake
 four features as found (`intermediate/.../wachttijden.parquet`), **checks the export**
 against the data the champion was trained on, drops rows without a usable waiting
 time and fills the institution type (`preprocessed/.../wachttijden.csv`). The last task
-emits the `wachttijden_preprocessed` asset event, which starts `train_model`.
+emits the `wachttijden_preprocessed` asset event, which starts `train_model`. A rerun on
+an unchanged export writes nothing: its result and the asset event say `unchanged`
+(and `train_model` then registers nothing new).
 
 The data gate (`validate_export`) fails the run, without retry and before anything is
 written to `preprocessed`, when fewer than **min_usable_share** of the rows are usable or
@@ -28,7 +30,7 @@ from airflow_project.dag_defaults import DAG_DEFAULTS
 from airflow_project.wachttijden.schema import DEFAULT_MAX_DRIFT, DEFAULT_MIN_USABLE_SHARE
 
 if TYPE_CHECKING:
-    from airflow_project.data_steps import ExportCheckResult
+    from airflow_project.data_steps import ExportCheckResult, PreparedResult
 
 
 @dag(
@@ -93,20 +95,20 @@ def prepare_dataset():
             thresholds = GateThresholds.from_optional(params.get("min_usable_share"), params.get("max_drift"))
             return step(data_lake(), BlobRef.parse(intermediate),
                         raw_input(params.get("raw_path"), run_date(logical_date, dag_run)), thresholds,
-                        override=params.get("gate_override"), run_name=dag_run.run_id,
+                        override=params.get("gate_override"),
                         tags={"airflow_dag_id": dag_run.dag_id, "airflow_run_id": dag_run.run_id})
 
     @task(outlets=[PREPROCESSED_DATASET])
-    def fix_missing_values(intermediate: str, *, outlet_events=None) -> str:
-        """Drop rows without a numeric waiting time, fill TYPE_ZORGINSTELLING."""
+    def fix_missing_values(intermediate: str, *, outlet_events=None) -> PreparedResult:
+        """Drop rows without a numeric waiting time, fill TYPE_ZORGINSTELLING (unchanged: nothing written)."""
         from airflow_project.data_steps import fix_missing_values as step
         from airflow_project.datalake import BlobRef
         from airflow_project.task_context import data_lake, fail_on_bad_input
 
         with fail_on_bad_input():
             result = step(data_lake(), BlobRef.parse(intermediate))
-        outlet_events[PREPROCESSED_DATASET].extra = {"path": result.output, "rows": result.rows}
-        return result.output
+        outlet_events[PREPROCESSED_DATASET].extra = dict(result)
+        return result
 
     intermediate = select_features()
     validate_export(intermediate) >> fix_missing_values(intermediate)

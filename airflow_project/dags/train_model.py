@@ -13,6 +13,11 @@ becomes **challenger**; it becomes **champion** only when its hold-out MAE beats
 champion's on the same rows and the champion's latest backtest does not beat that MAE
 by more than the stated margin (10%, `registry.BACKTEST_MARGIN`). The decision is the tag `promotion_decision`.
 
+Versions are ordered by the **export date** of their training data: a version trained on
+an export older than the champion's is a **backfill** (tag `backfill`): registered, no
+alias moved. Training on identical data with the same configuration as a registered
+version registers nothing and names that version (**force_retrain** trains anyway).
+
 Input, first that applies: the **input_path** param, the triggering asset
 event's path, the newest dataset in the `preprocessed` container.
 """
@@ -58,6 +63,13 @@ if TYPE_CHECKING:
             description="Preprocessed dataset, e.g. "
             "preprocessed/wachttijden/2024/01/31/wachttijden.csv. Empty: the asset event's.",
         ),
+        "force_retrain": Param(
+            False, type="boolean",
+            title="Force a new version",
+            description="Train and register even when a registered version was trained on identical "
+            "data with the same estimator, test size and seed (by default that version is named, "
+            "nothing new is registered).",
+        ),
     },
 )
 def train_model():
@@ -70,17 +82,18 @@ def train_model():
         return training_input(data_lake(), params.get("input_path"), asset_event_path(triggering_asset_events))
 
     @task
-    def backtest(path: str, *, logical_date=None, dag_run=None) -> BacktestResult:
+    def backtest(path: str) -> BacktestResult:
         """Score champion and challenger on the new dataset before training on it."""
         from airflow_project.data_steps import backtest as step
-        from airflow_project.task_context import data_lake, fail_on_bad_input, run_date
+        from airflow_project.task_context import data_lake, fail_on_bad_input
 
         with fail_on_bad_input():
-            return step(data_lake(), path, run_date(logical_date, dag_run))
+            return step(data_lake(), path)
 
     @task(multiple_outputs=True)
     def train_and_register(path: str, scores: BacktestResult, *, params: dict, dag_run=None) -> TrainingResult:
-        """Train, evaluate, log to MLflow, register with a model card and apply the promotion rule."""
+        """Train, evaluate, log to MLflow, register with a model card and apply the promotion rule
+        (or name the version an identical training already registered)."""
         from airflow_project.data_steps import train
         from airflow_project.task_context import data_lake, fail_on_bad_input
         from airflow_project.wachttijden.training import TrainingConfig
@@ -88,7 +101,8 @@ def train_model():
         with fail_on_bad_input():
             config = TrainingConfig(params["estimator"], float(params["test_size"]), int(params["random_seed"]))
             return train(data_lake(), path, config, run_name=dag_run.run_id, backtest=scores,
-                         tags={"airflow_dag_id": dag_run.dag_id, "airflow_run_id": dag_run.run_id})
+                         tags={"airflow_dag_id": dag_run.dag_id, "airflow_run_id": dag_run.run_id},
+                         force=bool(params.get("force_retrain")))
 
     path = resolve_input()
     train_and_register(path, backtest(path))

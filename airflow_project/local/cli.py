@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from airflow_project.host.files import write_atomic
 
@@ -145,13 +146,50 @@ def cmd_upload(args: argparse.Namespace) -> int:
         if lake.exists(ref) and not args.replace:
             raise CommandError(f"{ref} already exists in the data lake; pass --replace to overwrite it "
                                "(or --date for another day)")
+        gate = upload_gate(data, str(args.input), lake, local)
+        if gate is not None:
+            if args.strict:
+                raise CommandError(f"refused (--strict), nothing uploaded: {gate}")
+            print(f"mlops data upload: warning: {gate}; uploading anyway (--strict refuses such a file)",
+                  file=sys.stderr)
         lake.write(ref, data)
     except AzureError as exc:
         raise CommandError(f"cannot upload to the data lake: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
-    print(f"uploaded {args.input} ({report.rows_in} rows, {report.rows_out} usable) to {ref}", file=sys.stderr)
+    print(f"uploaded {args.input} ({report.rows_in} rows, {report.rows_out} usable, "
+          f"{report.rows_out / report.rows_in:.1%}) to {ref}", file=sys.stderr)
     print(f"next: trigger prepare_dataset for logical date {args.date:%Y-%m-%d}, or with raw_path "
           f"{ref.path}; train_model follows from its asset event", file=sys.stderr)
     return 0
+
+
+def upload_gate(data: bytes, source: str, lake: Any, local: Any) -> str | None:
+    """Why prepare_dataset's data gate (default thresholds) would stop this export, None when
+    it would pass. Against the champion's training data when the platform's MLflow answers
+    (`data_tracking.champion_baseline`, as validate_export does), else the usable share only."""
+    from airflow_project.host.net import http_ok
+    from airflow_project.wachttijden import dataset, export_checks
+
+    frame = dataset.select_features(dataset.read_raw(data, source))
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or local.mlflow_uri
+    baseline, note = None, f"drift not checked: MLflow at {uri} does not answer"
+    if uri.startswith("http") and http_ok(uri.rstrip("/") + "/health"):
+        import mlflow
+
+        from airflow_project.data_tracking import champion_baseline
+        from airflow_project.registry import mlflow_logs_at_their_level
+
+        mlflow.set_tracking_uri(uri)
+        with mlflow_logs_at_their_level():
+            found = champion_baseline(lake)
+        baseline, note = found, ""
+    report = export_checks.check_export(
+        frame, None if baseline is None else baseline.frame, source=source,
+        baseline_source=None if baseline is None else baseline.source,
+        baseline_note=note if baseline is None else baseline.note)
+    if report.passed:
+        return None
+    checked = f" ({note})" if note else ""
+    return f"{source} would fail prepare_dataset's data gate{checked}: {'; '.join(report.reasons)}"
 
 
 def _add_upload_parser(data: argparse._SubParsersAction) -> None:
@@ -169,6 +207,8 @@ def _add_upload_parser(data: argparse._SubParsersAction) -> None:
                         help="the logical date it is for (default: today, UTC): raw/wachttijden/YYYY/MM/DD/")
     upload.add_argument("--replace", action="store_true", help="overwrite the export already there for that date")
     upload.add_argument("--connection-string", help="Azure Blob connection string (default: the local Azurite)")
+    upload.add_argument("--strict", action="store_true",
+                        help="refuse an export that prepare_dataset's data gate would stop (default: warn)")
     upload.set_defaults(func=cmd_upload)
 
 
@@ -199,7 +239,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     with contextlib.redirect_stdout(sys.stderr):
         result = registry.train_and_register(
             frame, config, tracking_uri=uri, source=str(args.input), artifact_location=artifacts,
-            dataset_uri=str(args.input.resolve()),
+            dataset_uri=str(args.input.resolve()), force=args.force,
         )
     print(result.as_cli_json())
     print(result.decision, file=sys.stderr)
@@ -233,6 +273,34 @@ def cmd_down(args: argparse.Namespace) -> int:
     return commands.down(LocalConfig(), purge=args.purge)
 
 
+PARTS = ("apache-airflow", "mlflow", "kserve", "scikit-learn")
+"""The installed releases `mlops --version` names next to its own (what a bug report needs)."""
+
+
+def version_line() -> str:
+    """`mlops 0.1.0 (apache-airflow 3.x, mlflow 3.17.2, ...; Python 3.11.7)`, from the installed
+    distributions' metadata (no import of any of them)."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(dist: str) -> str:
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            return "not installed"
+
+    parts = ", ".join(f"{dist} {installed(dist)}" for dist in PARTS)
+    return f"mlops {installed('airflow-project')} ({parts}; Python {platform.python_version()})"
+
+
+class _Version(argparse.Action):
+    """`--version` as one unwrapped line (argparse's own action wraps it at the terminal width)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        print(version_line())
+        parser.exit()
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -246,6 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="mlops", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    parser.add_argument("--version", action=_Version, nargs=0,
+                        help="print the version of mlops and of the platform's main parts, and exit")
     commands = parser.add_subparsers(dest="command", required=True)
 
     data = commands.add_parser("data", help="generate, check, prepare or upload NZa exports").add_subparsers(
@@ -288,6 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--estimator", default=DEFAULT_ESTIMATOR, choices=sorted(ESTIMATORS))
     train.add_argument("--test-size", type=float, default=0.2)
     train.add_argument("--seed", type=int, default=42)
+    train.add_argument("--force", action="store_true",
+                       help="register a new version even when one was trained on identical data with this configuration")
     train.set_defaults(func=cmd_train)
 
     # The predictor's own parser (KServe's flags and ours) reads the rest: `mlops serve --help`.

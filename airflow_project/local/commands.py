@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from airflow_project.local import job, processes, stack, summary
+from airflow_project.local import job, models, processes, stack, summary
 from airflow_project.local.airflow_api import AirflowApiError
 from airflow_project.local.config import AIRFLOW_ADMIN_USER, LocalConfig
 from airflow_project.local.errors import PlatformError, PrerequisiteError
@@ -94,7 +94,8 @@ def status(config: LocalConfig | None = None, out: IO[str] | None = None) -> int
     print(summary.format_status(rows), file=out)
     serving = job.serving_objects(config)
     if serving:
-        print("\n" + summary.format_serving(serving), file=out)
+        mlflow_up = any(r.name == stack.MLFLOW and r.state == "running" and r.ready for r in rows)
+        print("\n" + summary.format_serving(serving, models.version_aliases(config) if mlflow_up else None), file=out)
     memory = summary.collect_memory(_groups(config, serving))
     if memory:
         print("\n" + summary.format_memory(memory), file=out)

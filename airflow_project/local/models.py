@@ -8,8 +8,8 @@ from typing import Any
 
 from airflow_project.local.config import TRAIN_DAG, LocalConfig
 from airflow_project.local.errors import PlatformError
+from airflow_project.registry import MODEL_METRICS
 
-MODEL_METRICS = ("r2", "mae", "rmse", "baseline_mae")
 COMPARISON_METRICS = ("mae_primary_vs_shadow", "share_within_1_week", "mae_primary", "mae_shadow")
 
 
@@ -20,6 +20,7 @@ class RegistryState:
     versions: tuple[int, ...]
     champion: int | None
     challenger: int | None
+    newest_first: tuple[int, ...] = ()  # lineage order (lineage.newest_first); empty: by number
 
 
 def needs_second_model(state: RegistryState) -> bool:
@@ -29,14 +30,16 @@ def needs_second_model(state: RegistryState) -> bool:
 
 def serving_versions(state: RegistryState) -> tuple[int, int]:
     """(primary, shadow): the champion, and the challenger when it differs, else the newest
-    other version (the previous champion, after a challenger won); the champion itself
-    when it is the only version."""
+    other version in lineage order (by its training data's export date, then its number, as
+    deploy_traffic_mirroring picks it: a backfill of an old export is not the shadow); the
+    champion itself when it is the only version."""
     if state.champion is None:
         raise PlatformError("the MLflow registry has no champion version to serve")
     if state.challenger is not None and state.challenger != state.champion:
         return state.champion, state.challenger
-    others = [v for v in state.versions if v != state.champion]
-    return state.champion, max(others) if others else state.champion
+    order = state.newest_first or tuple(sorted(state.versions, reverse=True))
+    others = [v for v in order if v != state.champion]
+    return state.champion, others[0] if others else state.champion
 
 
 def mlflow_client(config: LocalConfig) -> Any:
@@ -46,18 +49,35 @@ def mlflow_client(config: LocalConfig) -> Any:
 
 
 def registry_state(config: LocalConfig) -> RegistryState:
+    from airflow_project.lineage import newest_first
     from airflow_project.registry import CHALLENGER, CHAMPION, find_version
     from airflow_project.wachttijden.schema import MODEL_NAME
 
     client = mlflow_client(config)
-    versions = tuple(sorted(int(v.version) for v in client.search_model_versions(f"name='{MODEL_NAME}'")))
+    found = client.search_model_versions(f"name='{MODEL_NAME}'")
+    versions = tuple(sorted(int(v.version) for v in found))
     if not versions:
         raise PlatformError(f"{TRAIN_DAG} succeeded but MLflow has no version of model {MODEL_NAME!r}")
     aliases: dict[str, int | None] = {}
     for alias in (CHAMPION, CHALLENGER):
         mv = find_version(client, alias)
         aliases[alias] = None if mv is None else int(mv.version)
-    return RegistryState(versions=versions, champion=aliases[CHAMPION], challenger=aliases[CHALLENGER])
+    return RegistryState(versions=versions, champion=aliases[CHAMPION], challenger=aliases[CHALLENGER],
+                         newest_first=tuple(int(mv.version) for mv in newest_first(client, found)))
+
+
+def version_aliases(config: LocalConfig) -> dict[str, list[str]] | None:
+    """{version: [aliases]} of the registered model now; None when the registry does not answer."""
+    from airflow_project.wachttijden.schema import MODEL_NAME
+
+    try:
+        aliases = mlflow_client(config).get_registered_model(MODEL_NAME).aliases or {}
+    except Exception:  # noqa: BLE001 - status reports what it can
+        return None
+    out: dict[str, list[str]] = {}
+    for alias, version in sorted(aliases.items()):
+        out.setdefault(str(version), []).append(alias)
+    return out
 
 
 @dataclass
@@ -92,6 +112,7 @@ class ShadowComparison:
     url: str
     metrics: dict[str, float]
     run_name: str = ""
+    shadow_beat_primary: bool = False  # the run's tag deploy_steps.SHADOW_BEAT_TAG
 
 
 def runs_url(config: LocalConfig, experiment_id: str) -> str:
@@ -109,7 +130,7 @@ def training_runs_url(config: LocalConfig) -> str:
 
 def shadow_comparison(config: LocalConfig) -> ShadowComparison | None:
     """The MLflow experiment of the shadow comparison and its newest run's metrics."""
-    from airflow_project.deploy_steps import SHADOW_EXPERIMENT
+    from airflow_project.deploy_steps import SHADOW_BEAT_TAG, SHADOW_EXPERIMENT
 
     client = mlflow_client(config)
     experiment = client.get_experiment_by_name(SHADOW_EXPERIMENT)
@@ -120,6 +141,7 @@ def shadow_comparison(config: LocalConfig) -> ShadowComparison | None:
     return ShadowComparison(
         experiment=SHADOW_EXPERIMENT, url=runs_url(config, experiment.experiment_id),
         metrics=metrics, run_name=runs[0].info.run_name if runs else "",
+        shadow_beat_primary=bool(runs) and runs[0].data.tags.get(SHADOW_BEAT_TAG) == "true",
     )
 
 

@@ -40,6 +40,16 @@ DAG_PROCESSOR = "airflow-dag-processor"
 TRIGGERER = "airflow-triggerer"
 SERVICE_NAMES: tuple[str, ...] = (AZURITE, MLFLOW, API_SERVER, SCHEDULER, DAG_PROCESSOR, TRIGGERER)
 AIRFLOW_SERVICES: tuple[str, ...] = (API_SERVER, SCHEDULER, DAG_PROCESSOR, TRIGGERER)
+# What runs tasks (the scheduler's LocalExecutor workers, the triggerer's supervisor) talks to
+# the api-server's Execution API from the first task on: started only once it answers, or the
+# scheduler queues the day's run while the api-server is still importing, and that first try
+# dies on "Connection refused" (a retry and ~20 s lost on every fresh `up`). The dag-processor
+# starts with the api-server, so parsing overlaps its start-up.
+AIRFLOW_FIRST: tuple[str, ...] = (API_SERVER, DAG_PROCESSOR)
+AIRFLOW_AFTER_API: tuple[str, ...] = (SCHEDULER, TRIGGERER)
+EXECUTION_API_HEALTH = "/execution/health"
+"""The Execution API's unauthenticated health route (airflow/api_fastapi/execution_api/routes/health.py),
+mounted under /execution/ by the api-server (AIRFLOW__CORE__EXECUTION_API_SERVER_URL)."""
 # component name in GET /api/v2/monitor/health
 HEALTH_COMPONENT = {SCHEDULER: "scheduler", DAG_PROCESSOR: "dag_processor", TRIGGERER: "triggerer"}
 PORT_ENV = {AZURITE: "MLOPS_AZURITE_PORT", MLFLOW: "MLOPS_MLFLOW_PORT", API_SERVER: "MLOPS_AIRFLOW_PORT"}
@@ -53,6 +63,7 @@ class ServiceSpec:
     argv: list[str]
     port: int | None
     ready_path: str | None = None  # HTTP GET path answering 2xx when ready; None = TCP connect
+    also_ready_paths: tuple[str, ...] = ()  # more paths that must answer 2xx (ready_path set)
     env: dict[str, str] = field(default_factory=dict)
     cwd: Path | None = None
     startup_timeout: float = 60.0
@@ -74,7 +85,7 @@ class ServiceSpec:
 def is_ready(spec: ServiceSpec) -> bool:
     if spec.ready_path is None:
         return tcp_ok(int(spec.port or 0))
-    return http_ok(spec.url + spec.ready_path)
+    return all(http_ok(spec.url + path) for path in (spec.ready_path, *spec.also_ready_paths))
 
 
 def venv_tool(name: str) -> str:
@@ -169,7 +180,8 @@ def airflow_services(config: LocalConfig) -> list[ServiceSpec]:
     api = ServiceSpec(
         name=API_SERVER,
         argv=[airflow, "api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        port=port, env=env, ready_path="/api/v2/monitor/health", startup_timeout=180.0,
+        port=port, env=env, ready_path="/api/v2/monitor/health", also_ready_paths=(EXECUTION_API_HEALTH,),
+        startup_timeout=180.0,
     )
     # Logs are local files the api-server reads directly: no log-serving ports needed.
     others = [
@@ -274,7 +286,9 @@ def start_services(config: LocalConfig, report: Callable[[str], None], deadline:
     if migrate is not None:
         finish_migration(migrate, config, deadline)
         report("Airflow database is up to date")
-    launch(AIRFLOW_SERVICES)
+    launch(AIRFLOW_FIRST)
+    wait_ready([by_name[API_SERVER]], started_now, config, report, deadline)
+    launch(AIRFLOW_AFTER_API)
     wait_ready([s for s in services if s.name != AZURITE], started_now, config, report, deadline)
 
 

@@ -9,7 +9,9 @@ import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any
+from urllib.parse import urlsplit
 
 import httpx
 import psutil
@@ -174,19 +176,89 @@ def format_memory(rows: list[ProcessMemory]) -> str:
     return f"{table}\nTotal RSS: {_mib(total)} in {len(rows)} processes"
 
 
-def format_serving(objects: list[dict[str, Any]]) -> str:
-    """The serving part of `mlops status`: one line per InferenceService / graph router."""
-    table = _table(("SERVING", "KIND", "STATE", "PID", "PORT", "READY", "URL"), [
+def _argv_value(obj: dict[str, Any], flag: str) -> str | None:
+    argv = [str(a) for a in obj.get("argv") or []]
+    return next((argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == flag), None)
+
+
+def served_version(obj: dict[str, Any]) -> str | None:
+    """The model version a serving record's predictor loads (its `--model-uri`), None for a
+    router or an unpinned URI."""
+    uri = _argv_value(obj, "--model-uri") or ""
+    version = uri.rsplit("/", 1)[-1] if uri.startswith("models:/") else ""
+    return version if version.isdigit() else None
+
+
+def listen_address(obj: dict[str, Any]) -> str:
+    """Where a serving object listens: the `--host` of its argv (the local controller passes
+    127.0.0.1) with its port; without one, what its process has bound (KServe's model server
+    binds 0.0.0.0, kserve/protocol/rest/server.py); '-' when neither is known."""
+    port = obj.get("port") or urlsplit(str(obj.get("url") or "")).port
+    host = _argv_value(obj, "--host")
+    if host is None and obj.get("running") and obj.get("pid") and port:
+        host = bound_host(int(obj["pid"]), int(port))
+    return f"{host}:{port}" if host and port else "-"
+
+
+def bound_host(pid: int, port: int) -> str | None:
+    """The address process `pid` (or a descendant) listens on at `port`, None when it does not."""
+    try:
+        proc = psutil.Process(pid)
+        for member in (proc, *proc.children(recursive=True)):
+            for conn in member.net_connections(kind="tcp"):
+                if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
+                    return str(conn.laddr.ip)
+    except (psutil.Error, OSError):
+        return None
+    return None
+
+
+def _routed_urls(obj: dict[str, Any]) -> list[str]:
+    """The predictor URLs a router sends to: `services` of its graph file (`--graph`)."""
+    graph = _argv_value(obj, "--graph")
+    try:
+        services = json.loads(Path(graph).read_text()).get("services") or {} if graph else {}
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [str(url).rstrip("/") for url in services.values()]
+
+
+def _versions_text(obj: dict[str, Any], by_url: dict[str, str]) -> str:
+    """A predictor's version; a router's: the versions it routes to (`v2,v1`)."""
+    version = served_version(obj)
+    if version is not None:
+        return f"v{version}"
+    return ",".join(f"v{v}" for url in _routed_urls(obj) if (v := by_url.get(url))) or "-"
+
+
+def format_serving(objects: list[dict[str, Any]], aliases: dict[str, list[str]] | None = None) -> str:
+    """The serving part of `mlops status`: one line per InferenceService / graph router, with
+    the version it serves (a router: those it routes to), that version's aliases now
+    (`aliases`: {version: [alias]}; None when the registry did not answer) and where it listens."""
+    by_url = {str(o.get("url") or "").rstrip("/"): v for o in objects if (v := served_version(o))}
+
+    def alias_text(obj: dict[str, Any]) -> str:
+        version = served_version(obj)
+        if version is None:
+            return "-"
+        if aliases is None:
+            return "?"
+        return ",".join(aliases.get(version, [])) or "-"
+
+    table = _table(("SERVING", "KIND", "STATE", "PID", "LISTEN", "READY", "VERSION", "ALIAS", "URL"), [
         (
             _object_name(obj), str(obj.get("kind", "?")),
             "running" if obj.get("running") else "orphaned" if obj.get("orphans") else "stopped",
             str(obj.get("pid") or "-") if obj.get("running") else "-",
-            str(obj.get("port") or "-"),
+            listen_address(obj),
             _ready_text(obj) if obj.get("running") else "-",
+            _versions_text(obj, by_url), alias_text(obj),
             str(obj.get("url") or "-"),
         )
         for obj in objects
     ])
+    if aliases is None and any(served_version(o) for o in objects):
+        table += "\n(aliases unknown: the MLflow registry did not answer)"
     notes = [_orphaned_note(_object_name(obj), obj["orphans"])
              for obj in objects if not obj.get("running") and obj.get("orphans")]
     notes += [f"{_object_name(obj)} {'degraded' if obj.get('degraded') else 'not ready'}: {obj['reason']}"
@@ -302,12 +374,22 @@ def format_serving_summary(endpoints: Endpoints, demo: list[TryIt],
         lines.append(f"  Comparison  MLflow experiment {comparison.experiment}: {comparison.url}")
         if shown:
             lines.append(f"              {comparison.run_name + ': ' if comparison.run_name else ''}{shown}")
+        if comparison.shadow_beat_primary:
+            lines.append(shadow_beat_line(endpoints, comparison))
     lines.append("")
     lines.append("Try it (the answers are what up got just now):")
     for item in demo:
         lines.append(f"  {item.curl}")
         lines.append(f"  -> {item.answer}")
     return lines
+
+
+def shadow_beat_line(endpoints: Endpoints, comparison: ShadowComparison) -> str:
+    m = comparison.metrics
+    return (f"  Note        the shadow (version {endpoints.shadow_version}) beat the champion (version "
+            f"{endpoints.primary_version}) on these rows: mae_shadow {m.get('mae_shadow', float('nan')):.3f} < "
+            f"mae_primary {m.get('mae_primary', float('nan')):.3f} (MLflow tag shadow_beat_primary=true); the "
+            f"promotion rule kept the champion on its own hold-out and backtest: worth a look")
 
 
 def format_data_report(data: DataReport | None, label: str = "Data") -> list[str]:

@@ -327,9 +327,24 @@ def check_export(frame: pd.DataFrame, baseline: pd.DataFrame | None, *, source: 
     return report
 
 
-def target_distribution_plot(baseline: Any | None, new: Any, *, title: str = "WACHTTIJD: baseline vs new export"
-                             ) -> bytes:
-    """A PNG of the two waiting-time distributions (share of rows per week), overlaid."""
+def weekly_shares(values: np.ndarray, top: float) -> tuple[np.ndarray, int]:
+    """Share of all rows per whole week 0..top (bins centred on the weeks), and how many rows
+    lie above `top`: those are left out, not piled into the last bin."""
+    edges = np.arange(0.0, top + 2.0) - 0.5
+    counts, _ = np.histogram(values, bins=edges)
+    return counts / max(values.size, 1), int(np.count_nonzero(values >= edges[-1]))
+
+
+def distribution_title(has_baseline: bool, baseline_note: str = "") -> str:
+    if has_baseline:
+        return f"{TARGET}: baseline vs new export"
+    return f"{TARGET} of the new export (no baseline{': ' + baseline_note if baseline_note else ''})"
+
+
+def target_distribution_plot(baseline: Any | None, new: Any, *, baseline_note: str = "") -> bytes:
+    """A PNG of the waiting-time distribution (share of rows per whole week) of the new
+    export, over the baseline's when there is one. Weeks above the 99.5th percentile are left
+    out (and counted in the legend); the legend sits below the axes, off the peaks."""
     from .plots import png
 
     sides = [("new export", np.asarray(new, dtype="float64"))]
@@ -337,14 +352,17 @@ def target_distribution_plot(baseline: Any | None, new: Any, *, title: str = "WA
         sides.insert(0, ("baseline (champion's training data)", np.asarray(baseline, dtype="float64")))
     values = np.concatenate([v for _, v in sides])
     top = max(1.0, math.ceil(float(np.quantile(values, 0.995)))) if values.size else 1.0
-    bins = np.arange(0.0, top + 2.0) - 0.5  # one bin per whole week, the top 0.5% clipped
 
     def draw(ax: Any) -> None:
         for label, v in sides:
-            if v.size:
-                ax.hist(np.clip(v, 0, top), bins=bins, density=True, histtype="step", linewidth=1.5,
-                        label=f"{label} (n={v.size:,}, median {np.median(v):g})")
-        ax.set(xlabel="waiting time (weeks)", ylabel="share of rows", title=title)
-        ax.legend(loc="upper right")
+            if not v.size:
+                continue
+            shares, hidden = weekly_shares(v, top)
+            beyond = f"; {hidden:,} above {top:g} weeks not shown" if hidden else ""
+            ax.stairs(shares, np.arange(0.0, top + 2.0) - 0.5, linewidth=1.5,
+                      label=f"{label} (n={v.size:,}, median {np.median(v):g}{beyond})")
+        ax.set(xlabel="waiting time (weeks)", ylabel="share of rows",
+               title=distribution_title(baseline is not None, baseline_note))
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False)
 
-    return png(draw, (8, 4.5))
+    return png(draw, (8, 5))

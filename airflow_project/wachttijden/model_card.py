@@ -30,14 +30,22 @@ INTENDED_USE = (
     "comparing regions and specialisms. Not a prediction for a single patient or a single "
     "hospital (the institution itself is not a feature)."
 )
+VERSION_ORDER = (
+    "Versions are ordered by the export date of their training data, not by when they were trained. "
+    "A version trained on an export older than the champion's is a backfill: registered (tag `backfill`), "
+    "but it moves no alias. Otherwise it becomes challenger (unless the challenger was trained on a newer "
+    "export), and champion when its hold-out MAE beats the champion's on the same rows and the champion's "
+    "latest backtest does not beat that MAE by more than the stated margin. Training again on identical "
+    "data with the same configuration registers nothing."
+)
 KNOWN_LIMITS = (
     ("- **Unknown categories**: a value the model did not see in training (a new or renamed "
     "specialism, a new region) is encoded as all-zero by the one-hot encoder "
     "(`handle_unknown='ignore'`), so the prediction is the encoder's default for that feature: "
     "what the model learned for 'none of the known categories', not an estimate for the new one. "
     "The data checks report such categories before training (experiment `wachttijden-data`)."),
-    ("- **Time**: trained on one export; waiting times move month to month. The backtest rows "
-    "below show how it held on later exports it had not seen."),
+    ("- **Time**: trained on one export; waiting times move month to month. The section "
+    "\"Backtests of this version\" above shows how it held on later exports it had not seen."),
     ("- **Granularity**: four categorical features only; two hospitals in one region with the "
     "same specialism get the same estimate."),
 )
@@ -145,6 +153,8 @@ def render(facts: CardFacts, *, full: bool = False) -> str:
         "",
         "## Promotion decision",
         f.decision,
+        "",
+        VERSION_ORDER,
         "",
         "## Backtests of this version (later exports, unseen)",
         _BACKTESTS_BEGIN,

@@ -66,3 +66,17 @@ def test_a_handler_writing_to_stderr_does_not_loop(capsys):
         finally:
             root.removeHandler(handler)
     assert capsys.readouterr().err.count("once") == 1
+
+
+def test_the_requirements_check_is_skipped_only_while_logging_and_still_exists_upstream():
+    """MLflow's `_process_conda_env` calls warn_dependency_requirement_mismatches by its name in
+    mlflow.utils.environment; an MLflow release without it would make the skip a silent no-op."""
+    from mlflow.utils import environment
+
+    from airflow_project.registry import requirements_checked_already
+
+    original = environment.warn_dependency_requirement_mismatches
+    with requirements_checked_already():
+        assert environment.warn_dependency_requirement_mismatches is not original
+        assert environment.warn_dependency_requirement_mismatches(["scikit-learn==0.0.1"]) is None
+    assert environment.warn_dependency_requirement_mismatches is original

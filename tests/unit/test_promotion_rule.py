@@ -63,3 +63,56 @@ def test_a_model_is_backtested_only_on_exports_after_its_own():
     assert not_unseen("preprocessed/wachttijden/2024/04/01/wachttijden.csv", export, day) == (
         "trained on the export of 2024-04-01, not an earlier one")
     assert "has no export date" in not_unseen("/home/me/prepared.csv", export, day)
+
+
+def _placed(new, champion, challenger=None):
+    from types import SimpleNamespace
+
+    from airflow_project.registry import Lineage
+
+    day = lambda text: None if text is None else dt.date.fromisoformat(text)
+    return Lineage(export_day=day(new), champion=SimpleNamespace(version="1"), champion_day=day(champion),
+                   challenger=SimpleNamespace(version="2"), challenger_day=day(challenger or champion))
+
+
+def test_a_version_of_an_older_export_than_the_champions_is_a_backfill_that_moves_no_alias():
+    placed = _placed("2024-03-09", "2026-12-03")
+    assert placed.backfill and not placed.takes_challenger
+    assert placed.backfill_decision().startswith(
+        "backfill: trained on the export of 2024-03-09, older than champion v1's export of 2026-12-03; "
+        "registered, no alias moved [rule: versions are ordered by the export date")
+
+
+def test_the_same_or_a_newer_export_takes_the_challenger_alias():
+    assert not _placed("2026-12-03", "2026-12-03").backfill
+    assert _placed("2026-12-03", "2026-12-03").takes_challenger
+    assert _placed("2026-12-04", "2026-12-03").takes_challenger
+
+
+def test_between_champion_and_challenger_the_challenger_stays():
+    placed = _placed("2026-02-01", "2026-01-01", challenger="2026-03-01")
+    assert not placed.backfill and not placed.takes_challenger
+    assert "challenger stays v2, trained on the newer export of 2026-03-01" in placed.challenger_note()
+
+
+def test_without_an_export_date_there_is_no_order_and_no_backfill():
+    assert not _placed(None, "2026-12-03").backfill and _placed(None, "2026-12-03").takes_challenger
+    assert not _placed("2024-03-09", None).backfill
+
+
+def test_a_versions_export_date_is_its_tag_else_the_date_in_its_training_input():
+    from types import SimpleNamespace
+
+    from airflow_project import lineage
+
+    runs = {"r1": "preprocessed/wachttijden/2026/12/03/wachttijden.csv", "r2": "/home/me/prepared.csv"}
+    client = SimpleNamespace(get_run=lambda run_id: SimpleNamespace(data=SimpleNamespace(
+        params={"input": runs.get(run_id, "")})))
+    tagged = SimpleNamespace(version="4", run_id="r2", tags={"export_date": "2024-03-09"})
+    from_input = SimpleNamespace(version="1", run_id="r1", tags={})
+    undated = SimpleNamespace(version="5", run_id="r2", tags={})
+    assert lineage.version_export_date(client, tagged) == dt.date(2024, 3, 9)
+    assert lineage.version_export_date(client, from_input) == dt.date(2026, 12, 3)
+    assert lineage.version_export_date(client, undated) is None
+    # newest export first, then the higher number; undated versions last
+    assert [mv.version for mv in lineage.newest_first(client, [tagged, undated, from_input])] == ["1", "4", "5"]

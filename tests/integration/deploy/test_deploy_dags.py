@@ -130,6 +130,10 @@ def test_deploy_traffic_mirroring_graph_and_shadow_comparison(local_deploy):
     assert params["primary_version"] == versions["champion"]
     assert params["shadow_version"] == versions["challenger"]
     assert params["dataset"] == local_deploy["dataset"]
+    # filed with the model-training runs in the MLflow UI, and it says whether the shadow won
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    beat = metrics["mae_shadow"] < metrics["mae_primary"]
+    assert comparison.data.tags["shadow_beat_primary"] == str(beat).lower()
 
 
 def test_virtualservice_mode_uses_a_local_mirror_router(local_deploy):

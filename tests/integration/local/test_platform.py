@@ -156,6 +156,15 @@ def test_up_runs_the_whole_job(first_up: UpResult, api: AirflowClient) -> None:
     assert second["state"] == "success"
     assert second["conf"]["estimator"] == "random_forest"
     assert [r["state"] for r in api.runs("deploy_traffic_mirroring")] == ["success"]
+    # a fresh `up` starts no task before the api-server and its Execution API answer: what
+    # queues and runs tasks starts after that, and no task needed a second try (a scheduler
+    # started with the api-server queued the first task before anything listened)
+    api_ready = out.index("airflow-api-server is ready")
+    assert out.index("started airflow-scheduler") > api_ready and out.index("started airflow-triggerer") > api_ready
+    retried = [(dag_id, run["dag_run_id"], ti["task_id"], ti.get("try_number"))
+               for dag_id in job.JOB_DAGS for run in api.runs(dag_id)
+               for ti in api.task_instances(dag_id, run["dag_run_id"]) if (ti.get("try_number") or 1) > 1]
+    assert retried == []
 
     # services log under <root>/logs, task logs under <root>/logs/airflow
     for name in stack.SERVICE_NAMES:
@@ -176,10 +185,16 @@ def test_successful_tasks_log_no_error_lines(first_up: UpResult) -> None:
     assert {task for task in mlflow_tasks if any(f"task_id={task}" in str(p) for p in others)} == set(mlflow_tasks)
     mlflow_lines = 0
     for path in training + others:
+        events = []
         for line in path.read_text().splitlines():
             record = json.loads(line)
             assert record.get("level") != "error", f"{path}: {line}"
             mlflow_lines += str(record.get("logger", "")).startswith("mlflow")
+            events.append(str(record.get("event", "")))
+        # MLflow left to write conda.yaml looks for pip, which a uv environment has not
+        assert not any("Failed to resolve installed pip version" in e for e in events), path
+        if "task_id=validate_export" in str(path):  # the data checks' headline, once (and in the XCom)
+            assert sum("rows usable" in e and not e.startswith("Done. Returned value") for e in events) == 1, events
     assert mlflow_lines > 0  # MLflow's own records are there, at their own level
 
 
@@ -232,7 +247,7 @@ def test_status_shows_every_service_running_and_ready(first_up: UpResult) -> Non
     assert first_up.config.airflow_url in out.getvalue()
     assert "have no pid file" not in out.getvalue()  # every process of the home is accounted for
     serving = out.getvalue().split("\n\n")[1].splitlines()
-    assert serving[0].split()[:2] == ["SERVING", "KIND"]
+    assert serving[0].split() == ["SERVING", "KIND", "STATE", "PID", "LISTEN", "READY", "VERSION", "ALIAS", "URL"]
     rows = sorted((line.split()[0], line.split()[1], line.split()[2], line.split()[5]) for line in serving[1:]
                   if not line.split()[0].endswith(":"))
     assert re.search(r"^serving/capture: [\d,]+ predictions written to serving-logs, [\d,]+ buffered, 0 dropped$",
@@ -242,6 +257,22 @@ def test_status_shows_every_service_running_and_ready(first_up: UpResult) -> Non
                     ("serving/wachttijden-primary", "InferenceService", "running", "yes"),
                     ("serving/wachttijden-primary-mirror", "VirtualService", "running", "yes"),
                     ("serving/wachttijden-shadow", "InferenceService", "running", "yes")]
+    # per serving object: where it listens, the version it serves and that version's aliases
+    from mlflow import MlflowClient
+
+    aliases = MlflowClient(first_up.config.mlflow_uri).get_registered_model("wachttijden").aliases
+    by_name = {line.split()[0]: line.split() for line in serving[1:] if not line.split()[0].endswith(":")}
+    primary, shadow = by_name["serving/wachttijden-primary"], by_name["serving/wachttijden-shadow"]
+    assert primary[6] == f"v{aliases['champion']}" and "champion" in primary[7].split(",")
+    assert shadow[6].startswith("v") and shadow[6] != primary[6]
+    for router in ("serving/wachttijden-graph", "serving/wachttijden-primary-mirror"):  # what it routes to
+        assert set(by_name[router][6].split(",")) == {primary[6], shadow[6]} and by_name[router][7] == "-"
+    for name, cells in by_name.items():
+        if cells[1] == "Capture":  # follows the predictors' logs: no port
+            assert cells[4] == "-", cells
+            continue
+        host, _, port = cells[4].rpartition(":")
+        assert host == "127.0.0.1" and cells[-1].endswith(f":{port}"), (name, cells)
     memory = out.getvalue().split("\n\nPROCESS")[1].split("\n\n")[0].splitlines()
     owners = {line.split()[0] for line in memory[1:-1]}
     assert set(stack.SERVICE_NAMES) <= owners and "serving/wachttijden-graph" in owners

@@ -16,18 +16,11 @@ from airflow_project.datalake import (
 from airflow_project.wachttijden import synthetic
 from airflow_project.wachttijden.dataset import read_intermediate
 from airflow_project.wachttijden.schema import COLUMNS, MODEL_NAME
+from tests.integration.pipelines.pipeline_helpers import pipeline_dag
 
 pytestmark = pytest.mark.integration
 
 DAY = dt.datetime(2024, 3, 7, tzinfo=dt.UTC)
-
-
-def _dag(dag_id: str):
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag()
-    assert not bag.import_errors
-    return bag.get_dag(dag_id)
 
 
 def _upload_raw(lake, day: dt.datetime, rows: int = 3000, seed: int = 1) -> BlobRef:
@@ -39,7 +32,7 @@ def _upload_raw(lake, day: dt.datetime, rows: int = 3000, seed: int = 1) -> Blob
 
 def test_prepare_dataset_writes_both_stages_at_logical_date_paths(datalake, airflow_services):
     _upload_raw(datalake, DAY)
-    run = _dag("prepare_dataset").test(logical_date=DAY)
+    run = pipeline_dag("prepare_dataset").test(logical_date=DAY)
     assert run.state == "success"
 
     intermediate_path = "wachttijden/2024/03/07/wachttijden.parquet"
@@ -58,9 +51,9 @@ def test_prepare_dataset_rerun_for_same_date_gives_same_output(datalake, airflow
     day = DAY + dt.timedelta(days=1)
     _upload_raw(datalake, day, seed=5)
     ref = BlobRef(PREPROCESSED_CONTAINER, dataset_path(day))
-    assert _dag("prepare_dataset").test(logical_date=day).state == "success"
+    assert pipeline_dag("prepare_dataset").test(logical_date=day).state == "success"
     first = datalake.read(ref)
-    assert _dag("prepare_dataset").test(logical_date=day).state == "success"
+    assert pipeline_dag("prepare_dataset").test(logical_date=day).state == "success"
     assert datalake.read(ref) == first
 
 
@@ -68,7 +61,7 @@ def test_broken_raw_file_fails_with_message_and_writes_nothing(datalake, airflow
     day = DAY + dt.timedelta(days=2)
     raw = BlobRef(RAW_CONTAINER, dataset_path(day))
     datalake.write(raw, b"ROAZ_REGIO;SPECIALISME\r\nNetwerk Acute Zorg West;Orthopedie (305)\r\n")
-    run = _dag("prepare_dataset").test(logical_date=day)
+    run = pipeline_dag("prepare_dataset").test(logical_date=day)
     assert run.state == "failed"
     task_log = "".join(capfd.readouterr())
     assert (
@@ -84,10 +77,10 @@ def test_train_model_logs_and_registers_with_alias(datalake, airflow_services):
 
     day = DAY + dt.timedelta(days=3)
     _upload_raw(datalake, day, rows=4000, seed=9)
-    assert _dag("prepare_dataset").test(logical_date=day).state == "success"
+    assert pipeline_dag("prepare_dataset").test(logical_date=day).state == "success"
     input_path = f"{PREPROCESSED_CONTAINER}/{dataset_path(day)}"
 
-    run = _dag("train_model").test(logical_date=day, run_conf={"input_path": input_path})
+    run = pipeline_dag("train_model").test(logical_date=day, run_conf={"input_path": input_path})
     assert run.state == "success"
 
     client = MlflowClient(airflow_services["mlflow"])

@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from airflow_project.datalake import PREPROCESSED_CONTAINER, RAW_CONTAINER, Blob
 from airflow_project.registry import BACKTEST_METRIC
 from airflow_project.wachttijden import synthetic
 from airflow_project.wachttijden.schema import MODEL_NAME
+from tests.integration.pipelines.pipeline_helpers import pipeline_dag
 
 pytestmark = pytest.mark.integration
 
@@ -33,47 +33,12 @@ SECOND = FIRST + dt.timedelta(days=3)
 ROWS = 3000
 
 
-def _dag(dag_id: str):
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag()
-    assert not bag.import_errors
-    return bag.get_dag(dag_id)
-
-
 def _upload(lake, day: dt.datetime, config: synthetic.SyntheticConfig) -> None:
     lake.write(BlobRef(RAW_CONTAINER, dataset_path(day)), synthetic.to_raw_bytes(synthetic.generate(config)))
 
 
 def _preprocessed(day: dt.datetime) -> BlobRef:
     return BlobRef(PREPROCESSED_CONTAINER, dataset_path(day))
-
-
-@pytest.fixture(scope="module")
-def services(azurite: str, fresh_mlflow_server: str, airflow_db, datalake) -> Iterator[str]:
-    """Airflow's connection and MLflow (by environment and MLflow's process-wide URI, which
-    other in-process tests may have set) pointing at Azurite and this module's MLflow."""
-    import mlflow
-
-    from airflow_project.datalake import CONNECTION_ID
-
-    previous = mlflow.get_tracking_uri()
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv(f"AIRFLOW_CONN_{CONNECTION_ID.upper()}",
-                   json.dumps({"conn_type": "wasb", "extra": {"connection_string": azurite}}))
-        env.setenv("MLFLOW_TRACKING_URI", fresh_mlflow_server)
-        mlflow.set_tracking_uri(fresh_mlflow_server)
-        try:
-            yield fresh_mlflow_server
-        finally:
-            mlflow.set_tracking_uri(previous)
-
-
-@pytest.fixture(scope="module")
-def client(services: str):
-    from mlflow import MlflowClient
-
-    return MlflowClient(services)
 
 
 def _data_runs(client, day: dt.datetime) -> list:
@@ -92,9 +57,9 @@ def _report(client, run) -> dict:
 def champion(services: str, datalake, client) -> dict:
     """The first export: prepared without a baseline, then trained: version 1, champion."""
     _upload(datalake, FIRST, synthetic.SyntheticConfig(rows=ROWS, seed=11))
-    assert _dag("prepare_dataset").test(logical_date=FIRST).state == "success"
+    assert pipeline_dag("prepare_dataset").test(logical_date=FIRST).state == "success"
     path = str(_preprocessed(FIRST))
-    assert _dag("train_model").test(logical_date=FIRST, run_conf={"input_path": path}).state == "success"
+    assert pipeline_dag("train_model").test(logical_date=FIRST, run_conf={"input_path": path}).state == "success"
     version = client.get_model_version_by_alias(MODEL_NAME, "champion")
     assert version.version == "1"
     return {"version": version, "path": path}
@@ -120,7 +85,7 @@ def test_first_export_passes_with_the_baseline_checks_not_applicable(champion, c
 def test_drifted_export_fails_the_gate_with_the_measures_and_writes_nothing(champion, datalake, client, capfd):
     _upload(datalake, DRIFTED, synthetic.DRIFTED.__class__(
         **{**synthetic.DRIFTED.__dict__, "rows": ROWS, "seed": 12}))
-    run = _dag("prepare_dataset").test(logical_date=DRIFTED)
+    run = pipeline_dag("prepare_dataset").test(logical_date=DRIFTED)
     assert run.state == "failed"
     log = "".join(capfd.readouterr())
     raw = f"raw/{dataset_path(DRIFTED)}"
@@ -145,7 +110,7 @@ def test_drifted_export_fails_the_gate_with_the_measures_and_writes_nothing(cham
 def test_override_lets_one_run_through_and_is_recorded(champion, datalake, client):
     _upload(datalake, OVERRIDDEN, synthetic.SyntheticConfig(rows=ROWS, seed=13, target_shift_weeks=4.0))
     reason = "test: a known shift, checked by the test suite"
-    run = _dag("prepare_dataset").test(logical_date=OVERRIDDEN, run_conf={"gate_override": reason})
+    run = pipeline_dag("prepare_dataset").test(logical_date=OVERRIDDEN, run_conf={"gate_override": reason})
     assert run.state == "success"
     assert datalake.exists(_preprocessed(OVERRIDDEN))
     [data_run] = _data_runs(client, OVERRIDDEN)
@@ -156,7 +121,7 @@ def test_override_lets_one_run_through_and_is_recorded(champion, datalake, clien
 
 def test_clean_export_passes_against_the_champions_data(champion, datalake, client):
     _upload(datalake, SECOND, synthetic.SyntheticConfig(rows=ROWS, seed=14))
-    assert _dag("prepare_dataset").test(logical_date=SECOND).state == "success"
+    assert pipeline_dag("prepare_dataset").test(logical_date=SECOND).state == "success"
     assert datalake.exists(_preprocessed(SECOND))
     [data_run] = _data_runs(client, SECOND)
     assert data_run.data.tags["gate"] == "passed"
@@ -169,8 +134,8 @@ def test_champion_is_backtested_on_the_second_export_before_training(champion, d
     path = str(_preprocessed(SECOND))
     if not datalake.exists(_preprocessed(SECOND)):  # this test alone: prepare the export first
         _upload(datalake, SECOND, synthetic.SyntheticConfig(rows=ROWS, seed=14))
-        assert _dag("prepare_dataset").test(logical_date=SECOND).state == "success"
-    run = _dag("train_model").test(logical_date=SECOND, run_conf={"input_path": path})
+        assert pipeline_dag("prepare_dataset").test(logical_date=SECOND).state == "success"
+    run = pipeline_dag("train_model").test(logical_date=SECOND, run_conf={"input_path": path})
     assert run.state == "success"
     tis = {ti.task_id: ti for ti in run.get_task_instances()}
     assert tis["backtest"].end_date <= tis["train_and_register"].start_date
@@ -210,7 +175,7 @@ def test_a_rewritten_or_deleted_baseline_is_not_taken_for_the_champions_data(cha
         datalake.write(trained_on, "\n".join([header, *rows[: len(rows) // 2]]).encode("utf-8") + b"\n")
         day = SECOND + dt.timedelta(days=1)
         _upload(datalake, day, synthetic.SyntheticConfig(rows=ROWS, seed=15))
-        assert _dag("prepare_dataset").test(logical_date=day).state == "success"
+        assert pipeline_dag("prepare_dataset").test(logical_date=day).state == "success"
         [data_run] = _data_runs(client, day)
         assert data_run.data.tags["baseline"].startswith(
             f"not applicable: {trained_on} changed since champion v{current.version} was trained on it (digest ")
@@ -219,7 +184,7 @@ def test_a_rewritten_or_deleted_baseline_is_not_taken_for_the_champions_data(cha
         datalake.delete(trained_on)
         day += dt.timedelta(days=1)
         _upload(datalake, day, synthetic.SyntheticConfig(rows=ROWS, seed=16))
-        assert _dag("prepare_dataset").test(logical_date=day).state == "success"
+        assert pipeline_dag("prepare_dataset").test(logical_date=day).state == "success"
         [data_run] = _data_runs(client, day)
         assert data_run.data.tags["baseline"] == (
             f"not applicable: champion v{current.version}'s training data {trained_on} no longer exists")

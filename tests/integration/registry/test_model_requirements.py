@@ -42,8 +42,9 @@ def test_registered_model_requirements_are_the_pinned_runtime_wherever_training_
     expected = model_pip_requirements()
     assert [line.split("==")[0] for line in expected] == list(MODEL_RUNTIME)
     for cwd in (REPO_ROOT, tmp_path):  # inside the uv project, and outside it
-        result = _mlops("train", "--input", str(prepared), "--tracking-uri", mlflow_server, cwd=cwd)
+        result = _mlops("train", "--input", str(prepared), "--tracking-uri", mlflow_server, "--force", cwd=cwd)
         assert result.returncode == 0, result.stderr
         model_uri = json.loads(result.stdout)["model_uri"]
         assert _registered_requirements(mlflow_server, model_uri) == expected, cwd
         assert "requirements from uv project" not in result.stderr, result.stderr  # no inference ran
+        assert "Failed to resolve installed pip version" not in result.stderr, result.stderr

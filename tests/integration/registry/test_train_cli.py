@@ -29,8 +29,8 @@ def prepared(tmp_path_factory) -> Path:
     return prepared
 
 
-def _train(prepared: Path, uri: str, estimator: str) -> dict:
-    result = mlops("train", "--input", str(prepared), "--tracking-uri", uri, "--estimator", estimator)
+def _train(prepared: Path, uri: str, estimator: str, *flags: str) -> dict:
+    result = mlops("train", "--input", str(prepared), "--tracking-uri", uri, "--estimator", estimator, *flags)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert len(lines) == 1, result.stdout
@@ -47,7 +47,8 @@ def test_promotion_rule_in_both_directions(prepared: Path, fresh_mlflow_server: 
     # linear is clearly worse than the tree on this data: it must not replace it,
     # and the tree must replace a linear champion.
     first = _train(prepared, mlflow_server, "linear")
-    assert set(first) == {"run_id", "model_uri", "version", "promoted", "metrics"}
+    assert set(first) == {"run_id", "model_uri", "version", "promoted", "metrics", "registered"}
+    assert first["registered"] is True
     assert set(first["metrics"]) == {"r2", "mae", "rmse", "baseline_mae"}
     assert first["model_uri"] == f"models:/{MODEL_NAME}/{first['version']}"
 
@@ -56,7 +57,14 @@ def test_promotion_rule_in_both_directions(prepared: Path, fresh_mlflow_server: 
     assert better["promoted"] is True
     assert client.get_model_version_by_alias(MODEL_NAME, "champion").version == better["version"]
 
-    worse = _train(prepared, mlflow_server, "linear")
+    # the same data and configuration as the first: nothing registered, that version named
+    same = _train(prepared, mlflow_server, "linear")
+    assert (same["registered"], same["version"], same["promoted"]) == (False, first["version"], False)
+    assert same["metrics"] == first["metrics"]
+    assert client.get_model_version_by_alias(MODEL_NAME, "challenger").version == better["version"]
+
+    worse = _train(prepared, mlflow_server, "linear", "--force")
+    assert worse["registered"] is True and int(worse["version"]) == int(better["version"]) + 1
     assert worse["promoted"] is False
     assert client.get_model_version_by_alias(MODEL_NAME, "champion").version == better["version"]
     assert client.get_model_version_by_alias(MODEL_NAME, "challenger").version == worse["version"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -39,6 +40,8 @@ def test_a_second_model_is_needed_only_without_a_distinct_challenger(state: Stat
     (State((1, 2), 2, 2), (2, 1)),       # the challenger won: the previous champion shadows
     (State((1, 2, 3), 3, 3), (3, 2)),    # the newest other version
     (State((1,), 1, 1), (1, 1)),         # only one version: it shadows itself
+    # v3 is a backfill of an older export: by export date v2 is the newest other version
+    (State((1, 2, 3), 1, 1, newest_first=(2, 1, 3)), (1, 2)),
 ])
 def test_serving_versions(state: State, expected: tuple[int, int]) -> None:
     assert models.serving_versions(state) == expected
@@ -149,6 +152,75 @@ def test_summary_lists_urls_curl_and_answers() -> None:
     assert "Comparison  MLflow experiment wachttijden-shadow: http://127.0.0.1:5000/#/experiments/2/runs" in text
     assert "v1-vs-v2: mae_primary_vs_shadow=0.250  share_within_1_week=0.900" in text
     assert f"  {demo[0].curl}\n  -> {{\"predictions\": [12.5]}}" in text
+
+
+def test_summary_says_when_the_shadow_beat_the_champion() -> None:
+    endpoints = summary.Endpoints("http://127.0.0.1:8100", "http://127.0.0.1:8101", "http://127.0.0.1:8102",
+                                   "http://127.0.0.1:8103", primary_version=1, shadow_version=2,
+                                   namespace="serving")
+    metrics = {"mae_primary": 1.30, "mae_shadow": 1.20}
+    beat = models.ShadowComparison("wachttijden-shadow", "u", metrics, "v1-vs-v2", shadow_beat_primary=True)
+    text = "\n".join(summary.format_serving_summary(endpoints, [], beat))
+    assert ("  Note        the shadow (version 2) beat the champion (version 1) on these rows: mae_shadow 1.200 "
+            "< mae_primary 1.300 (MLflow tag shadow_beat_primary=true)") in text
+    kept = models.ShadowComparison("wachttijden-shadow", "u", metrics, "v1-vs-v2")
+    assert "beat the champion" not in "\n".join(summary.format_serving_summary(endpoints, [], kept))
+
+
+def _record(tmp_path: Path, kind: str, name: str, port: int, argv: list[str]) -> dict[str, Any]:
+    return {"namespace": "serving", "kind": kind, "name": name, "port": port, "url": f"http://127.0.0.1:{port}",
+            "argv": argv, "running": True, "ready": True, "pid": 0}
+
+
+def test_status_lists_version_alias_and_listen_address_per_serving_object(tmp_path: Path) -> None:
+    graph = tmp_path / "InferenceGraph-wachttijden-graph.graph.json"
+    graph.write_text(json.dumps({"services": {"wachttijden-shadow": "http://127.0.0.1:8102",
+                                              "wachttijden-primary": "http://127.0.0.1:8100"}}))
+    objects = [
+        _record(tmp_path, "InferenceService", "wachttijden-primary", 8100,
+                ["python", "-m", "airflow_project.serving", "--model-uri", "models:/wachttijden/3", "--port", "8100",
+                 "--host", "127.0.0.1"]),
+        _record(tmp_path, "InferenceService", "wachttijden-shadow", 8102,
+                ["python", "-m", "airflow_project.serving", "--model-uri", "models:/wachttijden/2", "--port", "8102"]),
+        _record(tmp_path, "InferenceGraph", "wachttijden-graph", 8101,
+                ["python", "-m", "airflow_project.serving.router", "--graph", str(graph), "--port", "8101",
+                 "--host", "127.0.0.1"]),
+    ]
+    text = summary.format_serving(objects, {"3": ["champion"], "2": ["challenger"]})
+    header, *rows = text.splitlines()
+    assert header.split() == ["SERVING", "KIND", "STATE", "PID", "LISTEN", "READY", "VERSION", "ALIAS", "URL"]
+    by_name = {row.split()[0]: row.split() for row in rows}
+    assert by_name["serving/wachttijden-primary"][4:8] == ["127.0.0.1:8100", "yes", "v3", "champion"]
+    # no --host in its argv and no process to ask (pid 0): where it listens is not known
+    assert by_name["serving/wachttijden-shadow"][4:8] == ["-", "yes", "v2", "challenger"]
+    assert by_name["serving/wachttijden-graph"][4:8] == ["127.0.0.1:8101", "yes", "v2,v3", "-"]
+    unknown = summary.format_serving(objects, None)
+    assert unknown.splitlines()[1].split()[7] == "?" and "aliases unknown: the MLflow registry did not answer" in unknown
+
+
+def test_listen_address_without_host_in_argv_is_what_the_process_binds() -> None:
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    try:
+        port = server.getsockname()[1]
+        record = {"port": port, "url": f"http://127.0.0.1:{port}", "argv": ["x"], "running": True,
+                  "pid": os.getpid()}
+        assert summary.listen_address(record) == f"127.0.0.1:{port}"
+    finally:
+        server.close()
+
+
+def test_mlops_version_names_itself_and_the_main_parts(capsys: pytest.CaptureFixture[str]) -> None:
+    from airflow_project.local.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    [line] = capsys.readouterr().out.splitlines()
+    assert line.startswith("mlops 0.") and "apache-airflow 3." in line and "mlflow 3." in line and "Python 3." in line
 
 
 # ---------------------------------------------------------------------------- the Airflow side
@@ -272,9 +344,9 @@ def test_status_lists_and_down_stops_serving_objects(tmp_path: Path) -> None:
         out = io.StringIO()
         assert commands.status(config, out=out) == 1  # services down, model server not ready
         serving = out.getvalue().split("\n\n")[1].splitlines()
-        assert serving[0].split() == ["SERVING", "KIND", "STATE", "PID", "PORT", "READY", "URL"]
+        assert serving[0].split() == ["SERVING", "KIND", "STATE", "PID", "LISTEN", "READY", "VERSION", "ALIAS", "URL"]
         assert serving[1].split() == ["serving/wachttijden-primary", "InferenceService", "running",
-                                      str(process.pid), "23200", "no", "http://127.0.0.1:23200"]
+                                      str(process.pid), "-", "no", "-", "-", "http://127.0.0.1:23200"]
         assert "have no pid file" not in out.getvalue()
 
         out = io.StringIO()

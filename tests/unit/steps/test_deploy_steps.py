@@ -15,6 +15,7 @@ class FakeVersion:
     version: str
     run_id: str = "run"
     aliases: list[str] = field(default_factory=list)
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -27,12 +28,14 @@ class FakeRegistry:
 
     tracking_uri = "http://mlflow.test"
 
-    def __init__(self, versions: list[int], aliases: dict[str, int]) -> None:
+    def __init__(self, versions: list[int], aliases: dict[str, int], export_dates: dict[int, str] | None = None) -> None:
         self.versions = versions
         self.aliases = {a: str(v) for a, v in aliases.items()}
+        self.export_dates = export_dates or {v: "2025-01-01" for v in versions}
 
     def _mv(self, version: str) -> FakeVersion:
-        return FakeVersion(version, aliases=sorted(a for a, v in self.aliases.items() if v == version))
+        return FakeVersion(version, aliases=sorted(a for a, v in self.aliases.items() if v == version),
+                           tags={"export_date": self.export_dates[int(version)]})
 
     def get_model_version(self, name: str, version: str) -> FakeVersion:
         from mlflow.exceptions import MlflowException
@@ -69,7 +72,17 @@ def test_one_version_behind_both_aliases_shadows_the_newest_other_version():
     assert got["shadow"]["version"] == "4" and got["shadow"]["model_uri"] == "models:/wachttijden/4"
     assert got["shadow"]["requested"] == "challenger"
     assert got["shadow"]["note"] == ("primary 'champion' and shadow 'challenger' both resolve to version 3 of "
-                                     "model 'wachttijden': shadowing the newest other version 4 instead")
+                                     "model 'wachttijden': shadowing the newest other version 4 instead (by the "
+                                     "export date of its training data, 2025-01-01, then its number)")
+
+
+def test_the_stand_in_shadow_is_the_newest_by_export_date_not_by_number():
+    """v4 was trained later, but on an older export (a backfill): v2 is the newer model."""
+    registry = FakeRegistry([1, 2, 3, 4], {"champion": 3, "challenger": 3},
+                            {1: "2025-01-01", 2: "2025-03-01", 3: "2025-03-01", 4: "2024-03-09"})
+    got = resolve_mirror_versions("champion", "challenger", client=registry)
+    assert got["shadow"]["version"] == "2"
+    assert "newest other version 2 instead (by the export date of its training data, 2025-03-01" in got["shadow"]["note"]
 
 
 def test_the_only_version_fails_at_once_naming_aliases_and_versions():

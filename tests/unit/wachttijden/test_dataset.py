@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 
 import pyarrow as pa
@@ -147,21 +148,123 @@ def test_read_intermediate_names_file_and_problem():
 
 
 
-def test_text_transforms_run_once_per_distinct_value_with_the_per_row_result() -> None:
+def _clean_per_row(frame):
+    """The cleaning rules written the plain way, row by row: what `clean` must equal."""
     import numpy as np
     import pandas as pd
 
-    from airflow_project.wachttijden.dataset import _by_distinct
+    text = frame.astype(str).apply(lambda column: column.str.strip())
+    target = pd.to_numeric(text[TARGET].str.replace(",", ".", regex=False), errors="coerce")
+    text["TYPE_ZORGINSTELLING"] = text["TYPE_ZORGINSTELLING"].replace("", "Kliniek")
+    keep = np.isfinite(target) & (target >= 0) & (text[list(FEATURES)] != "").all(axis=1)
+    out = text.loc[keep, list(COLUMNS)].copy()
+    out[TARGET] = target[keep].astype("float64")
+    return out.reset_index(drop=True)
 
-    column = pd.Series([" 12 ", "onbekend", None, np.nan, 7, "12", " 12 ", "3,5", ""], index=range(10, 19))
-    calls: list[int] = []
 
-    def strip(values: pd.Series) -> pd.Series:
-        calls.append(len(values))
-        return values.str.strip()
+def test_cleaning_by_distinct_value_equals_the_rules_applied_row_by_row() -> None:
+    import numpy as np
+    import pandas as pd
 
-    text = _by_distinct(column, strip)
-    pd.testing.assert_series_equal(text, column.astype(str).str.strip())  # values and index
-    assert calls == [column.astype(str).nunique()]  # one call, each distinct value once
-    numbers = _by_distinct(text, lambda v: pd.to_numeric(v.str.replace(",", ".", regex=False), errors="coerce"))
-    assert numbers[10] == numbers[15] == 12.0 and numbers[17] == 3.5 and np.isnan(numbers[11])
+    targets = [" 12 ", "onbekend", None, np.nan, 7, "12", " 12 ", "3,5", "", "-1", "inf", "0"]
+    rows = len(targets)
+    frame = pd.DataFrame({
+        TARGET: targets,
+        "TYPE_WACHTTIJD": ["Behandeling", " Diagnostiek", "x", "x", "x", "", "x", "x", "x", "x", "x", "x"],
+        "SPECIALISME": ["Urologie (306) "] * rows,
+        "ROAZ_REGIO": ["Région Zuid", "a", "b", "c", "d", "e", " ", "f", "g", "h", "i", "j"],
+        "TYPE_ZORGINSTELLING": ["", "Ziekenhuis", " ", "", "Kliniek", "", "", "x", "", "", "", ""],
+    }, index=range(100, 100 + rows))
+    cleaned, report = dataset.clean(frame, "awkward.csv")
+    pd.testing.assert_frame_equal(cleaned, _clean_per_row(frame))
+    assert (report.rows_in, report.rows_out) == (rows, len(cleaned))
+    assert report.dropped_empty_target == 1 and report.dropped_negative_target == 1
+    assert report.dropped_target_not_a_number == 4  # onbekend, None, nan, inf
+    assert report.dropped_missing_feature == 2  # an empty TYPE_WACHTTIJD, a blank ROAZ_REGIO
+
+
+@pytest.mark.parametrize(("data", "named"), [
+    (gzip.compress(_raw("A;SpoedZorgNet;Kliniek;Orthopedie (305);Behandeling;7;x")), "is gzip-compressed"),
+    (b"PK\x03\x04" + bytes(range(256)) * 10, "is a ZIP archive"),
+    (bytes(range(256)) * 20, "is binary data (NUL bytes near the start)"),
+    ("\ufeff".encode("utf-16-le") + _raw("A;B;C;D;E;7;x").decode("iso-8859-1").encode("utf-16-le"), "is UTF-16"),
+    (_raw("A;Acute Zorg \u2013 Oost;Kliniek;Orthopedie (305);Behandeling;7;x", encoding="cp1252"),
+     "is neither UTF-8 nor ISO-8859-1: byte 0x96 on line 2 is a control character"),
+])
+def test_input_that_is_not_a_text_export_is_named_as_such_in_one_line(data: bytes, named: str):
+    with pytest.raises(dataset.DataValidationError) as err:
+        dataset.read_raw(data, "export.csv")
+    message = str(err.value)
+    assert message.startswith(f"export.csv: {named}"), message
+    assert "\n" not in message and len(message) < 300
+
+
+def test_utf8_without_a_byte_order_mark_is_read_as_utf8():
+    data = _raw("A;Région Zuid;Kliniek;Urologie (306);Behandeling;4;x", newline="\n", encoding="utf-8")
+    assert dataset.read_raw(data, "utf8.csv")["ROAZ_REGIO"].iloc[0] == "Région Zuid"
+
+
+def test_a_long_header_is_cut_in_the_message():
+    header = ";".join(f"COLUMN_{i}_{'X' * 60}" for i in range(200))
+    with pytest.raises(dataset.DataValidationError) as err:
+        dataset.read_raw(header.encode() + b"\n", "wide.csv")
+    assert "... (200 columns)" in str(err.value) and len(str(err.value)) < 1000
+
+
+def _pandas_prepared_bytes(frame) -> bytes:
+    """The prepared format as pandas writes it: what the fast writer must match byte for byte."""
+    return frame.loc[:, list(COLUMNS)].to_csv(sep=";", index=False, lineterminator="\n",
+                                              float_format="%.10g").encode("utf-8")
+
+
+@pytest.mark.parametrize("region", ["Région Zuid", 'Regio "Oost"', "Regio; West", "Regio\nNoord"])
+def test_the_fast_prepared_writer_writes_what_pandas_writes(region: str, monkeypatch: pytest.MonkeyPatch):
+    import pandas as pd
+
+    frame = pd.DataFrame({TARGET: [7.0, 0.1, 1e-7, 12345678901.0, 2.5, 7.0],
+                          "TYPE_WACHTTIJD": ["Behandeling"] * 6, "SPECIALISME": ["Urologie (306)"] * 6,
+                          "ROAZ_REGIO": [region, "Acute Zorg Oost", region, "x", "y", "z"],
+                          "TYPE_ZORGINSTELLING": ["Kliniek"] * 6})
+    data = dataset.to_prepared_bytes(frame)
+    assert data == _pandas_prepared_bytes(frame)
+    back = dataset.read_prepared(data, "prepared.csv")
+    monkeypatch.setattr(dataset, "_read_prepared_fast", lambda data: None)
+    assert back.equals(dataset.read_prepared(data, "prepared.csv"))  # as the pandas reader reads it
+    assert back.iloc[:, 1:].equals(frame.iloc[:, 1:])
+
+
+def test_the_fast_prepared_reader_reads_what_the_pandas_reader_reads(monkeypatch: pytest.MonkeyPatch):
+    cases = [
+        ";".join(COLUMNS).encode() + b"\n7;Behandeling;Urologie (306);R\xc3\xa9gio;Kliniek\n2.5;a;b;c;d\n",
+        ";".join(COLUMNS).encode() + b"\r\n7;Behandeling;Urologie (306);Regio;Kliniek\r\n",
+        ";".join(COLUMNS).encode() + b'\n7;"Behandeling";"Uro; logie";Regio;Kliniek\n',
+        ";".join(COLUMNS).encode() + b"\n7; Behandeling;Urologie (306);Regio;Kliniek\n",  # pandas skips the space
+    ]
+    fast = [dataset.read_prepared(data, "p.csv") for data in cases]
+    monkeypatch.setattr(dataset, "_read_prepared_fast", lambda data: None)
+    for data, frame in zip(cases, fast):
+        assert frame.equals(dataset.read_prepared(data, "p.csv")), data
+
+
+@pytest.mark.parametrize("data", [
+    _raw("Privékliniek Velsen;SpoedZorgNet;Kliniek;Orthopedie (305);Behandeling;7;x",
+         "Clinique Esthétique;Acute Zorg Oost;;Dermatologie (310);Diagnostiek;onbekend;y"),
+    _raw('A;"Regio; West";Kliniek;"Orthopedie (305)";Behandeling;"3,5";x', newline="\n", encoding="utf-8"),
+    _raw("A; SpoedZorgNet ;Kliniek; Urologie (306);Behandeling; 4;x", "B;;Kliniek;Urologie (306);Behandeling;2;x"),
+    _raw("A;SpoedZorgNet;Kliniek;Urologie (306);Behandeling;4;x;one too many"),  # pandas' reader decides
+    _raw("A;SpoedZorgNet;Kliniek;Urologie (306);Behandeling;4;x", header=HEADER.replace("EXTRA", '"EXTRA"')),
+])
+def test_the_fast_raw_reader_prepares_what_the_pandas_reader_prepares(data: bytes, monkeypatch: pytest.MonkeyPatch):
+    def prepared(raw: bytes):
+        try:
+            return dataset.clean(dataset.select_features(dataset.read_raw(raw, "raw.csv")), "raw.csv")
+        except dataset.DataValidationError as exc:
+            return str(exc)
+
+    fast = prepared(data)
+    monkeypatch.setattr(dataset, "_read_raw_fast", lambda utf8: None)
+    slow = prepared(data)
+    if isinstance(slow, str):
+        assert fast == slow
+    else:
+        assert fast[0].equals(slow[0]) and fast[1] == slow[1]

@@ -184,7 +184,22 @@ def test_thresholds_refuse_nonsense_and_fill_defaults():
 def test_distribution_plot_is_a_png(baseline):
     png = checks.target_distribution_plot(baseline[TARGET], baseline[TARGET] + 2)
     assert png.startswith(b"\x89PNG")
-    assert checks.target_distribution_plot(None, [1.0, 2.0]).startswith(b"\x89PNG")
+    assert checks.target_distribution_plot(None, [1.0, 2.0], baseline_note="no champion yet").startswith(b"\x89PNG")
+
+
+def test_the_plot_says_baseline_only_when_there_is_one():
+    assert checks.distribution_title(True) == "WACHTTIJD: baseline vs new export"
+    title = checks.distribution_title(False, "no champion yet, the first model")
+    assert title == "WACHTTIJD of the new export (no baseline: no champion yet, the first model)"
+    assert "baseline vs" not in title
+
+
+def test_the_tail_above_the_shown_weeks_is_left_out_not_piled_into_the_last_bin():
+    values = np.array([3.0] * 90 + [5.0] * 5 + [200.0] * 5)
+    shares, hidden = checks.weekly_shares(values, top=5)
+    assert hidden == 5
+    assert shares[5] == pytest.approx(0.05)  # only the rows of week 5, not the 200-week tail
+    assert shares.sum() == pytest.approx(0.95)  # shares of all rows: the hidden ones are not spread
 
 
 def test_report_lists_the_largest_new_categories_and_counts_all(baseline):

@@ -65,7 +65,7 @@ lint: install ## ruff (with its Airflow rules, AIR), hadolint (Dockerfile), acti
 
 ## ---------------------------------------------------------------- benchmarks
 .PHONY: bench-pipeline
-bench-pipeline: install ## time prepare+check+train on 100k and 1M rows, CLI vs DAG path (reports/)
+bench-pipeline: install ## prepare+check+train on 100k and 1M rows: the reference script vs the CLI path and the DAG path (reports/)
 	$(PY) -m loadtest.bench_pipeline
 
 .PHONY: calibrate-drift

@@ -2,8 +2,8 @@
 ### Shadow-deploy the challenger next to the champion
 
 Deploys two InferenceServices, **primary** (default alias `champion`) and **shadow**
-(default alias `challenger`; when both aliases point to one version, the newest other
-version), then the traffic mirror:
+(default alias `challenger`; when both aliases point to one version, the other version
+with the newest training export), then the traffic mirror:
 
 - `graph`: a KServe InferenceGraph, Sequence `[shadow (Soft), primary (Hard)]`: every
   request reaches both, the caller gets the primary's answer. Works without a mesh, but

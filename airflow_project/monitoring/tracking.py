@@ -93,12 +93,12 @@ def log_report(report: MonitoringReport, *, step: int, window_end: dt.datetime, 
     """One run of `wachttijden-monitoring`; its run id."""
     import mlflow
 
-    from airflow_project.registry import mlflow_logs_at_their_level
+    from airflow_project.registry import mlflow_logs_at_their_level, use_experiment
 
     timestamp = int(window_end.timestamp() * 1000)
     metrics = {**report.metrics(), **dict(extra_metrics or {})}
     with mlflow_logs_at_their_level():
-        mlflow.set_experiment(MONITORING_EXPERIMENT)
+        use_experiment(MONITORING_EXPERIMENT)  # filed in the model-training view, like the others
         with mlflow.start_run(run_name=run_name) as run:
             mlflow.set_tags({
                 "window_start": report.window_start or "", WINDOW_END_TAG: report.window_end or "",

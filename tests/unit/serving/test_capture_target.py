@@ -104,7 +104,8 @@ def test_status_shows_the_capture_counts(target):
     (cap,) = [o for o in objects if o["kind"] == CAPTURE]
     assert cap["ready"] and cap["capture"]["dropped"] == 0
     text = format_serving(objects)
-    assert re.search(rf"^{NS}/{CAPTURE_NAME} +{CAPTURE} +running +{cap['pid']} +- +yes +-$", text, re.MULTILINE)
+    # SERVING KIND STATE PID LISTEN READY VERSION ALIAS URL: the capture listens nowhere and serves no version
+    assert re.search(rf"^{NS}/{CAPTURE_NAME} +{CAPTURE} +running +{cap['pid']} +- +yes +- +- +-$", text, re.MULTILINE), text
     assert f"{NS}/{CAPTURE_NAME}: 0 predictions written to serving-logs, 0 buffered, 0 dropped" in text
     assert json.loads(status.read_text())["container"] == "serving-logs"
 
